@@ -1,0 +1,667 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/loomnet/loom/gossip"
+	"github.com/loomnet/loom/ipam"
+	"github.com/loomnet/loom/overlay"
+	"go.uber.org/zap"
+)
+
+// Agent is one running loomd.
+type Agent struct {
+	cfg     *resolved
+	log     *zap.Logger
+	kernel  *overlay.WriteCounter
+	dp      *overlay.Dataplane
+	backend overlay.Backend
+	fw      *overlay.NFTables
+	store   *ipam.Store
+	leases  *ipam.LeaseTable
+	members *gossip.Membership
+	mac     net.HardwareAddr
+	metrics *metrics
+
+	// stateMu guards the fields below it.
+	stateMu     sync.Mutex
+	subnet      netip.Prefix
+	epoch       uint64
+	programmed  map[string]bool
+	refused     map[string]string // peers whose record lost its subnet, and why
+	applied     bool
+	lastErr     error
+	serving     bool
+	conflicts   int
+	confWritten bool
+
+	// dpMu serialises computing desired state and applying it with pod
+	// attach and detach, so a reconcile never works from a snapshot of the
+	// pods that an attach has since changed.
+	dpMu sync.Mutex
+
+	kick chan struct{}
+	// leaveReq carries a leave request from the API to the main loop.
+	leaveReq chan chan error
+
+	// startedAt and joined decide when membership has settled after start:
+	// until then the data plane is adopted, never pruned.
+	startedAt time.Time
+	joined    atomic.Bool
+	// freshBootstrap: no --join, no persisted lease: a brand-new fabric,
+	// with nothing in the kernel worth adopting.
+	freshBootstrap bool
+	// joinTargets are --join plus the peers persisted at the last run.
+	joinTargets []string
+	// remembered are the underlay addresses of the peers programmed at the
+	// last run.
+	remembered []string
+	// savedPeers is the peer list last persisted (guarded by dpMu).
+	savedPeers string
+}
+
+// settleTimeout bounds how long a restarted agent that cannot reach any
+// peer keeps the entries it found in the kernel.
+func (a *Agent) settleTimeout() time.Duration { return max(a.cfg.DeadNodeGrace, 10*time.Second) }
+
+// settled reports whether membership is trustworthy enough to remove
+// entries: the node joined a peer, has nobody to join, or waited long
+// enough.
+//
+// A restarted node knows which peers it had (remembered in the store); it
+// settles once membership has a verdict on every one of them. memberlist
+// can report a successful join before it has merged the peer it joined,
+// so "joined" alone is not enough.
+func (a *Agent) settled() bool {
+	if a.freshBootstrap || time.Since(a.startedAt) > a.settleTimeout() {
+		return true
+	}
+	known := map[string]bool{}
+	for _, p := range a.members.Peers() {
+		known[p.Record.Underlay.String()] = true
+	}
+	for _, addr := range a.remembered {
+		if !known[addr] {
+			return false
+		}
+	}
+	return len(a.remembered) > 0 || a.joined.Load() || a.members.NumMembers() > 1
+}
+
+// Run starts loomd and blocks until ctx is cancelled. Cancelling stops the
+// agent but leaves the data plane in place: pods keep talking while the
+// agent restarts.
+func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
+	k, err := overlay.NewNetlinkKernel()
+	if err != nil {
+		return err
+	}
+	defer k.Close()
+	r, err := Resolve(cfg, k)
+	if err != nil {
+		return err
+	}
+	a := &Agent{
+		cfg:        r,
+		log:        log,
+		kernel:     &overlay.WriteCounter{Kernel: k},
+		mac:        overlay.VTEPMAC(r.NodeName),
+		programmed: map[string]bool{},
+		kick:       make(chan struct{}, 1),
+		leaveReq:   make(chan chan error, 1),
+		startedAt:  time.Now(),
+	}
+	a.metrics = newMetrics(a)
+	a.backend = overlay.NewVXLAN(a.kernel, overlay.VXLANConfig{
+		Name: overlay.DeviceName(r.VNI), VNI: r.VNI, Port: r.VXLANPort, MTU: r.mtu,
+		MAC: a.mac, UnderlayIndex: r.underlay.Attrs().Index, Local: r.advertise,
+	})
+	if r.DirectRouting {
+		a.backend = overlay.NewDirect(a.kernel, a.backend, r.Iface)
+	}
+	a.fw = overlay.NewNFTables()
+	a.dp = overlay.NewDataplane(overlay.DataplaneConfig{
+		Kernel: a.kernel, Backend: a.backend, Firewall: a.fw, Cluster: r.cluster,
+		VXLANPort: r.VXLANPort, PodToHost: r.podToHost,
+		AntiSpoof: r.PodAntiSpoof, Sysctl: overlay.SetSysctl,
+	})
+	a.leases = ipam.NewLeaseTable(r.space)
+
+	if a.store, err = ipam.OpenStore(r.StateDir); err != nil {
+		return err
+	}
+	defer a.store.Close()
+	if err := overlay.EnableForwarding(); err != nil {
+		return err
+	}
+	if r.PodAntiSpoof == overlay.AntiSpoofRPFilter {
+		// The kernel applies the larger of "all" and the interface's value:
+		// with all=2 (loose) a per-veth strict setting would do nothing.
+		if b, err := os.ReadFile("/proc/sys/net/ipv4/conf/all/rp_filter"); err == nil && strings.TrimSpace(string(b)) == "2" {
+			return flagErr("pod-antispoof", "rp_filter needs net.ipv4.conf.all.rp_filter 0 or 1, this node has 2 (loose); use nftables or lower it")
+		}
+	}
+	if err := a.loadPersistedKeyring(); err != nil {
+		return err
+	}
+	if len(r.keys) == 0 {
+		log.Warn("gossip is NOT encrypted or authenticated (--insecure-gossip): anyone who can reach the gossip port can join this fabric")
+	}
+
+	persisted, havePersisted, err := a.store.LoadLease()
+	if err != nil {
+		return err
+	}
+	known, err := a.store.LoadPeers()
+	if err != nil {
+		log.Warn("read remembered peers", zap.Error(err))
+	}
+	a.joinTargets = mergeTargets(r.Join, known)
+	a.remembered = known
+	if havePersisted && r.space.Check(persisted.Subnet) == nil {
+		// Advertise the subnet this node is about to reuse from the first
+		// gossip on, so peers never see it without one and drop its route
+		// while it restarts. claim() still checks for a conflict.
+		a.stateMu.Lock()
+		a.subnet, a.epoch = persisted.Subnet, persisted.Epoch
+		a.stateMu.Unlock()
+	}
+	a.freshBootstrap = len(r.Join) == 0 && !havePersisted
+	a.members, err = gossip.Start(gossip.Config{
+		NodeName: r.NodeName, AdvertiseAddr: r.advertise, Port: r.GossipPort, Keys: r.keys,
+		Profile: r.GossipProfile, State: a.leases, Logger: log, Metrics: a.metrics.gossip,
+		ValidateRecord: r.validateRecord, OnKeyringChange: a.persistKeyring,
+	}, a.record())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// No Leave: peers must see a restart as a failure and keep routes
+		// for the grace period, not withdraw them at once.
+		if err := a.members.Shutdown(); err != nil {
+			log.Warn("stop gossip", zap.Error(err))
+		}
+	}()
+	stopAPI, err := a.serveAPI()
+	if err != nil {
+		return err
+	}
+	defer stopAPI()
+	if r.MetricsAddr != "" {
+		stopMetrics, err := a.serveMetrics()
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+
+	log.Info("loomd starting", zap.String("node", r.NodeName), zap.String("version", Version),
+		zap.Stringer("underlay", r.advertise), zap.String("iface", r.Iface), zap.Stringer("vtep", a.mac),
+		zap.Int("mtu", r.mtu), zap.Stringer("cluster", r.cluster))
+
+	if err := a.joinForClaim(ctx, havePersisted); err != nil {
+		return err
+	}
+	if err := a.claim(persisted, havePersisted); err != nil {
+		return err
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if err := overlay.Watch(watchCtx, a.backend.DeviceIndex, a.trigger, func(err error) {
+		a.log.Warn("kernel change notifications lost; relying on periodic resync", zap.Error(err))
+	}); err != nil {
+		a.log.Warn("cannot watch kernel changes; drift is repaired on the periodic resync only", zap.Error(err))
+	}
+	return a.loop(ctx)
+}
+
+// joinForClaim joins the fabric before a subnet is claimed. A node with a
+// persisted lease tries once and goes on (it can serve its pods even if
+// every peer is down); a new node waits until it has synced the lease
+// table, because claiming blind is how two nodes end up on one subnet.
+func (a *Agent) joinForClaim(ctx context.Context, havePersisted bool) error {
+	if len(a.joinTargets) == 0 {
+		a.log.Info("no --join given: bootstrapping a new fabric")
+		return nil
+	}
+	backoff := 500 * time.Millisecond
+	for {
+		n, err := a.members.Join(a.joinTargets, a.cfg.GossipPort)
+		if err == nil {
+			a.joined.Store(true)
+			a.log.Info("joined fabric", zap.Int("contacted", n), zap.Int("members", a.members.NumMembers()))
+			return nil
+		}
+		if havePersisted || len(a.cfg.Join) == 0 {
+			a.log.Warn("could not reach any known peer; reusing persisted lease and retrying in the background", zap.Error(err))
+			return nil
+		}
+		a.log.Warn("could not join fabric; retrying before claiming a subnet", zap.Error(err), zap.Duration("retry", backoff))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// mergeTargets is join followed by the remembered peers not already in it.
+func mergeTargets(join, known []string) []string {
+	out := append([]string(nil), join...)
+	seen := map[string]bool{}
+	for _, j := range join {
+		seen[j] = true
+	}
+	for _, k := range known {
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// record is this node's gossiped node record.
+func (a *Agent) record() gossip.NodeRecord {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	return gossip.NodeRecord{
+		Name: a.cfg.NodeName, Underlay: a.cfg.advertise, VTEPMAC: a.mac,
+		Subnet: a.subnet, LeaseEpoch: a.epoch, AgentVersion: Version, Backend: a.backend.Name(),
+	}
+}
+
+func (a *Agent) currentSubnet() netip.Prefix {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	return a.subnet
+}
+
+// trigger asks the loop to reconcile soon; it never blocks.
+func (a *Agent) trigger() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loop reconciles on every change, on a timer for dead-peer grace, and on
+// the periodic resync; it also retries joins to reach missing peers.
+func (a *Agent) loop(ctx context.Context) error {
+	resync := time.NewTicker(a.cfg.ResyncInterval)
+	defer resync.Stop()
+	rejoin := time.NewTicker(5 * time.Second)
+	defer rejoin.Stop()
+	grace := time.NewTimer(time.Hour)
+	defer grace.Stop()
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+
+	reason := "startup"
+	for {
+		a.checkLeases()
+		next, err := a.reconcile(reason)
+		if err != nil {
+			retry.Reset(time.Second)
+		}
+		if !next.IsZero() {
+			grace.Reset(time.Until(next))
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Info("loomd stopping; data plane left in place")
+			return nil
+		case <-a.members.Changes():
+			reason = "membership"
+		case <-a.kick:
+			reason = "change"
+		case <-grace.C:
+			reason = "dead-node-grace"
+		case <-retry.C:
+			reason = "retry"
+		case <-resync.C:
+			reason = "resync"
+		case <-rejoin.C:
+			a.rejoin()
+			continue
+		case done := <-a.leaveReq:
+			err := a.leave()
+			done <- err
+			if err == nil {
+				return nil
+			}
+			reason = "leave-failed"
+		}
+	}
+}
+
+// rejoin contacts dead peers and, when alone, the --join list, so a healed
+// partition or a restarted fabric merges again without an operator.
+func (a *Agent) rejoin() {
+	var targets []string
+	for _, p := range a.members.Peers() {
+		if p.State == gossip.PeerDead {
+			targets = append(targets, p.Record.Underlay.String())
+		}
+	}
+	if a.members.NumMembers() <= 1 {
+		targets = append(targets, a.joinTargets...)
+	}
+	if len(targets) == 0 {
+		return
+	}
+	if n, err := a.members.Join(targets, a.cfg.GossipPort); err == nil {
+		if !a.joined.Swap(true) {
+			a.log.Info("joined fabric", zap.Int("contacted", n), zap.Int("members", a.members.NumMembers()))
+			a.trigger()
+		}
+	}
+}
+
+// reconcile computes the desired data plane and applies it. It returns when
+// the next dead peer's grace period ends (zero if none).
+func (a *Agent) reconcile(reason string) (time.Time, error) {
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
+	subnet := a.currentSubnet()
+	if !subnet.IsValid() {
+		return time.Time{}, nil
+	}
+	allocs, err := a.store.Allocations()
+	if err != nil {
+		a.log.Error("read pod allocations", zap.Error(err))
+	}
+	now := time.Now()
+	d, next, excluded := desiredState(a.cfg.NodeName, subnet, a.cfg.advertise, a.members.Peers(), a.leases, allocs, now, a.cfg.DeadNodeGrace)
+	a.stateMu.Lock()
+	for name, why := range excluded {
+		switch {
+		case strings.HasPrefix(why, "lost "):
+			// A record claiming a subnet an older live lease holds is refused:
+			// warn and count once per claim, not on every reconcile.
+			if a.refused[name] != why {
+				a.log.Warn("refusing peer record: its subnet belongs to an older lease", zap.String("node", name), zap.String("reason", why))
+				a.metrics.gossip.Rejected.Inc()
+			}
+		case a.programmed[name]:
+			a.log.Info("withdrawing peer", zap.String("node", name), zap.String("reason", why))
+		default:
+			a.log.Debug("peer not programmed", zap.String("node", name), zap.String("reason", why))
+		}
+	}
+	refused := map[string]string{}
+	for name, why := range excluded {
+		if strings.HasPrefix(why, "lost ") {
+			refused[name] = why
+		}
+	}
+	a.refused = refused
+	a.stateMu.Unlock()
+	if !a.settled() {
+		d.Adopt = true
+		// Adopting must not narrow the firewall either: until membership has
+		// spoken, the peers of the last run may still send VXLAN traffic.
+		for _, addr := range a.remembered {
+			if ip, err := netip.ParseAddr(addr); err == nil {
+				d.NodeAddrs = append(d.NodeAddrs, ip)
+			}
+		}
+		if settle := a.startedAt.Add(a.settleTimeout()); next.IsZero() || settle.Before(next) {
+			next = settle
+		}
+	}
+	start := time.Now()
+	res, err := a.dp.Apply(d)
+	a.metrics.observeReconcile(reason, time.Since(start), res, d, err)
+	programmed := map[string]bool{}
+	var addrs []string
+	for _, p := range d.Peers {
+		programmed[p.Name] = true
+		addrs = append(addrs, p.Underlay.String())
+	}
+	if key := strings.Join(addrs, ","); len(addrs) > 0 && key != a.savedPeers {
+		if err := a.store.SavePeers(addrs); err != nil {
+			a.log.Warn("remember peers", zap.Error(err))
+		} else {
+			a.savedPeers = key
+		}
+	}
+	a.stateMu.Lock()
+	a.programmed = programmed
+	a.lastErr = err
+	first := err == nil && !a.applied
+	if err == nil {
+		a.applied = true
+	}
+	a.stateMu.Unlock()
+	if err != nil {
+		a.log.Warn("reconcile incomplete; retrying", zap.String("reason", reason), zap.Error(err))
+	}
+	if res.Writes > 0 {
+		a.log.Info("data plane updated", zap.String("reason", reason), zap.Int("writes", res.Writes),
+			zap.Bool("device_changed", res.DeviceChanged), zap.Any("added", res.Added), zap.Any("removed", res.Removed),
+			zap.Int("peers", len(d.Peers)), zap.Int("pods", len(d.Pods)))
+	}
+	if first {
+		a.log.Info("data plane programmed; node ready", zap.Stringer("subnet", subnet))
+	}
+	if err == nil {
+		if werr := a.writeConflist(); werr != nil {
+			a.log.Error("write CNI config", zap.Error(werr))
+		}
+	}
+	return next, err
+}
+
+// desiredState is the data plane implied by membership, the lease table and
+// local allocations. A dead peer stays for grace after its death so a quick
+// restart does not interrupt traffic; next says when the earliest grace
+// period ends.
+func desiredState(self string, subnet netip.Prefix, advertise netip.Addr, peers []gossip.Peer,
+	leases *ipam.LeaseTable, allocs []ipam.Allocation, now time.Time, grace time.Duration) (overlay.Desired, time.Time, map[string]string) {
+	d := overlay.Desired{Subnet: subnet, NodeAddrs: []netip.Addr{advertise}, NodeOverlays: []netip.Addr{subnet.Addr()}}
+	var next time.Time
+	excluded := map[string]string{}
+	for _, p := range peers {
+		r := p.Record
+		if !r.HasSubnet() && p.Live() {
+			// A peer that is (re)starting may gossip its record before its
+			// subnet; the lease table still knows what it holds.
+			for _, c := range leases.ClaimsBy(r.Name) {
+				if h, ok := leases.Holder(c.Subnet, now); ok && h.Owner == r.Name {
+					r.Subnet = c.Subnet
+				}
+			}
+		}
+		switch {
+		case r.Name == self:
+			continue
+		case !r.HasSubnet():
+			excluded[r.Name] = "no subnet yet"
+			continue
+		case r.Subnet == subnet:
+			excluded[r.Name] = "claims this node's subnet " + subnet.String()
+			continue
+		case r.Subnet.Bits() != subnet.Bits():
+			excluded[r.Name] = "subnet " + r.Subnet.String() + " has the wrong size"
+			continue
+		case p.State == gossip.PeerLeft:
+			excluded[r.Name] = "left the fabric"
+			continue
+		}
+		h, held := leases.Holder(r.Subnet, now)
+		if held && h.Owner != r.Name {
+			excluded[r.Name] = "lost " + r.Subnet.String() + " to the older lease of " + h.Owner
+			continue
+		}
+		if !p.Live() {
+			if !held {
+				excluded[r.Name] = "dead and its lease released"
+				continue
+			}
+			end := p.Since.Add(grace)
+			if !now.Before(end) {
+				excluded[r.Name] = "dead for longer than the grace period"
+				continue
+			}
+			if next.IsZero() || end.Before(next) {
+				next = end
+			}
+		}
+		d.Peers = append(d.Peers, overlay.Peer{Name: r.Name, Underlay: r.Underlay, VTEPMAC: r.VTEPMAC, Subnet: r.Subnet})
+		d.NodeAddrs = append(d.NodeAddrs, r.Underlay)
+		d.NodeOverlays = append(d.NodeOverlays, r.Subnet.Addr())
+	}
+	for _, al := range allocs {
+		if subnet.Contains(al.IP) && al.HostIf != "" {
+			d.Pods = append(d.Pods, overlay.PodRoute{IP: al.IP, HostIf: al.HostIf})
+		}
+	}
+	return d, next, excluded
+}
+
+// claim takes the persisted subnet back when no older lease holds it,
+// otherwise the first free subnet in this node's rendezvous order.
+func (a *Agent) claim(persisted ipam.OwnLease, have bool) error {
+	now := time.Now()
+	if have {
+		if err := a.cfg.space.Check(persisted.Subnet); err != nil {
+			a.log.Warn("persisted lease does not fit the configured cluster; claiming a new subnet",
+				zap.Stringer("subnet", persisted.Subnet), zap.Error(err))
+			have = false
+		}
+	}
+	if have {
+		h, held := a.leases.Holder(persisted.Subnet, now)
+		if !held || h.Owner == a.cfg.NodeName {
+			return a.activate(persisted.Subnet, persisted.Epoch)
+		}
+		a.log.Error("persisted subnet is now held by another node; claiming a new one",
+			zap.Stringer("subnet", persisted.Subnet), zap.String("holder", h.Owner))
+	}
+	if !have {
+		// No local state (a reinstalled node): the fabric may still hold a
+		// lease for this name, reserved since it died. Take it back.
+		for _, c := range a.leases.ClaimsBy(a.cfg.NodeName) {
+			if h, ok := a.leases.Holder(c.Subnet, now); ok && h.Owner == a.cfg.NodeName {
+				a.log.Info("reclaiming the subnet the fabric kept for this node", zap.Stringer("subnet", c.Subnet))
+				return a.activate(c.Subnet, c.Epoch)
+			}
+		}
+	}
+	s, err := a.leases.PickFree(a.cfg.NodeName, now)
+	if err != nil {
+		return err
+	}
+	return a.activate(s, uint64(now.UnixNano()))
+}
+
+// activate makes this node's claim on subnet active, releases any other
+// claim it holds, persists the lease and gossips both.
+func (a *Agent) activate(subnet netip.Prefix, epoch uint64) error {
+	c := ipam.Claim{Subnet: subnet, Owner: a.cfg.NodeName, Epoch: epoch, Version: 1, State: ipam.LeaseActive}
+	if cur, ok := a.leases.ClaimOf(subnet, a.cfg.NodeName); ok {
+		c.Epoch = max(c.Epoch, cur.Epoch)
+		c.Version = cur.Version + 1
+	}
+	update := []ipam.Claim{c}
+	for _, old := range a.leases.ClaimsBy(a.cfg.NodeName) {
+		if old.Subnet != subnet && old.State != ipam.LeaseReleased {
+			old.Version++
+			old.State, old.Expires = ipam.LeaseReleased, 0
+			update = append(update, old)
+		}
+	}
+	if _, err := a.leases.Merge(update...); err != nil {
+		return fmt.Errorf("record claim on %s: %w", subnet, err)
+	}
+	if err := a.store.SaveLease(ipam.OwnLease{Subnet: subnet, Epoch: c.Epoch}); err != nil {
+		return fmt.Errorf("persist lease on %s: %w", subnet, err)
+	}
+	a.stateMu.Lock()
+	a.subnet, a.epoch = subnet, c.Epoch
+	a.stateMu.Unlock()
+	a.broadcastClaims(update)
+	if err := a.members.SetLocalRecord(a.record()); err != nil {
+		a.log.Warn("gossip node record", zap.Error(err))
+	}
+	a.log.Info("lease claimed", zap.String("node", a.cfg.NodeName), zap.Stringer("subnet", subnet), zap.Uint64("epoch", c.Epoch))
+	return nil
+}
+
+// checkLeases reacts to the lease table: it gives up this node's subnet if
+// an older lease won it, and reserves the subnets of dead peers.
+func (a *Agent) checkLeases() {
+	subnet := a.currentSubnet()
+	if !subnet.IsValid() {
+		return
+	}
+	now := time.Now()
+	if h, ok := a.leases.Holder(subnet, now); ok && h.Owner != a.cfg.NodeName {
+		a.stateMu.Lock()
+		a.conflicts++
+		a.stateMu.Unlock()
+		a.metrics.conflicts.Inc()
+		a.log.Error("subnet conflict: an older lease holds this node's subnet; moving to another",
+			zap.Stringer("subnet", subnet), zap.String("holder", h.Owner), zap.Uint64("holder_epoch", h.Epoch))
+		s, err := a.leases.PickFree(a.cfg.NodeName, now)
+		if err != nil {
+			a.log.Error("no subnet to move to", zap.Error(err))
+			return
+		}
+		if err := a.activate(s, uint64(now.UnixNano())); err != nil {
+			a.log.Error("claim replacement subnet", zap.Error(err))
+		}
+		return // the next pass looks at the new subnet
+	}
+	if c, ok := a.leases.ClaimOf(subnet, a.cfg.NodeName); ok && c.State != ipam.LeaseActive {
+		// A peer that thought this node dead reserved its lease; take it back.
+		if err := a.activate(subnet, c.Epoch); err != nil {
+			a.log.Error("reactivate own lease", zap.Error(err))
+		}
+	}
+	var update []ipam.Claim
+	for _, p := range a.members.Peers() {
+		if p.Live() {
+			continue
+		}
+		for _, c := range a.leases.ClaimsBy(p.Record.Name) {
+			if c.State != ipam.LeaseActive {
+				continue
+			}
+			c.Version++
+			c.State = ipam.LeaseReserved
+			c.Expires = p.Since.Add(a.cfg.LeaseTTL).Unix()
+			update = append(update, c)
+			a.log.Info("lease reserved for dead node", zap.String("node", c.Owner), zap.Stringer("subnet", c.Subnet),
+				zap.Time("until", time.Unix(c.Expires, 0)))
+		}
+	}
+	if len(update) > 0 {
+		if _, err := a.leases.Merge(update...); err != nil {
+			a.log.Warn("record reservations", zap.Error(err))
+			return
+		}
+		a.broadcastClaims(update)
+	}
+}
+
+// broadcastClaims gossips claim updates in packet-sized messages.
+func (a *Agent) broadcastClaims(claims []ipam.Claim) {
+	for _, msg := range ipam.EncodeClaimMessages(claims) {
+		a.members.Broadcast(msg)
+	}
+}
+
+// errNotReady is returned by API calls that need a subnet.
+var errNotReady = errors.New("node has no subnet yet")

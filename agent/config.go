@@ -1,0 +1,379 @@
+// Package agent is loomd: it wires gossip, ipam and the overlay together,
+// serves the local API, and owns the agent's lifecycle.
+package agent
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/loomnet/loom/gossip"
+	"github.com/loomnet/loom/ipam"
+	"github.com/loomnet/loom/overlay"
+	"github.com/vishvananda/netlink"
+)
+
+// Version is the agent's version, set at build time with -ldflags.
+var Version = "dev"
+
+// Config is loomd's configuration. Every field has a flag of the same
+// name (see cmd/loomd) and a LOOM_* environment variable.
+type Config struct {
+	// NodeName is the node's unique name in the fabric. Default: hostname.
+	NodeName string
+	// AdvertiseAddr is the underlay IPv4 address peers reach this node at.
+	// Default: the first IPv4 address of Iface.
+	AdvertiseAddr string
+	// Iface is the underlay interface. Default: the default route's.
+	Iface string
+	// Join lists peers ("host" or "host:port") to join; empty bootstraps a
+	// new fabric.
+	Join []string
+	// GossipPort is the memberlist TCP/UDP port, the same on every node.
+	GossipPort int
+	// GossipProfile is "lan" or "wan" (memberlist's timing profiles).
+	GossipProfile string
+	// ClusterCIDR is the pod address space of the whole fabric.
+	ClusterCIDR string
+	// SubnetPrefix is the prefix length of each node's pod subnet.
+	SubnetPrefix int
+	// VNI is the VXLAN network identifier.
+	VNI int
+	// VXLANPort is the VXLAN UDP port.
+	VXLANPort int
+	// MTU is the overlay and pod MTU. 0: underlay MTU - 50.
+	MTU int
+	// GossipKeyFile holds base64 gossip keys, one per line, first primary.
+	GossipKeyFile string
+	// InsecureGossip is the explicit opt-out of gossip encryption.
+	InsecureGossip bool
+	// StateDir holds the crash-safe state (own lease, pod allocations).
+	StateDir string
+	// Socket is the local API's unix socket.
+	Socket string
+	// CNIConfDir is where the conflist is written once the node can serve.
+	CNIConfDir string
+	// UnderlayCIDRs restricts the underlay addresses peers may advertise;
+	// empty allows any.
+	UnderlayCIDRs []string
+	// DirectRouting routes peers on the same L2 segment (on-link on Iface)
+	// via their underlay address without encapsulation.
+	DirectRouting bool
+	// PodAntiSpoof selects how pods are kept to their own source address:
+	// nftables (default) or rp_filter.
+	PodAntiSpoof string
+	// AllowPodToHost lists what pods may reach on their node itself, as
+	// tcp/PORT or udp/PORT, besides ICMP; "all" turns the filter off.
+	AllowPodToHost []string
+	// CNIChain lists plugins chained after loom in the conflist, e.g.
+	// portmap and bandwidth from the CNI reference plugins.
+	CNIChain []string
+	// MetricsAddr serves /metrics, /healthz and /readyz; empty disables.
+	MetricsAddr string
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+	// LogFormat is json or console.
+	LogFormat string
+	// DeadNodeGrace is how long after a peer is declared dead its routes are
+	// withdrawn; a restart within it keeps traffic to its pods flowing.
+	DeadNodeGrace time.Duration
+	// LeaseTTL is how long a dead node's subnet stays reserved for it.
+	LeaseTTL time.Duration
+	// ResyncInterval is how often the kernel is re-read and drift repaired.
+	ResyncInterval time.Duration
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		NodeName:       host,
+		GossipPort:     7946,
+		GossipProfile:  "lan",
+		ClusterCIDR:    "10.244.0.0/16",
+		SubnetPrefix:   24,
+		VNI:            1,
+		VXLANPort:      4789,
+		StateDir:       "/var/lib/loom",
+		Socket:         "/run/loom/loom.sock",
+		CNIConfDir:     "/etc/cni/net.d",
+		MetricsAddr:    "127.0.0.1:9641",
+		LogLevel:       "info",
+		LogFormat:      "json",
+		DeadNodeGrace:  10 * time.Second,
+		LeaseTTL:       24 * time.Hour,
+		ResyncInterval: 30 * time.Second,
+	}
+}
+
+// FlagError is a configuration error attributable to one flag.
+type FlagError struct {
+	Flag string
+	Err  error
+}
+
+func (e *FlagError) Error() string { return fmt.Sprintf("invalid --%s: %v", e.Flag, e.Err) }
+func (e *FlagError) Unwrap() error { return e.Err }
+
+func flagErr(flag string, format string, a ...any) error {
+	return &FlagError{Flag: flag, Err: fmt.Errorf(format, a...)}
+}
+
+var pluginNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$`)
+
+// resolved is the validated, derived configuration the agent runs with.
+type resolved struct {
+	Config
+	space     ipam.SubnetSpace
+	cluster   netip.Prefix
+	underlay  netlink.Link
+	advertise netip.Addr
+	mtu       int
+	keys      [][]byte
+	podToHost []overlay.PortRule
+	underlays []netip.Prefix
+}
+
+// Resolve validates cfg and derives what the agent needs (underlay link,
+// advertise address, MTU, keys). Every error names the offending flag.
+func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
+	r := &resolved{Config: cfg}
+	if !nodeNameRE.MatchString(cfg.NodeName) {
+		return nil, flagErr("node-name", "%q: must be 1-64 letters, digits, '.', '_' or '-', starting and ending with a letter or digit", cfg.NodeName)
+	}
+	cluster, err := netip.ParsePrefix(cfg.ClusterCIDR)
+	if err != nil {
+		return nil, flagErr("cluster-cidr", "%q is not a CIDR: %v", cfg.ClusterCIDR, err)
+	}
+	if !cluster.Addr().Is4() {
+		return nil, flagErr("cluster-cidr", "%s: only IPv4 is supported", cluster)
+	}
+	if cluster.Masked() != cluster {
+		return nil, flagErr("cluster-cidr", "%s is not a network address (did you mean %s?)", cluster, cluster.Masked())
+	}
+	r.cluster = cluster
+	if cfg.SubnetPrefix <= cluster.Bits() || cfg.SubnetPrefix > 30 {
+		return nil, flagErr("subnet-prefix", "/%d must be longer than the cluster prefix /%d and at most /30", cfg.SubnetPrefix, cluster.Bits())
+	}
+	if r.space, err = ipam.NewSubnetSpace(cluster, cfg.SubnetPrefix); err != nil {
+		return nil, flagErr("subnet-prefix", "%v", err)
+	}
+	if cfg.VNI < 1 || cfg.VNI > 1<<24-1 {
+		return nil, flagErr("vni", "%d is outside 1..16777215", cfg.VNI)
+	}
+	for _, p := range []struct {
+		flag string
+		v    int
+	}{{"gossip-port", cfg.GossipPort}, {"vxlan-port", cfg.VXLANPort}} {
+		if p.v < 1 || p.v > 65535 {
+			return nil, flagErr(p.flag, "%d is not a port (1..65535)", p.v)
+		}
+	}
+	if cfg.GossipProfile != "lan" && cfg.GossipProfile != "wan" {
+		return nil, flagErr("gossip-profile", "%q: want lan or wan", cfg.GossipProfile)
+	}
+	if _, err := parseLevel(cfg.LogLevel); err != nil {
+		return nil, flagErr("log-level", "%v", err)
+	}
+	if cfg.LogFormat != "json" && cfg.LogFormat != "console" {
+		return nil, flagErr("log-format", "%q: want json or console", cfg.LogFormat)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+		min  time.Duration
+	}{{"dead-node-grace", cfg.DeadNodeGrace, 0}, {"lease-ttl", cfg.LeaseTTL, time.Second}, {"resync-interval", cfg.ResyncInterval, time.Second}} {
+		if d.v < d.min {
+			return nil, flagErr(d.flag, "%s is below the minimum %s", d.v, d.min)
+		}
+	}
+	for _, p := range []struct{ flag, v string }{{"state-dir", cfg.StateDir}, {"socket", cfg.Socket}, {"cni-conf-dir", cfg.CNIConfDir}} {
+		if p.v == "" {
+			return nil, flagErr(p.flag, "must not be empty")
+		}
+	}
+	if cfg.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(cfg.MetricsAddr); err != nil {
+			return nil, flagErr("metrics-addr", "%q: %v", cfg.MetricsAddr, err)
+		}
+	}
+	for _, c := range cfg.UnderlayCIDRs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil || p.Masked() != p {
+			return nil, flagErr("underlay-cidrs", "%q is not a network in CIDR form", c)
+		}
+		r.underlays = append(r.underlays, p)
+	}
+	switch cfg.PodAntiSpoof {
+	case "", overlay.AntiSpoofNFTables, overlay.AntiSpoofRPFilter:
+	default:
+		return nil, flagErr("pod-antispoof", "%q: want nftables or rp_filter", cfg.PodAntiSpoof)
+	}
+	r.podToHost = []overlay.PortRule{}
+	for _, p := range cfg.AllowPodToHost {
+		if p == "all" {
+			r.podToHost = nil
+			break
+		}
+		pr, err := overlay.ParsePortRule(p)
+		if err != nil {
+			return nil, flagErr("allow-pod-to-host", "%v", err)
+		}
+		r.podToHost = append(r.podToHost, pr)
+	}
+	for _, c := range cfg.CNIChain {
+		if !pluginNameRE.MatchString(c) || c == "loom" {
+			return nil, flagErr("cni-chain", "%q is not a plugin type to chain after loom", c)
+		}
+	}
+	for _, j := range cfg.Join {
+		if strings.TrimSpace(j) == "" {
+			return nil, flagErr("join", "empty address in list")
+		}
+	}
+	if r.keys, err = loadKeys(cfg); err != nil {
+		return nil, err
+	}
+	if err := r.resolveUnderlay(k); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// defaultRouteIface returns the interface of the IPv4 default route.
+func defaultRouteIface() (string, error) {
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return "", err
+	}
+	for _, rt := range routes {
+		if rt.Dst == nil || rt.Dst.String() == "0.0.0.0/0" {
+			l, err := netlink.LinkByIndex(rt.LinkIndex)
+			if err != nil {
+				return "", err
+			}
+			return l.Attrs().Name, nil
+		}
+	}
+	return "", errors.New("no IPv4 default route")
+}
+
+func (r *resolved) resolveUnderlay(k overlay.Kernel) error {
+	if r.Iface == "" {
+		name, err := defaultRouteIface()
+		if err != nil {
+			return flagErr("iface", "not set and no default route to pick one from (%v); pass --iface", err)
+		}
+		r.Iface = name
+	}
+	l, err := k.LinkByName(r.Iface)
+	if err != nil {
+		return flagErr("iface", "%q: no such interface", r.Iface)
+	}
+	r.underlay = l
+	if r.AdvertiseAddr != "" {
+		a, err := netip.ParseAddr(r.AdvertiseAddr)
+		if err != nil || !a.Is4() {
+			return flagErr("advertise-addr", "%q is not an IPv4 address", r.AdvertiseAddr)
+		}
+		r.advertise = a
+	} else {
+		addrs, err := k.AddrList(l)
+		if err != nil {
+			return flagErr("iface", "%q: list addresses: %v", r.Iface, err)
+		}
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap().Is4() && !ip.IsLinkLocalUnicast() {
+				r.advertise = ip.Unmap()
+				break
+			}
+		}
+		if !r.advertise.IsValid() {
+			return flagErr("advertise-addr", "not set and interface %q has no IPv4 address", r.Iface)
+		}
+	}
+	r.mtu = r.MTU
+	if r.mtu == 0 {
+		r.mtu = l.Attrs().MTU - 50
+	}
+	if r.mtu < 576 || r.mtu > 65535-50 {
+		return flagErr("mtu", "%d is outside 576..65485", r.mtu)
+	}
+	return nil
+}
+
+// loadKeys reads the gossip keyring file, or returns nil for the explicit
+// opt-out. Starting with neither is refused: silent plaintext gossip would
+// let anyone on the underlay join the fabric.
+func loadKeys(cfg Config) ([][]byte, error) {
+	switch {
+	case cfg.GossipKeyFile != "" && cfg.InsecureGossip:
+		return nil, flagErr("insecure-gossip", "cannot be combined with --gossip-key-file")
+	case cfg.GossipKeyFile == "" && !cfg.InsecureGossip:
+		return nil, flagErr("gossip-key-file", "not set: gossip is encrypted by default; create a key with 'loomctl keygen > key' and pass --gossip-key-file key, or opt out explicitly with --insecure-gossip")
+	case cfg.InsecureGossip:
+		return nil, nil
+	}
+	b, err := os.ReadFile(cfg.GossipKeyFile)
+	if err != nil {
+		return nil, flagErr("gossip-key-file", "%v", err)
+	}
+	keys, err := ParseKeys(string(b))
+	if err != nil {
+		return nil, flagErr("gossip-key-file", "%s: %v", cfg.GossipKeyFile, err)
+	}
+	return keys, nil
+}
+
+// ParseKeys parses base64 gossip keys, one per line; the first is primary.
+func ParseKeys(s string) ([][]byte, error) {
+	var keys [][]byte
+	for i, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, err := base64.StdEncoding.DecodeString(line)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: not base64: %v", i+1, err)
+		}
+		if len(k) != 16 && len(k) != 24 && len(k) != 32 {
+			return nil, fmt.Errorf("line %d: key is %d bytes, want 32 (or 16/24)", i+1, len(k))
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("no key in file")
+	}
+	return keys, nil
+}
+
+// validateRecord vets a peer's gossiped record before anything uses it.
+func (r *resolved) validateRecord(rec gossip.NodeRecord) error {
+	if !rec.Underlay.Is4() {
+		return fmt.Errorf("underlay address %s is not IPv4", rec.Underlay)
+	}
+	if len(r.underlays) > 0 {
+		ok := false
+		for _, p := range r.underlays {
+			ok = ok || p.Contains(rec.Underlay)
+		}
+		if !ok {
+			return fmt.Errorf("underlay address %s is outside --underlay-cidrs %v", rec.Underlay, r.underlays)
+		}
+	}
+	if rec.HasSubnet() {
+		if err := r.space.Check(rec.Subnet); err != nil {
+			return fmt.Errorf("subnet: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+package agent
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/loomnet/loom/gossip"
+	"github.com/loomnet/loom/overlay"
+	"github.com/vishvananda/netlink"
+)
+
+func fakeHost(t *testing.T) overlay.Kernel {
+	k := overlay.NewFakeKernel()
+	eth0 := k.AddDummy("eth0")
+	k.AddrReplace(eth0, &netlink.Addr{IPNet: mustIPNet(t, "192.0.2.10/24")})
+	return k
+}
+
+func mustIPNet(t *testing.T, s string) *net.IPNet {
+	n, err := netlink.ParseIPNet(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func validConfig() Config {
+	c := DefaultConfig()
+	c.NodeName = "node1"
+	c.Iface = "eth0"
+	c.InsecureGossip = true
+	return c
+}
+
+func TestResolveDerivesAddressAndMTU(t *testing.T) {
+	r, err := Resolve(validConfig(), fakeHost(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.advertise.String() != "192.0.2.10" || r.mtu != 1450 {
+		t.Fatalf("advertise %s mtu %d, want 192.0.2.10 and 1450", r.advertise, r.mtu)
+	}
+}
+
+func TestResolveNamesTheBadFlag(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(keyFile, []byte("not base64!\n"), 0o600)
+	shortKey := filepath.Join(t.TempDir(), "short")
+	os.WriteFile(shortKey, []byte("c2hvcnQ=\n"), 0o600)
+	cases := []struct {
+		flag string
+		mod  func(*Config)
+	}{
+		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "10.244.0.1/16" }},
+		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "banana" }},
+		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "fd00::/64" }},
+		{"subnet-prefix", func(c *Config) { c.SubnetPrefix = 16 }},
+		{"subnet-prefix", func(c *Config) { c.SubnetPrefix = 8 }},
+		{"iface", func(c *Config) { c.Iface = "nope0" }},
+		{"advertise-addr", func(c *Config) { c.AdvertiseAddr = "300.1.1.1" }},
+		{"gossip-key-file", func(c *Config) { c.InsecureGossip = false }},
+		{"gossip-key-file", func(c *Config) { c.InsecureGossip = false; c.GossipKeyFile = "/nonexistent/key" }},
+		{"gossip-key-file", func(c *Config) { c.InsecureGossip = false; c.GossipKeyFile = keyFile }},
+		{"gossip-key-file", func(c *Config) { c.InsecureGossip = false; c.GossipKeyFile = shortKey }},
+		{"insecure-gossip", func(c *Config) { c.GossipKeyFile = shortKey }},
+		{"vni", func(c *Config) { c.VNI = 0 }},
+		{"vxlan-port", func(c *Config) { c.VXLANPort = 70000 }},
+		{"gossip-port", func(c *Config) { c.GossipPort = 0 }},
+		{"mtu", func(c *Config) { c.MTU = 100 }},
+		{"node-name", func(c *Config) { c.NodeName = "bad name" }},
+		{"log-level", func(c *Config) { c.LogLevel = "loud" }},
+		{"metrics-addr", func(c *Config) { c.MetricsAddr = "nocolon" }},
+		{"gossip-profile", func(c *Config) { c.GossipProfile = "moon" }},
+	}
+	for _, tc := range cases {
+		c := validConfig()
+		tc.mod(&c)
+		_, err := Resolve(c, fakeHost(t))
+		var fe *FlagError
+		if !errors.As(err, &fe) || fe.Flag != tc.flag || !strings.Contains(err.Error(), "--"+tc.flag) {
+			t.Errorf("want error naming --%s, got %v", tc.flag, err)
+		}
+	}
+}
+
+func TestParseKeys(t *testing.T) {
+	keys, err := ParseKeys("# rotation\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\nAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n")
+	if err != nil || len(keys) != 2 || keys[1][0] != 1 {
+		t.Fatalf("keys = %v, err = %v", keys, err)
+	}
+	if _, err := ParseKeys("\n# nothing\n"); err == nil {
+		t.Fatal("empty key file accepted")
+	}
+}
+
+func TestValidateRecord(t *testing.T) {
+	c := validConfig()
+	c.UnderlayCIDRs = []string{"192.0.2.0/24"}
+	r, err := Resolve(c, fakeHost(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := gossip.NodeRecord{Name: "p", Underlay: netip.MustParseAddr("192.0.2.7"), VTEPMAC: overlay.VTEPMAC("p"), Subnet: netip.MustParsePrefix("10.244.9.0/24")}
+	if err := r.validateRecord(good); err != nil {
+		t.Fatal(err)
+	}
+	for name, mod := range map[string]func(*gossip.NodeRecord){
+		"underlay outside allow-list": func(n *gossip.NodeRecord) { n.Underlay = netip.MustParseAddr("198.51.100.1") },
+		"subnet outside cluster":      func(n *gossip.NodeRecord) { n.Subnet = netip.MustParsePrefix("10.9.0.0/24") },
+		"subnet wrong size":           func(n *gossip.NodeRecord) { n.Subnet = netip.MustParsePrefix("10.244.9.0/25") },
+		"IPv6 underlay":               func(n *gossip.NodeRecord) { n.Underlay = netip.MustParseAddr("2001:db8::1") },
+	} {
+		rec := good
+		mod(&rec)
+		if err := r.validateRecord(rec); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

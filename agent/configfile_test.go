@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+func testFlags() (*pflag.FlagSet, *Config) {
+	c := DefaultConfig()
+	fs := pflag.NewFlagSet("loomd", pflag.ContinueOnError)
+	fs.StringVar(&c.ClusterCIDR, "cluster-cidr", c.ClusterCIDR, "")
+	fs.IntVar(&c.VNI, "vni", c.VNI, "")
+	fs.StringSliceVar(&c.Join, "join", nil, "")
+	fs.DurationVar(&c.DeadNodeGrace, "dead-node-grace", c.DeadNodeGrace, "")
+	fs.BoolVar(&c.InsecureGossip, "insecure-gossip", false, "")
+	fs.String("config", "", "")
+	return fs, &c
+}
+
+func TestConfigFileSetsFlagsCommandLineWins(t *testing.T) {
+	fs, c := testFlags()
+	if err := fs.Parse([]string{"--vni", "7"}); err != nil {
+		t.Fatal(err)
+	}
+	yml := "cluster-cidr: 10.50.0.0/16\nvni: 3\njoin: [10.0.0.1, 10.0.0.2:7946]\ndead-node-grace: 5s\ninsecure-gossip: true\n"
+	if err := applyConfigYAML(fs, "loom.yaml", []byte(yml)); err != nil {
+		t.Fatal(err)
+	}
+	if c.ClusterCIDR != "10.50.0.0/16" || c.VNI != 7 || len(c.Join) != 2 || c.DeadNodeGrace.String() != "5s" || !c.InsecureGossip {
+		t.Fatalf("config = %+v", c)
+	}
+	var out bytes.Buffer
+	if err := PrintConfig(&out, fs); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"cluster-cidr: 10.50.0.0/16", "vni: \"7\"", "join: [10.0.0.1, '10.0.0.2:7946']"} {
+		if !strings.Contains(out.String(), strings.ReplaceAll(want, `"7"`, "7")) && !strings.Contains(out.String(), want) {
+			t.Errorf("print-config lacks %q:\n%s", want, out.String())
+		}
+	}
+	// What print-config prints, --config reads back.
+	fs2, c2 := testFlags()
+	if err := applyConfigYAML(fs2, "printed.yaml", out.Bytes()); err != nil {
+		t.Fatalf("printed config does not read back: %v\n%s", err, out.String())
+	}
+	if c2.VNI != 7 || c2.ClusterCIDR != "10.50.0.0/16" || len(c2.Join) != 2 {
+		t.Fatalf("round trip: %+v", c2)
+	}
+}
+
+func TestConfigFileIsStrict(t *testing.T) {
+	cases := map[string]string{
+		"unknown key":     "cluster-cidr: 10.1.0.0/16\nclustr-cidr: 10.2.0.0/16\n",
+		"wrong type":      "vni: banana\n",
+		"map value":       "vni:\n  a: 1\n",
+		"list for scalar": "vni: [1, 2]\n",
+		"duplicate":       "vni: 1\nvni: 2\n",
+		"not a map":       "- vni\n",
+		"config in file":  "config: other.yaml\n",
+		"bad yaml":        "vni: [\n",
+	}
+	for name, yml := range cases {
+		fs, _ := testFlags()
+		err := applyConfigYAML(fs, "loom.yaml", []byte(yml))
+		if err == nil || !strings.Contains(err.Error(), "loom.yaml") {
+			t.Errorf("%s: err = %v, want an error naming the file", name, err)
+		}
+	}
+	fs, _ := testFlags()
+	err := applyConfigYAML(fs, "loom.yaml", []byte("vni: 1\nclustr-cidr: x\n"))
+	if err == nil || !strings.Contains(err.Error(), "loom.yaml:2") || !strings.Contains(err.Error(), "clustr-cidr") {
+		t.Fatalf("err = %v, want it to name line 2 and the key", err)
+	}
+}

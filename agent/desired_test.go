@@ -1,0 +1,122 @@
+package agent
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loomnet/loom/gossip"
+	"github.com/loomnet/loom/ipam"
+	"github.com/loomnet/loom/overlay"
+)
+
+func gp(name, underlay, subnet string, state gossip.PeerState, since time.Time) gossip.Peer {
+	r := gossip.NodeRecord{Name: name, Underlay: netip.MustParseAddr(underlay), VTEPMAC: overlay.VTEPMAC(name)}
+	if subnet != "" {
+		r.Subnet = netip.MustParsePrefix(subnet)
+	}
+	return gossip.Peer{Record: r, State: state, Since: since}
+}
+
+func TestDesiredStateFromMembershipLeasesAndPods(t *testing.T) {
+	space, _ := ipam.NewSubnetSpace(netip.MustParsePrefix("10.244.0.0/16"), 24)
+	leases := ipam.NewLeaseTable(space)
+	now := time.Unix(1_000_000, 0)
+	own := netip.MustParsePrefix("10.244.1.0/24")
+	// "thief" claims a subnet an older lease holds: it must not be routed.
+	leases.Merge(
+		ipam.Claim{Subnet: netip.MustParsePrefix("10.244.9.0/24"), Owner: "owner", Epoch: 1, Version: 1, State: ipam.LeaseActive},
+		ipam.Claim{Subnet: netip.MustParsePrefix("10.244.9.0/24"), Owner: "thief", Epoch: 5, Version: 1, State: ipam.LeaseActive},
+		ipam.Claim{Subnet: netip.MustParsePrefix("10.244.4.0/24"), Owner: "just-died", Epoch: 1, Version: 2, State: ipam.LeaseReserved, Expires: now.Add(time.Hour).Unix()},
+		ipam.Claim{Subnet: netip.MustParsePrefix("10.244.5.0/24"), Owner: "long-dead", Epoch: 1, Version: 2, State: ipam.LeaseReserved, Expires: now.Add(time.Hour).Unix()},
+		ipam.Claim{Subnet: netip.MustParsePrefix("10.244.10.0/24"), Owner: "removed", Epoch: 1, Version: 3, State: ipam.LeaseReleased},
+	)
+	peers := []gossip.Peer{
+		gp("alive", "192.0.2.2", "10.244.2.0/24", gossip.PeerAlive, now.Add(-time.Hour)),
+		gp("suspect", "192.0.2.3", "10.244.3.0/24", gossip.PeerSuspect, now.Add(-time.Second)),
+		gp("just-died", "192.0.2.4", "10.244.4.0/24", gossip.PeerDead, now.Add(-3*time.Second)),
+		gp("long-dead", "192.0.2.5", "10.244.5.0/24", gossip.PeerDead, now.Add(-time.Minute)),
+		gp("no-subnet", "192.0.2.6", "", gossip.PeerAlive, now),
+		gp("thief", "192.0.2.7", "10.244.9.0/24", gossip.PeerAlive, now),
+		gp("same-as-me", "192.0.2.8", "10.244.1.0/24", gossip.PeerAlive, now),
+		gp("self", "192.0.2.1", "10.244.1.0/24", gossip.PeerAlive, now),
+		gp("removed", "192.0.2.9", "10.244.10.0/24", gossip.PeerDead, now.Add(-time.Second)), // rmpeer'd within grace
+		gp("left", "192.0.2.11", "10.244.11.0/24", gossip.PeerLeft, now.Add(-time.Second)),
+	}
+	allocs := []ipam.Allocation{
+		{IP: netip.MustParseAddr("10.244.1.7"), HostIf: "loomaaaa"},
+		{IP: netip.MustParseAddr("10.244.77.7"), HostIf: "loombbbb"}, // a subnet this node lost
+	}
+	d, next, excluded := desiredState("self", own, netip.MustParseAddr("192.0.2.1"), peers, leases, allocs, now, 10*time.Second)
+	var names []string
+	for _, p := range d.Peers {
+		names = append(names, p.Name)
+	}
+	want := []string{"alive", "suspect", "just-died"}
+	if len(names) != len(want) {
+		t.Fatalf("programmed peers = %v, want %v", names, want)
+	}
+	for i := range want {
+		if names[i] != want[i] {
+			t.Fatalf("programmed peers = %v, want %v", names, want)
+		}
+	}
+	if wantNext := now.Add(7 * time.Second); !next.Equal(wantNext) {
+		t.Fatalf("next grace expiry = %s, want %s", next, wantNext)
+	}
+	if len(d.Pods) != 1 || d.Pods[0].HostIf != "loomaaaa" {
+		t.Fatalf("pods = %+v, want only the pod of the own subnet", d.Pods)
+	}
+	for name, want := range map[string]string{"thief": "older lease", "long-dead": "grace", "removed": "released", "left": "left", "no-subnet": "no subnet"} {
+		if !strings.Contains(excluded[name], want) {
+			t.Errorf("%s excluded because %q, want a reason mentioning %q", name, excluded[name], want)
+		}
+	}
+	if len(d.NodeAddrs) != 4 {
+		t.Fatalf("node addrs = %v, want self and the three programmed peers", d.NodeAddrs)
+	}
+
+	// With no grace, a dead peer is withdrawn at once.
+	d, _, _ = desiredState("self", own, netip.MustParseAddr("192.0.2.1"), peers, leases, nil, now, 0)
+	if len(d.Peers) != 2 {
+		t.Fatalf("with zero grace, peers = %+v", d.Peers)
+	}
+}
+
+func TestDesiredStateDrivesFakeKernelToExactEntries(t *testing.T) {
+	k := overlay.NewFakeKernel()
+	eth0 := k.AddDummy("eth0")
+	vx := overlay.NewVXLAN(k, overlay.VXLANConfig{Name: "loom.1", VNI: 1, Port: 4789, MTU: 1450,
+		MAC: overlay.VTEPMAC("self"), UnderlayIndex: eth0.Attrs().Index, Local: netip.MustParseAddr("192.0.2.1")})
+	dp := overlay.NewDataplane(overlay.DataplaneConfig{Kernel: k, Backend: vx, Cluster: netip.MustParsePrefix("10.244.0.0/16")})
+	space, _ := ipam.NewSubnetSpace(netip.MustParsePrefix("10.244.0.0/16"), 24)
+	now := time.Now()
+	peers := []gossip.Peer{
+		gp("a", "192.0.2.2", "10.244.2.0/24", gossip.PeerAlive, now),
+		gp("b", "192.0.2.3", "10.244.3.0/24", gossip.PeerAlive, now),
+	}
+	own := netip.MustParsePrefix("10.244.1.0/24")
+	d, _, _ := desiredState("self", own, netip.MustParseAddr("192.0.2.1"), peers, ipam.NewLeaseTable(space), nil, now, 0)
+	if _, err := dp.Apply(d); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(k.Neighs()); n != 4 {
+		t.Fatalf("%d neighbour+fdb entries, want 4", n)
+	}
+	peers[1].State, peers[1].Since = gossip.PeerDead, now.Add(-time.Minute)
+	d, _, _ = desiredState("self", own, netip.MustParseAddr("192.0.2.1"), peers, ipam.NewLeaseTable(space), nil, now, 10*time.Second)
+	if _, err := dp.Apply(d); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range k.Neighs() {
+		if n.HardwareAddr.String() == overlay.VTEPMAC("b").String() {
+			t.Fatalf("entry of dead peer b left behind: %+v", n)
+		}
+	}
+	for _, r := range k.Routes() {
+		if r.Dst.String() == "10.244.3.0/24" {
+			t.Fatal("route of dead peer b left behind")
+		}
+	}
+}

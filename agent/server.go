@@ -1,0 +1,378 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/loomnet/loom/api"
+	"github.com/loomnet/loom/ipam"
+	"github.com/loomnet/loom/overlay"
+	"go.uber.org/zap"
+)
+
+// maxRequestBody bounds API requests; every legitimate one is tiny.
+const maxRequestBody = 64 << 10
+
+// serveAPI listens on the unix socket and returns a stop function.
+func (a *Agent) serveAPI() (func(), error) {
+	dir := filepath.Dir(a.cfg.Socket)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create socket dir %s: %w", dir, err)
+	}
+	// A socket file left by a killed agent would make Listen fail; remove
+	// it unless another agent is answering on it.
+	if c, err := net.DialTimeout("unix", a.cfg.Socket, 200*time.Millisecond); err == nil {
+		c.Close()
+		return nil, flagErr("socket", "%s: another loomd is already serving there", a.cfg.Socket)
+	}
+	if err := os.Remove(a.cfg.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", a.cfg.Socket, err)
+	}
+	l, err := net.Listen("unix", a.cfg.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", a.cfg.Socket, err)
+	}
+	if err := os.Chmod(a.cfg.Socket, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chmod %s: %w", a.cfg.Socket, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/pods/allocate", a.handleAllocate)
+	mux.HandleFunc("POST /v1/pods/attach", a.handleAttach)
+	mux.HandleFunc("POST /v1/pods/release", a.handleRelease)
+	mux.HandleFunc("POST /v1/pods/gc", a.handleGC)
+	mux.HandleFunc("GET /v1/pods/get", a.handleGet)
+	mux.HandleFunc("GET /v1/pods", a.handlePods)
+	mux.HandleFunc("GET /v1/status", a.handleStatus)
+	mux.HandleFunc("GET /v1/subnets", a.handleSubnets)
+	mux.HandleFunc("POST /v1/peers/remove", a.handleRemovePeer)
+	mux.HandleFunc("POST /v1/leave", a.handleLeave)
+	mux.HandleFunc("POST /v1/keyring", a.handleKeyring)
+	srv := &http.Server{
+		Handler:           a.metrics.instrument(http.MaxBytesHandler(mux, maxRequestBody)),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+	}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("local API stopped", zap.Error(err))
+		}
+	}()
+	a.stateMu.Lock()
+	a.serving = true
+	a.stateMu.Unlock()
+	return func() {
+		a.stateMu.Lock()
+		a.serving = false
+		a.stateMu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code string, err error) {
+	writeJSON(w, status, &api.Error{Code: code, Message: err.Error()})
+}
+
+// decode reads one JSON object strictly; unknown fields are an error so a
+// misspelt field is reported rather than silently ignored.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("malformed request body: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("malformed request body: trailing data after the JSON object")
+	}
+	return nil
+}
+
+func validateRef(containerID, ifName string) error {
+	if containerID == "" || len(containerID) > 1024 {
+		return errors.New("containerID must be 1..1024 bytes")
+	}
+	if !api.ValidInterfaceName(ifName) {
+		return fmt.Errorf("ifName %q is not a valid interface name", ifName)
+	}
+	return nil
+}
+
+func (a *Agent) toAPI(al ipam.Allocation) api.Allocation {
+	subnet := a.currentSubnet()
+	return api.Allocation{
+		ContainerID: al.ContainerID, IfName: al.IfName,
+		IP:      netip.PrefixFrom(al.IP, 32).String(),
+		Gateway: overlay.PodGateway.String(), HostIf: al.HostIf, MTU: a.cfg.mtu,
+		Subnet: al.Subnet.String(), Created: al.Created, Stale: !subnet.Contains(al.IP),
+	}
+}
+
+func (a *Agent) handleAllocate(w http.ResponseWriter, r *http.Request) {
+	var req api.AllocateRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
+		return
+	}
+	if err := validateRef(req.ContainerID, req.IfName); err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
+		return
+	}
+	subnet := a.currentSubnet()
+	if !subnet.IsValid() {
+		writeError(w, http.StatusServiceUnavailable, api.CodeNotReady, errNotReady)
+		return
+	}
+	al, existing, err := a.store.Allocate(subnet, req.ContainerID, req.IfName, req.Netns, overlay.HostVethName(req.ContainerID, req.IfName))
+	switch {
+	case errors.Is(err, ipam.ErrSubnetExhausted):
+		writeError(w, http.StatusConflict, api.CodeSubnetExhausted, err)
+		return
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
+		return
+	}
+	a.log.Debug("pod address allocated", zap.String("container", req.ContainerID), zap.String("ifname", req.IfName), zap.Stringer("ip", al.IP), zap.Bool("existing", existing))
+	out := a.toAPI(al)
+	out.Existing = existing
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *Agent) lookup(w http.ResponseWriter, ref api.PodRef) (ipam.Allocation, bool) {
+	if err := validateRef(ref.ContainerID, ref.IfName); err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
+		return ipam.Allocation{}, false
+	}
+	al, ok, err := a.store.Get(ref.ContainerID, ref.IfName)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
+		return al, false
+	}
+	if !ok {
+		writeError(w, http.StatusNotFound, api.CodeNotFound, fmt.Errorf("no allocation for container %s interface %s", ref.ContainerID, ref.IfName))
+		return al, false
+	}
+	return al, true
+}
+
+func (a *Agent) handleAttach(w http.ResponseWriter, r *http.Request) {
+	var ref api.PodRef
+	if err := decode(r, &ref); err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
+		return
+	}
+	al, ok := a.lookup(w, ref)
+	if !ok {
+		return
+	}
+	subnet := a.currentSubnet()
+	a.dpMu.Lock()
+	err := a.dp.AttachPod(overlay.PodRoute{IP: al.IP, HostIf: al.HostIf}, subnet.Addr())
+	a.dpMu.Unlock()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, fmt.Errorf("attach pod %s: %w", al.IP, err))
+		return
+	}
+	a.log.Info("pod attached", zap.String("container", al.ContainerID), zap.String("ifname", al.IfName),
+		zap.Stringer("ip", al.IP), zap.String("host_if", al.HostIf))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *Agent) handleRelease(w http.ResponseWriter, r *http.Request) {
+	var ref api.PodRef
+	if err := decode(r, &ref); err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
+		return
+	}
+	if err := validateRef(ref.ContainerID, ref.IfName); err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
+		return
+	}
+	// Remove the host side first: if that fails the allocation stays, and a
+	// retried DEL finds both again rather than a veth nobody accounts for.
+	a.dpMu.Lock()
+	err := a.dp.DetachPod(overlay.HostVethName(ref.ContainerID, ref.IfName))
+	a.dpMu.Unlock()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
+		return
+	}
+	al, ok, err := a.store.Release(ref.ContainerID, ref.IfName)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
+		return
+	}
+	if ok {
+		a.log.Info("pod released", zap.String("container", al.ContainerID), zap.String("ifname", al.IfName), zap.Stringer("ip", al.IP))
+		a.trigger()
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleGC releases every allocation the runtime no longer knows, and
+// deletes Loom host veths that belong to no allocation (a crash between
+// creating a veth and recording it, or a pod whose DEL never came).
+func (a *Agent) handleGC(w http.ResponseWriter, r *http.Request) {
+	var req api.GCRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
+		return
+	}
+	valid := map[api.PodRef]bool{}
+	for _, v := range req.Valid {
+		if err := validateRef(v.ContainerID, v.IfName); err != nil {
+			writeError(w, http.StatusBadRequest, api.CodeBadRequest, fmt.Errorf("valid attachment: %w", err))
+			return
+		}
+		valid[v] = true
+	}
+	allocs, err := a.store.Allocations()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
+		return
+	}
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
+	resp := api.GCResponse{Released: []api.Allocation{}, Leftovers: []string{}}
+	keep := map[string]bool{}
+	for _, al := range allocs {
+		if valid[api.PodRef{ContainerID: al.ContainerID, IfName: al.IfName}] {
+			keep[al.HostIf] = true
+			continue
+		}
+		if err := a.dp.DetachPod(al.HostIf); err != nil {
+			writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
+			return
+		}
+		if _, _, err := a.store.Release(al.ContainerID, al.IfName); err != nil {
+			writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
+			return
+		}
+		resp.Released = append(resp.Released, a.toAPI(al))
+	}
+	leftovers, err := a.dp.PodVeths()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
+		return
+	}
+	for _, name := range leftovers {
+		if keep[name] {
+			continue
+		}
+		if err := a.dp.DetachPod(name); err != nil {
+			writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
+			return
+		}
+		resp.Leftovers = append(resp.Leftovers, name)
+	}
+	if len(resp.Released)+len(resp.Leftovers) > 0 {
+		a.log.Info("garbage collected pod attachments", zap.Int("released", len(resp.Released)), zap.Strings("leftover_veths", resp.Leftovers))
+		a.trigger()
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (a *Agent) handleGet(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	al, ok := a.lookup(w, api.PodRef{ContainerID: q.Get("containerID"), IfName: q.Get("ifName")})
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, a.toAPI(al))
+}
+
+func (a *Agent) handlePods(w http.ResponseWriter, r *http.Request) {
+	allocs, err := a.store.Allocations()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
+		return
+	}
+	out := make([]api.Allocation, 0, len(allocs))
+	for _, al := range allocs {
+		out = append(out, a.toAPI(al))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *Agent) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.status())
+}
+
+// notReady lists why the node cannot serve pods; empty means ready.
+func (a *Agent) notReady() []string {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	var why []string
+	if !a.subnet.IsValid() {
+		why = append(why, "no subnet claimed yet")
+	}
+	if !a.applied {
+		msg := "data plane not programmed yet"
+		if a.lastErr != nil {
+			msg += ": " + a.lastErr.Error()
+		}
+		why = append(why, msg)
+	}
+	if !a.serving {
+		why = append(why, "local API not serving")
+	}
+	return why
+}
+
+// addressUsage returns how many pod addresses are allocated and how many
+// the node's subnet holds.
+func (a *Agent) addressUsage() (used, total int) {
+	allocs, _ := a.store.Allocations()
+	if subnet := a.currentSubnet(); subnet.IsValid() {
+		total = ipam.PodCapacity(subnet)
+	}
+	return len(allocs), total
+}
+
+func (a *Agent) status() api.Status {
+	why := a.notReady()
+	used, total := a.addressUsage()
+	subnet := a.currentSubnet()
+	st := api.Status{Node: api.NodeStatus{
+		Name: a.cfg.NodeName, Version: Version, Underlay: a.cfg.advertise.String(),
+		Subnet: prefixString(subnet), VTEPMAC: a.mac.String(), Backend: a.backend.Name(),
+		Ready: len(why) == 0, NotReady: why, PodsUsed: used, PodsTotal: total,
+		GossipEncrypted: len(a.cfg.keys) > 0,
+	}}
+	a.stateMu.Lock()
+	programmed := a.programmed
+	st.Node.Conflicts = a.conflicts
+	a.stateMu.Unlock()
+	for _, p := range a.members.Peers() {
+		st.Peers = append(st.Peers, api.PeerStatus{
+			Name: p.Record.Name, Underlay: p.Record.Underlay.String(), Subnet: prefixString(p.Record.Subnet),
+			VTEPMAC: p.Record.VTEPMAC.String(), State: p.State.String(), Since: p.Since.UTC().Truncate(time.Second),
+			Programmed: programmed[p.Record.Name],
+		})
+	}
+	return st
+}
+
+func prefixString(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
+}

@@ -1,0 +1,163 @@
+// Package api is the agent's local API: the request and response types and
+// a client. The CNI plugin and loomctl import only this package, so they
+// link neither netlink-heavy agent code nor memberlist.
+package api
+
+import "time"
+
+// DefaultSocket is where loomd listens unless told otherwise.
+const DefaultSocket = "/run/loom/loom.sock"
+
+// AllocateRequest asks for a pod address for one CNI attachment.
+type AllocateRequest struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+	Netns       string `json:"netns,omitempty"`
+}
+
+// PodRef names one attachment.
+type PodRef struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+// Allocation is a pod's address and how to wire it.
+type Allocation struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+	// IP is the pod address in CIDR form with a /32 mask.
+	IP string `json:"ip"`
+	// Gateway is the link-local default gateway the host side answers for.
+	Gateway string `json:"gateway"`
+	// HostIf is the name the host end of the pod's veth must have.
+	HostIf string `json:"hostIf"`
+	MTU    int    `json:"mtu"`
+	// Subnet is the node subnet the address came from.
+	Subnet string `json:"subnet"`
+	// Created is when the address was first handed out.
+	Created time.Time `json:"created"`
+	// Stale is set when the address belongs to a subnet this node no
+	// longer owns (it lost a conflict); CHECK fails for such pods.
+	Stale bool `json:"stale,omitempty"`
+	// Existing is set when the attachment already had this address: the
+	// ADD is a retry, and a failure must not release what was there.
+	Existing bool `json:"existing,omitempty"`
+}
+
+// GCRequest lists the attachments the runtime still knows; the agent
+// releases every allocation and host-side leftover not among them.
+type GCRequest struct {
+	Valid []PodRef `json:"valid"`
+}
+
+// GCResponse says what GC removed.
+type GCResponse struct {
+	Released []Allocation `json:"released"`
+	// Leftovers are host veths of Loom's with no allocation, deleted.
+	Leftovers []string `json:"leftovers"`
+}
+
+// NodeStatus describes the local node.
+type NodeStatus struct {
+	Name     string `json:"name"`
+	Version  string `json:"version"`
+	Underlay string `json:"underlay"`
+	Subnet   string `json:"subnet"`
+	VTEPMAC  string `json:"vtepMAC"`
+	Backend  string `json:"backend"`
+	Ready    bool   `json:"ready"`
+	// NotReady lists why the node cannot serve pods yet.
+	NotReady  []string `json:"notReady,omitempty"`
+	PodsUsed  int      `json:"podsUsed"`
+	PodsTotal int      `json:"podsTotal"`
+	// Conflicts counts the times this node lost its subnet to an older
+	// lease after a partition healed.
+	Conflicts int `json:"conflicts"`
+	// GossipEncrypted is false when the agent runs with --insecure-gossip.
+	GossipEncrypted bool `json:"gossipEncrypted"`
+}
+
+// PeerStatus describes one remote node.
+type PeerStatus struct {
+	Name     string    `json:"name"`
+	Underlay string    `json:"underlay"`
+	Subnet   string    `json:"subnet"`
+	VTEPMAC  string    `json:"vtepMAC"`
+	State    string    `json:"state"`
+	Since    time.Time `json:"since"`
+	// Programmed is true when this node's kernel routes to the peer.
+	Programmed bool `json:"programmed"`
+}
+
+// Status is the answer to GET /v1/status.
+type Status struct {
+	Node  NodeStatus   `json:"node"`
+	Peers []PeerStatus `json:"peers"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	// Code is a stable machine-readable reason, e.g. "subnet_exhausted".
+	Code    string `json:"code"`
+	Message string `json:"error"`
+	// HTTPStatus is filled in by the client.
+	HTTPStatus int `json:"-"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Error codes.
+const (
+	CodeBadRequest      = "bad_request"
+	CodeNotReady        = "not_ready"
+	CodeSubnetExhausted = "subnet_exhausted"
+	CodeNotFound        = "not_found"
+	CodeInternal        = "internal"
+)
+
+// RemovePeerRequest asks the agent to release a dead node's subnet.
+type RemovePeerRequest struct {
+	Name string `json:"name"`
+}
+
+// RemovePeerResponse lists the subnets released.
+type RemovePeerResponse struct {
+	Released []string `json:"released"`
+}
+
+// Lease is one row of the lease table.
+type Lease struct {
+	Subnet  string    `json:"subnet"`
+	Owner   string    `json:"owner"`
+	State   string    `json:"state"`
+	Epoch   uint64    `json:"epoch"`
+	Version uint64    `json:"version"`
+	Expires time.Time `json:"expires,omitempty"`
+	// Holder is true for the claim that currently holds the subnet.
+	Holder bool `json:"holder"`
+}
+
+// More error codes.
+const (
+	CodePeerAlive = "peer_alive"
+)
+
+// KeyringRequest is a cluster-wide gossip keyring operation: list,
+// install, use or remove. Key is the base64 key (not for list).
+type KeyringRequest struct {
+	Op  string `json:"op"`
+	Key string `json:"key,omitempty"`
+}
+
+// KeyringNodeResult is one node's answer.
+type KeyringNodeResult struct {
+	Node  string `json:"node"`
+	Error string `json:"error,omitempty"`
+	// Keys are fingerprints (sha256:...) of the node's keys, primary first.
+	Keys []string `json:"keys"`
+}
+
+// KeyringResponse lists every node's answer.
+type KeyringResponse struct {
+	Results []KeyringNodeResult `json:"results"`
+}

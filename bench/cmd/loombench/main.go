@@ -1,0 +1,360 @@
+// Command loombench runs Loom's benchmarks (make bench, make bench-short):
+// every figure is measured against its baseline in the same run, in
+// alternating rounds, and reported as min/median/max in
+// bench/results.json and bench/results.md. It asserts nothing.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/loomnet/loom/bench"
+	"github.com/loomnet/loom/integration/rig"
+)
+
+func main() {
+	short := flag.Bool("short", false, "reduced run (< 5 minutes): fewer rounds, shorter transfers, 10 nodes only")
+	out := flag.String("out", "bench", "directory for results.json and results.md")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "loombench: must run as root (network namespaces)")
+		os.Exit(1)
+	}
+	if err := run(*short, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "loombench:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, a ...any) { fmt.Printf("bench: "+format+"\n", a...) }
+
+func run(short bool, out string) error {
+	mode, rounds, secs, cniCount, sizes, window := "full", 3, 3, 100, []int{10, 25, 50}, 10*time.Second
+	if short {
+		mode, rounds, secs, cniCount, sizes, window = "short", 3, 2, 30, []int{10}, 5*time.Second
+	}
+	rep := bench.NewReport(mode)
+	bin, err := os.MkdirTemp("", "loom-bench-bin-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(bin)
+	logf("building binaries and reference plugins")
+	if err := rig.Build(".", bin); err != nil {
+		return err
+	}
+	if err := rig.BuildReferencePlugins(".", filepath.Join(bin, "ref")); err != nil {
+		return err
+	}
+	if err := dataPlane(rep, bin, rounds, secs); err != nil {
+		return err
+	}
+	if err := cniBench(rep, bin, rounds, cniCount); err != nil {
+		return err
+	}
+	if err := scaleBench(rep, bin, short); err != nil {
+		return err
+	}
+	if err := convergenceBench(rep, bin, sizes, window); err != nil {
+		return err
+	}
+	rep.Note("The namespace rig has no wire: throughput is CPU-bound and noisy (±10%% between runs); compare ratios within one run, never single figures.")
+	rep.Note("Not yet measured: VXLAN offload/GRO tuning options, WireGuard.")
+	return rep.Write(out)
+}
+
+// dataPlane measures throughput, loss, RTT and connection rate of Loom's
+// pod-to-pod path against the underlay, a hand-made kernel VXLAN tunnel
+// and pod-to-pod on one node.
+func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
+	r, err := rig.New(rig.Options{BinDir: bin, Logf: logf})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	ctx := context.Background()
+	loom, lp, err := fabric(r, "node", nil)
+	if err != nil {
+		return err
+	}
+	pA, pB := lp[0], lp[1]
+	pC, err := loom[0].AddPod(ctx, "c")
+	if err != nil {
+		return err
+	}
+	// Reverse-path filtering instead of per-pod nftables rules for
+	// anti-spoofing, to measure which costs less.
+	_, rp, err := fabric(r, "rpf", []string{"--pod-antispoof", "rp_filter"})
+	if err != nil {
+		return err
+	}
+	_, dp, err := fabric(r, "direct", []string{"--direct-routing"})
+	if err != nil {
+		return err
+	}
+	var hn, hd [2]*rig.Node
+	for i := range hn {
+		if hn[i], err = r.AddNode(fmt.Sprintf("hand%d", i+1)); err != nil {
+			return err
+		}
+		if hd[i], err = r.AddNode(fmt.Sprintf("handdirect%d", i+1)); err != nil {
+			return err
+		}
+	}
+	hand, err := bench.BuildHandTunnel(hn, 1450)
+	if err != nil {
+		return err
+	}
+	handDirect, err := bench.BuildHandDirect(hd, 1450)
+	if err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		ns  string
+		dst netip.Addr
+	}{{pA.NS, pB.IP}, {pA.NS, pC.IP}, {rp[0].NS, rp[1].IP}, {dp[0].NS, dp[1].IP}, {hand[0].NS, hand[1].IP}, {handDirect[0].NS, handDirect[1].IP}, {loom[0].NS, loom[1].Addr}} {
+		if err := rig.Eventually(30*time.Second, func() error { return rig.Ping(c.ns, c.dst) }); err != nil {
+			return err
+		}
+	}
+	type path struct {
+		name           string
+		client, server string
+		dst            netip.Addr
+	}
+	paths := []path{
+		{"Loom pod→pod", pA.NS, pB.NS, pB.IP},
+		{"hand-made VXLAN pod→pod", hand[0].NS, hand[1].NS, hand[1].IP},
+		{"underlay node→node", loom[0].NS, loom[1].NS, loom[1].Addr},
+		{"same-node pod→pod", pA.NS, pC.NS, pC.IP},
+		{"Loom pod→pod, rp_filter anti-spoofing", rp[0].NS, rp[1].NS, rp[1].IP},
+		{"Loom pod→pod, direct routing", dp[0].NS, dp[1].NS, dp[1].IP},
+		{"hand-made direct route pod→pod", handDirect[0].NS, handDirect[1].NS, handDirect[1].IP},
+	}
+	for round := 0; round < rounds; round++ {
+		logf("data plane round %d/%d", round+1, rounds)
+		for i := range paths {
+			p := paths[(i+round)%len(paths)]
+			for _, streams := range []int{1, 4} {
+				g, _, err := bench.Iperf(p.client, p.server, p.dst, streams, secs, "")
+				if err != nil {
+					return err
+				}
+				rep.Add(fmt.Sprintf("TCP %d stream(s): %s", streams, p.name), "Gbit/s", g)
+			}
+			if p.name == paths[0].name || p.name == paths[1].name {
+				_, loss, err := bench.Iperf(p.client, p.server, p.dst, 1, secs, "1G")
+				if err != nil {
+					return err
+				}
+				rep.Add("UDP 1 Gbit/s loss: "+p.name, "%", loss)
+			}
+			if p.name == paths[0].name || p.name == paths[2].name {
+				p50, p99, err := bench.RTT(p.client, p.server, p.dst, 2000)
+				if err != nil {
+					return err
+				}
+				rep.Add("RTT p50: "+p.name, "µs", p50)
+				rep.Add("RTT p99: "+p.name, "µs", p99)
+				rate, err := bench.ConnRate(p.client, p.server, p.dst, 300)
+				if err != nil {
+					return err
+				}
+				rep.Add("TCP connect+close rate: "+p.name, "conn/s", rate)
+			}
+		}
+	}
+	for _, s := range []string{"1", "4"} {
+		rep.Compare("TCP "+s+" stream(s): Loom pod→pod", "TCP "+s+" stream(s): hand-made VXLAN pod→pod", "≥ 0.97")
+		rep.Compare("TCP "+s+" stream(s): hand-made VXLAN pod→pod", "TCP "+s+" stream(s): underlay node→node", "")
+		rep.Compare("TCP "+s+" stream(s): same-node pod→pod", "TCP "+s+" stream(s): underlay node→node", "")
+		rep.Compare("TCP "+s+" stream(s): Loom pod→pod, rp_filter anti-spoofing", "TCP "+s+" stream(s): Loom pod→pod", "")
+		rep.Compare("TCP "+s+" stream(s): Loom pod→pod, direct routing", "TCP "+s+" stream(s): hand-made direct route pod→pod", "≥ 0.97")
+		rep.Compare("TCP "+s+" stream(s): hand-made direct route pod→pod", "TCP "+s+" stream(s): hand-made VXLAN pod→pod", "")
+	}
+	rep.Compare("RTT p50: Loom pod→pod", "RTT p50: underlay node→node", "overhead ≤ 10 µs")
+	rep.Compare("RTT p99: Loom pod→pod", "RTT p99: underlay node→node", "")
+	rep.Compare("TCP connect+close rate: Loom pod→pod", "TCP connect+close rate: underlay node→node", "")
+	return nil
+}
+
+// fabric starts a two-node Loom fabric (names prefix1, prefix2) with extra
+// loomd flags and one pod on each node.
+func fabric(r *rig.Rig, prefix string, extra []string) ([2]*rig.Node, [2]*rig.Pod, error) {
+	var nodes [2]*rig.Node
+	var pods [2]*rig.Pod
+	for i := range nodes {
+		n, err := r.AddNode(fmt.Sprintf("%s%d", prefix, i+1))
+		if err != nil {
+			return nodes, pods, err
+		}
+		var join []*rig.Node
+		if i > 0 {
+			join = nodes[:1]
+		}
+		if err := n.StartWith(func(a []string) []string { return append(a, extra...) }, join...); err != nil {
+			return nodes, pods, err
+		}
+		nodes[i] = n
+	}
+	for i, n := range nodes {
+		if err := n.WaitReady(60 * time.Second); err != nil {
+			return nodes, pods, err
+		}
+		p, err := n.AddPod(context.Background(), "p")
+		if err != nil {
+			return nodes, pods, err
+		}
+		pods[i] = p
+	}
+	return nodes, pods, nil
+}
+
+// cniBench compares ADD and DEL latency and attach throughput of Loom's
+// plugin with the bridge + host-local reference chain on the same node.
+func cniBench(rep *bench.Report, bin string, rounds, count int) error {
+	r, err := rig.New(rig.Options{BinDir: bin, Logf: logf})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	n, err := r.AddNode("node1")
+	if err != nil {
+		return err
+	}
+	if err := n.Start(); err != nil {
+		return err
+	}
+	if err := n.WaitReady(30 * time.Second); err != nil {
+		return err
+	}
+	for _, p := range []string{"bridge", "host-local"} {
+		if err := n.InstallPlugin(p, filepath.Join(bin, "ref", p)); err != nil {
+			return err
+		}
+	}
+	_, loomList, err := n.CNI()
+	if err != nil {
+		return err
+	}
+	refList, err := bench.WriteRefConflist(n)
+	if err != nil {
+		return err
+	}
+	chains := []struct {
+		name string
+		list *libcni.NetworkConfigList
+	}{{"Loom", loomList}, {"bridge+host-local", refList}}
+	for round := 0; round < rounds; round++ {
+		logf("CNI round %d/%d", round+1, rounds)
+		for i := range chains {
+			c := chains[(i+round)%len(chains)]
+			a50, a99, d50, d99, err := bench.CNILatency(n, c.list, count)
+			if err != nil {
+				return err
+			}
+			rep.Add("CNI ADD p50: "+c.name, "ms", a50)
+			rep.Add("CNI ADD p99: "+c.name, "ms", a99)
+			rep.Add("CNI DEL p50: "+c.name, "ms", d50)
+			rep.Add("CNI DEL p99: "+c.name, "ms", d99)
+			rate, err := bench.CNIThroughput(n, c.list, 32, 8)
+			if err != nil {
+				return err
+			}
+			rep.Add("CNI pods/s, 8 workers: "+c.name, "pods/s", rate)
+		}
+	}
+	for _, f := range []string{"CNI ADD p50: ", "CNI ADD p99: ", "CNI DEL p50: ", "CNI DEL p99: ", "CNI pods/s, 8 workers: "} {
+		target := ""
+		if strings.Contains(f, "p50") {
+			target = "≤ ⅓ of reference (ratio ≥ 3)"
+		}
+		rep.Compare(f+"Loom", f+"bridge+host-local", target)
+	}
+	return nil
+}
+
+// scaleBench programs 1,000 (and 5,000) synthetic peers into a real kernel.
+func scaleBench(rep *bench.Report, bin string, short bool) error {
+	r, err := rig.New(rig.Options{BinDir: bin, Logf: logf})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	n, err := r.AddNode("scale")
+	if err != nil {
+		return err
+	}
+	sizes := []int{1000, 5000}
+	if short {
+		sizes = []int{1000}
+	}
+	for _, size := range sizes {
+		for round := 0; round < 3; round++ {
+			res, err := bench.ProgramPeers(n, size)
+			if err != nil {
+				return err
+			}
+			rep.Add(fmt.Sprintf("program %d peers", size), "ms", float64(res.Program.Microseconds())/1e3)
+			rep.Add(fmt.Sprintf("no-op resync of %d peers", size), "ms", float64(res.NoopResync.Microseconds())/1e3)
+			rep.Add(fmt.Sprintf("no-op resync of %d peers: netlink writes", size), "writes", float64(res.NoopWrites))
+		}
+	}
+	return nil
+}
+
+// convergenceBench grows a fabric to each size and measures a join and a
+// crash at that size; footprint and gossip traffic at the largest.
+func convergenceBench(rep *bench.Report, bin string, sizes []int, window time.Duration) error {
+	r, err := rig.New(rig.Options{BinDir: bin, Logf: func(string, ...any) {}, AgentArgs: []string{"--dead-node-grace", "0s", "--metrics-addr", "127.0.0.1:9641"}})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var nodes []*rig.Node
+	for _, size := range sizes {
+		for len(nodes) < size-1 {
+			n, err := r.AddNode(fmt.Sprintf("node%d", len(nodes)+1))
+			if err != nil {
+				return err
+			}
+			var join []*rig.Node
+			if len(nodes) > 0 {
+				join = nodes[:1]
+			}
+			if err := n.Start(join...); err != nil {
+				return err
+			}
+			nodes = append(nodes, n)
+		}
+		for _, n := range nodes {
+			if err := n.WaitReady(60 * time.Second); err != nil {
+				return err
+			}
+		}
+		logf("convergence at %d nodes", size)
+		for round := 0; round < 3; round++ {
+			join, withdraw, err := bench.Convergence(r, nodes, fmt.Sprintf("join%d-%d", size, round))
+			if err != nil {
+				return err
+			}
+			rep.Add(fmt.Sprintf("join → every node pings its pod, N=%d", size), "ms", float64(join.Milliseconds()))
+			rep.Add(fmt.Sprintf("crash → route withdrawn everywhere (grace 0), N=%d", size), "ms", float64(withdraw.Milliseconds()))
+		}
+	}
+	logf("footprint at %d nodes", len(nodes)+1)
+	rss, cpu, err := bench.Footprint(nodes, window)
+	if err != nil {
+		return err
+	}
+	rep.Add(fmt.Sprintf("loomd RSS, idle, %d nodes", len(nodes)), "MiB", rss)
+	rep.Add(fmt.Sprintf("loomd CPU, idle, %d nodes", len(nodes)), "%", cpu)
+	return nil
+}

@@ -1,0 +1,125 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/loomnet/loom/integration/rig"
+)
+
+// Convergence measures, on a fabric of n nodes: the time from a new node's
+// agent start until every existing node can ping its first pod, and the
+// time from that node's crash until every other node has withdrawn its
+// route. The rig's agents run with --dead-node-grace 0s.
+func Convergence(r *rig.Rig, existing []*rig.Node, name string) (join, withdraw time.Duration, err error) {
+	n, err := r.AddNode(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	if err := n.Start(existing[0]); err != nil {
+		return 0, 0, err
+	}
+	if err := n.WaitReady(60 * time.Second); err != nil {
+		return 0, 0, err
+	}
+	pod, err := n.AddPod(context.Background(), "first")
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := everyone(existing, func(o *rig.Node) error { return rig.Ping(o.NS, pod.IP) }); err != nil {
+		return 0, 0, err
+	}
+	join = time.Since(start)
+	st, err := n.Status()
+	if err != nil {
+		return join, 0, err
+	}
+	subnet := st.Node.Subnet
+	n.Stop(syscall.SIGKILL)
+	start = time.Now()
+	err = everyone(existing, func(o *rig.Node) error {
+		out, err := o.Exec("ip", "-4", "route", "show", subnet)
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(out) != "" {
+			return fmt.Errorf("%s still routes to %s", o.Name, subnet)
+		}
+		return nil
+	})
+	return join, time.Since(start), err
+}
+
+// everyone waits until check passes for every node, polling each in
+// parallel as fast as the check returns.
+func everyone(nodes []*rig.Node, check func(*rig.Node) error) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(nodes))
+	for _, o := range nodes {
+		wg.Add(1)
+		go func(o *rig.Node) {
+			defer wg.Done()
+			deadline := time.Now().Add(90 * time.Second)
+			for {
+				err := check(o)
+				if err == nil {
+					return
+				}
+				if time.Now().After(deadline) {
+					errs <- err
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}(o)
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// Footprint returns the average resident memory (MiB) and CPU share (%)
+// of the nodes' agents over window.
+func Footprint(nodes []*rig.Node, window time.Duration) (rssMiB, cpuPct float64, err error) {
+	cpu0 := map[int]float64{}
+	for _, n := range nodes {
+		cpu0[n.Pid()] = cpuSeconds(n.Pid())
+	}
+	start := time.Now()
+	time.Sleep(window)
+	elapsed := time.Since(start).Seconds()
+	for _, n := range nodes {
+		pid := n.Pid()
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			return 0, 0, err
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") {
+				kb, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
+				rssMiB += kb / 1024
+			}
+		}
+		cpuPct += (cpuSeconds(pid) - cpu0[pid]) / elapsed * 100
+	}
+	return rssMiB / float64(len(nodes)), cpuPct / float64(len(nodes)), nil
+}
+
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndex(s, ")")+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}

@@ -1,0 +1,337 @@
+// Command loomctl is the operator's CLI for a node's loomd.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/loomnet/loom/api"
+	"github.com/spf13/cobra"
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+// usageError marks errors in how loomctl was called (exit code 2).
+type usageError struct{ error }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// printStatus prints the node's status and its peers as tables.
+func printStatus(stdout io.Writer, st api.Status) error {
+	n := st.Node
+	ready := "yes"
+	if !n.Ready {
+		ready = "no: " + strings.Join(n.NotReady, "; ")
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "Node:\t%s\nVersion:\t%s\nUnderlay:\t%s\nSubnet:\t%s\nVTEP MAC:\t%s\nBackend:\t%s\nReady:\t%s\nPods:\t%d/%d addresses used\nConflicts:\t%d subnets lost to older leases\nGossip:\t%s\n",
+		n.Name, n.Version, n.Underlay, n.Subnet, n.VTEPMAC, n.Backend, ready, n.PodsUsed, n.PodsTotal, n.Conflicts, map[bool]string{true: "encrypted", false: "NOT encrypted"}[n.GossipEncrypted])
+	states := map[string]int{}
+	for _, p := range st.Peers {
+		states[p.State]++
+	}
+	fmt.Fprintf(tw, "Peers:\t%d alive, %d suspect, %d dead, %d left\n", states["alive"], states["suspect"], states["dead"], states["left"])
+	tw.Flush()
+	fmt.Fprintln(stdout)
+	return printPeers(stdout, st.Peers)
+}
+
+func printPeers(w io.Writer, peers []api.PeerStatus) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tUNDERLAY\tSUBNET\tVTEP MAC\tSTATE\tSINCE\tPROGRAMMED")
+	for _, p := range peers {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\n", p.Name, p.Underlay, p.Subnet, p.VTEPMAC, p.State, p.Since.Format(time.RFC3339), p.Programmed)
+	}
+	return tw.Flush()
+}
+
+// installFile copies src into dir under the same name through a temporary
+// file and a rename, so a runtime never executes a half-written plugin.
+func installFile(src, dir string) (string, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	dst := filepath.Join(dir, filepath.Base(src))
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(src)+".tmp*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, in); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("copy %s: %w", src, err)
+	}
+	if err := tmp.Chmod(0o755); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err := tmp.Close(); err != nil {
+		return "", err
+	}
+	return dst, os.Rename(tmp.Name(), dst)
+}
+
+// exactArgs is cobra.ExactArgs with the error marked as a usage error.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	socket := api.DefaultSocket
+	if s := os.Getenv("LOOM_SOCKET"); s != "" {
+		socket = s
+	}
+	var output string
+	root := &cobra.Command{
+		Use:           "loomctl",
+		Short:         "Inspect and operate a Loom node through its agent's local API",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&socket, "socket", socket, "loomd's unix socket (env LOOM_SOCKET)")
+	root.PersistentFlags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	client := func() *api.Client { return api.NewClient(socket, 10*time.Second) }
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if output != "table" && output != "json" {
+			return usageError{fmt.Errorf("invalid --output %q: want table or json", output)}
+		}
+		return nil
+	}
+	printJSON := func(v any) error {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	// show prints v as JSON with -o json, else through table.
+	show := func(v any, table func() error) error {
+		if output == "json" {
+			return printJSON(v)
+		}
+		return table()
+	}
+
+	root.AddCommand(&cobra.Command{
+		Use:   "keygen",
+		Short: "Print a new random gossip key (base64, 32 bytes) for --gossip-key-file",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			k := make([]byte, 32)
+			if _, err := rand.Read(k); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(k))
+			return nil
+		},
+	})
+	keyring := &cobra.Command{
+		Use:   "keyring",
+		Short: "Rotate the gossip keys of the whole fabric: list, install KEY, use KEY, remove KEY",
+	}
+	keyringOp := func(op string, nargs int) *cobra.Command {
+		return &cobra.Command{
+			Use: op + map[int]string{0: "", 1: " KEY"}[nargs],
+			Short: map[string]string{
+				"list":    "Show every node's keys (fingerprints, primary first)",
+				"install": "Add KEY to every node's keyring (accepted, not yet used to send)",
+				"use":     "Make KEY, installed everywhere, the one every node encrypts with",
+				"remove":  "Remove KEY, which must not be any node's primary, from every node",
+			}[op],
+			Args: exactArgs(nargs),
+			RunE: func(_ *cobra.Command, args []string) error {
+				req := api.KeyringRequest{Op: op}
+				if nargs == 1 {
+					req.Key = args[0]
+				}
+				res, err := client().Keyring(context.Background(), req)
+				if err != nil {
+					return err
+				}
+				failed := 0
+				for _, r := range res.Results {
+					if r.Error != "" {
+						failed++
+					}
+				}
+				err = show(res, func() error {
+					tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+					fmt.Fprintln(tw, "NODE\tRESULT\tKEYS (PRIMARY FIRST)")
+					for _, r := range res.Results {
+						status := "ok"
+						if r.Error != "" {
+							status = "error: " + r.Error
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Node, status, strings.Join(r.Keys, " "))
+					}
+					return tw.Flush()
+				})
+				if err != nil {
+					return err
+				}
+				if failed > 0 {
+					return fmt.Errorf("keyring %s failed on %d of %d nodes", op, failed, len(res.Results))
+				}
+				return nil
+			},
+		}
+	}
+	keyring.AddCommand(keyringOp("list", 0), keyringOp("install", 1), keyringOp("use", 1), keyringOp("remove", 1))
+	root.AddCommand(keyring)
+	installCNI := &cobra.Command{
+		Use:   "install-cni",
+		Short: "Copy the loom plugin into the CNI binary directory, atomically (for init containers)",
+		Args:  cobra.NoArgs,
+	}
+	from := installCNI.Flags().String("from", "/usr/local/bin/loom", "the plugin binary to install")
+	to := installCNI.Flags().String("to", "/opt/cni/bin", "the CNI binary directory")
+	installCNI.RunE = func(*cobra.Command, []string) error {
+		dst, err := installFile(*from, *to)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "installed", dst)
+		return nil
+	}
+	root.AddCommand(installCNI)
+	root.AddCommand(&cobra.Command{
+		Use:   "version",
+		Short: "Print loomctl's version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprintln(stdout, "loomctl", Version)
+			return nil
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:   "status",
+		Short: "Show this node and its peers",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			st, err := client().Status(context.Background())
+			if err != nil {
+				return err
+			}
+			return show(st, func() error { return printStatus(stdout, st) })
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:   "peers",
+		Short: "List every known node: underlay, subnet, VTEP MAC, state, last change, programmed here",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			st, err := client().Status(context.Background())
+			if err != nil {
+				return err
+			}
+			return show(st.Peers, func() error { return printPeers(stdout, st.Peers) })
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:   "pods",
+		Short: "List this node's pod address allocations",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			pods, err := client().Pods(context.Background())
+			if err != nil {
+				return err
+			}
+			return show(pods, func() error {
+				tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "CONTAINER\tINTERFACE\tIP\tHOST IF\tSINCE")
+				for _, p := range pods {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.ContainerID, p.IfName, p.IP, p.HostIf, p.Created.Format(time.RFC3339))
+				}
+				return tw.Flush()
+			})
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:   "subnets",
+		Short: "Show the lease table: which node holds which subnet",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			leases, err := client().Subnets(context.Background())
+			if err != nil {
+				return err
+			}
+			return show(leases, func() error {
+				tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "SUBNET\tOWNER\tSTATE\tHOLDER\tEPOCH\tEXPIRES")
+				for _, l := range leases {
+					exp := "-"
+					if !l.Expires.IsZero() {
+						exp = l.Expires.Format(time.RFC3339)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\n", l.Subnet, l.Owner, l.State, l.Holder, l.Epoch, exp)
+				}
+				return tw.Flush()
+			})
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:   "rmpeer NAME",
+		Short: "Release a dead node's subnet now, cluster-wide (refused for a live node)",
+		Args:  exactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			res, err := client().RemovePeer(context.Background(), args[0])
+			if err != nil {
+				return err
+			}
+			return show(res, func() error {
+				_, err := fmt.Fprintf(stdout, "removed %s; released %s\n", args[0], strings.Join(res.Released, ", "))
+				return err
+			})
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:   "leave",
+		Short: "Make this node leave the fabric: release its lease, remove its conflist and data plane, stop loomd",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := client().Leave(context.Background()); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, "left the fabric; loomd has stopped")
+			return nil
+		},
+	})
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(stderr, "loomctl:", err)
+		var ue usageError
+		if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "arg(s)") {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}

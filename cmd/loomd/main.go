@@ -1,0 +1,154 @@
+// Command loomd is Loom's node agent.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/loomnet/loom/agent"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration.
+func run(args []string) int {
+	cfg := agent.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "loomd",
+		Short: "Loom node agent: gossip membership, subnet leases and the VXLAN data plane",
+		Long: `loomd runs on every node of a Loom fabric. It joins its peers by gossip,
+claims a pod subnet, programs the kernel's VXLAN data plane and serves the
+local API the loom CNI plugin uses. Every flag can also be set with a LOOM_*
+environment variable (--cluster-cidr is LOOM_CLUSTER_CIDR), or as a key of
+the YAML file given with --config. A flag on the command line wins over the
+file, and the file over the environment.`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       agent.Version,
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "unique name of this node in the fabric (default: hostname)")
+	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "underlay IPv4 address peers use to reach this node (default: the address of --iface)")
+	f.StringVar(&cfg.Iface, "iface", "", "underlay interface (default: the one holding the default route)")
+	f.StringSliceVar(&cfg.Join, "join", nil, "peers to join, host[:port],...; empty bootstraps a new fabric")
+	f.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (TCP and UDP), the same on every node")
+	f.StringVar(&cfg.GossipProfile, "gossip-profile", cfg.GossipProfile, "failure-detection timing: lan or wan")
+	f.StringVar(&cfg.ClusterCIDR, "cluster-cidr", cfg.ClusterCIDR, "pod address space of the whole fabric")
+	f.IntVar(&cfg.SubnetPrefix, "subnet-prefix", cfg.SubnetPrefix, "prefix length of each node's pod subnet")
+	f.IntVar(&cfg.VNI, "vni", cfg.VNI, "VXLAN network identifier")
+	f.IntVar(&cfg.VXLANPort, "vxlan-port", cfg.VXLANPort, "VXLAN UDP port")
+	f.IntVar(&cfg.MTU, "mtu", 0, "overlay and pod MTU (default: underlay MTU - 50)")
+	f.StringVar(&cfg.GossipKeyFile, "gossip-key-file", "", "file with base64 gossip keys, one per line, first is primary (create with 'loomctl keygen')")
+	f.BoolVar(&cfg.InsecureGossip, "insecure-gossip", false, "run gossip without encryption (explicit opt-out)")
+	f.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory for the agent's crash-safe state")
+	f.StringVar(&cfg.Socket, "socket", cfg.Socket, "unix socket of the local API")
+	f.StringVar(&cfg.CNIConfDir, "cni-conf-dir", cfg.CNIConfDir, "directory the CNI conflist is written to")
+	f.StringSliceVar(&cfg.UnderlayCIDRs, "underlay-cidrs", nil, "networks peers' underlay addresses must be in; records outside are rejected (default: any)")
+	f.BoolVar(&cfg.DirectRouting, "direct-routing", false, "route peers on the same L2 segment as --iface via their underlay address, without VXLAN; others still use VXLAN")
+	f.StringVar(&cfg.PodAntiSpoof, "pod-antispoof", "nftables", "how pods are kept to their own source address: nftables (a rule per pod) or rp_filter (strict reverse-path filter per veth; needs net.ipv4.conf.all.rp_filter 0 or 1)")
+	f.StringSliceVar(&cfg.AllowPodToHost, "allow-pod-to-host", nil, "what pods may reach on their own node besides ICMP: tcp/PORT or udp/PORT, comma-separated; 'all' allows everything")
+	f.StringSliceVar(&cfg.CNIChain, "cni-chain", nil, "plugins chained after loom in the conflist, e.g. portmap,bandwidth")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "address for /metrics, /healthz, /readyz; empty disables")
+	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	f.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "json or console")
+	f.DurationVar(&cfg.DeadNodeGrace, "dead-node-grace", cfg.DeadNodeGrace, "how long after a peer is declared dead its routes are withdrawn (0 = at once)")
+	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "how long a dead node's subnet stays reserved for it")
+	f.DurationVar(&cfg.ResyncInterval, "resync-interval", cfg.ResyncInterval, "how often the kernel is re-read and drift repaired")
+
+	var configFile string
+	var printConfig bool
+	f.StringVar(&configFile, "config", "", "YAML file whose keys are these flags' names; flags on the command line win over it, and it wins over LOOM_* variables")
+	f.BoolVar(&printConfig, "print-config", false, "print the effective configuration as YAML and exit")
+
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if configFile == "" {
+			configFile = os.Getenv("LOOM_CONFIG")
+		}
+		if configFile != "" {
+			if err := agent.ApplyConfigFile(cmd.Flags(), configFile); err != nil {
+				return err
+			}
+		}
+		if err := applyEnv(cmd.Flags()); err != nil {
+			return err
+		}
+		if printConfig {
+			return agent.PrintConfig(os.Stdout, cmd.Flags())
+		}
+		log, err := agent.NewLogger(cfg.LogLevel, cfg.LogFormat)
+		if err != nil {
+			return err
+		}
+		defer log.Sync()
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return agent.Run(ctx, cfg, log)
+	}
+	// loomd has no subcommands, so cobra would not add completion itself.
+	cmd.AddCommand(&cobra.Command{
+		Use:       "completion bash|zsh|fish|powershell",
+		Short:     "Print a shell completion script for loomd",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"bash", "zsh", "fish", "powershell"},
+		RunE: func(c *cobra.Command, args []string) error {
+			switch args[0] {
+			case "bash":
+				return cmd.GenBashCompletionV2(os.Stdout, true)
+			case "zsh":
+				return cmd.GenZshCompletion(os.Stdout)
+			case "fish":
+				return cmd.GenFishCompletion(os.Stdout, true)
+			case "powershell":
+				return cmd.GenPowerShellCompletionWithDesc(os.Stdout)
+			}
+			return fmt.Errorf("unknown shell %q (bash, zsh, fish, powershell)", args[0])
+		},
+	})
+	cmd.SetArgs(args)
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "loomd:", err)
+		var fe *agent.FlagError
+		if errors.As(err, &fe) || isUsageError(err) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+// applyEnv sets every flag the user did not pass from LOOM_<FLAG>, through
+// the flag's own parser, so both paths validate alike.
+func applyEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || f.Name == "help" || f.Name == "version" || f.Name == "config" || f.Name == "print-config" {
+			return
+		}
+		name := "LOOM_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			return
+		}
+		if serr := fs.Set(f.Name, v); serr != nil {
+			err = &agent.FlagError{Flag: f.Name, Err: fmt.Errorf("from %s=%q: %v", name, v, serr)}
+		}
+	})
+	return err
+}
+
+func isUsageError(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "unknown flag") || strings.Contains(s, "invalid argument") ||
+		strings.Contains(s, "flag needs an argument") || strings.Contains(s, "unknown command") ||
+		strings.Contains(s, "unknown shorthand")
+}

@@ -1,0 +1,107 @@
+package gossip
+
+import (
+	"github.com/hashicorp/memberlist"
+	"go.uber.org/zap"
+)
+
+// Message types carried in the first byte of every user message, so new
+// kinds of gossip can be added without confusing older agents.
+const (
+	msgState      byte = 1
+	msgKeyring    byte = 2
+	msgKeyringAck byte = 3
+)
+
+// StateExchanger is the replicated state (the lease table) that rides on
+// gossip as opaque bytes. It lives outside this package so that gossip never
+// imports ipam; the agent wires the two together.
+type StateExchanger interface {
+	// LocalState returns the full state for a push/pull exchange.
+	LocalState() []byte
+	// MergeRemoteState merges a full state or an update from a peer and
+	// returns what to relay to others (updates that were news here).
+	MergeRemoteState(buf []byte) (relay [][]byte, err error)
+}
+
+// delegate implements memberlist.Delegate. memberlist calls it from several
+// goroutines; it never calls back into memberlist and never blocks.
+type delegate struct {
+	m *Membership
+}
+
+var _ memberlist.Delegate = (*delegate)(nil)
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	d.m.localMu.Lock()
+	defer d.m.localMu.Unlock()
+	if len(d.m.localMeta) > limit {
+		// Encode already refuses records above MetaMaxSize; this only guards a
+		// smaller limit memberlist might pass in the future.
+		d.m.log.Error("node record exceeds metadata limit", zap.Int("bytes", len(d.m.localMeta)), zap.Int("limit", limit))
+		return nil
+	}
+	return d.m.localMeta
+}
+
+func (d *delegate) NotifyMsg(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	switch b[0] {
+	case msgState:
+		if d.m.state == nil {
+			return
+		}
+		// memberlist reuses b after we return: the exchanger must not keep it,
+		// so hand it a copy.
+		buf := append([]byte(nil), b[1:]...)
+		d.m.merge(buf, "broadcast")
+	case msgKeyring, msgKeyringAck:
+		body := append([]byte(nil), b[1:]...)
+		go d.m.handleKeyringMessage(b[0], body)
+	default:
+		d.m.log.Debug("ignoring gossip message of unknown type", zap.Uint8("type", b[0]))
+	}
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.m.queue.GetBroadcasts(overhead, limit)
+}
+
+func (d *delegate) LocalState(join bool) []byte {
+	if d.m.state == nil {
+		return nil
+	}
+	return d.m.state.LocalState()
+}
+
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	if d.m.state == nil || len(buf) == 0 {
+		return
+	}
+	d.m.merge(append([]byte(nil), buf...), "push/pull")
+}
+
+// merge folds remote state in, relays what was news and signals a change.
+// A partly invalid update still merges its valid part.
+func (m *Membership) merge(buf []byte, via string) {
+	m.metrics.Messages.WithLabelValues("received", "state").Inc()
+	relay, err := m.state.MergeRemoteState(buf)
+	if err != nil {
+		m.log.Warn("rejected gossiped state", zap.String("via", via), zap.Error(err))
+	}
+	for _, msg := range relay {
+		m.Broadcast(msg)
+	}
+	if len(relay) > 0 {
+		m.notify()
+	}
+}
+
+// broadcast is one queued user message.
+type broadcast []byte
+
+func (b broadcast) Invalidates(memberlist.Broadcast) bool { return false }
+func (b broadcast) Message() []byte                       { return b }
+func (b broadcast) Finished()                             {}

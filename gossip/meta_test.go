@@ -1,0 +1,101 @@
+package gossip
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func sampleRecord() NodeRecord {
+	return NodeRecord{
+		Name: "node-1", Underlay: netip.MustParseAddr("192.0.2.10"),
+		VTEPMAC: net.HardwareAddr{0x0e, 1, 2, 3, 4, 5}, Subnet: netip.MustParsePrefix("10.244.7.0/24"),
+		LeaseEpoch: 1234567890123, AgentVersion: "v1.2.3", Backend: "vxlan", Leaving: true,
+	}
+}
+
+func TestNodeRecordRoundTrip(t *testing.T) {
+	for _, r := range []NodeRecord{sampleRecord(), func() NodeRecord { r := sampleRecord(); r.Subnet = netip.Prefix{}; r.LeaseEpoch = 0; return r }()} {
+		b, err := r.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := DecodeNodeRecord(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Name != r.Name || got.Underlay != r.Underlay || !bytes.Equal(got.VTEPMAC, r.VTEPMAC) ||
+			got.Subnet != r.Subnet || got.LeaseEpoch != r.LeaseEpoch || got.AgentVersion != r.AgentVersion || got.Backend != r.Backend || got.Leaving != r.Leaving {
+			t.Fatalf("round trip: got %+v, want %+v", got, r)
+		}
+	}
+}
+
+func TestNodeRecordFitsMetadataAndRefusesOversize(t *testing.T) {
+	r := sampleRecord()
+	r.Name = strings.Repeat("n", 64)
+	b, err := r.Encode()
+	if err != nil || len(b) > 128 {
+		t.Fatalf("realistic record is %d bytes (err %v); it must stay far below %d", len(b), err, MetaMaxSize)
+	}
+	r.AgentVersion = strings.Repeat("v", 255)
+	r.Backend = strings.Repeat("b", 255)
+	if _, err := r.Encode(); !errors.Is(err, ErrRecordTooLarge) {
+		t.Fatalf("oversize record: err = %v, want ErrRecordTooLarge", err)
+	}
+}
+
+func TestDecodeNodeRecordRejectsMalformed(t *testing.T) {
+	good, _ := sampleRecord().Encode()
+	cases := map[string][]byte{
+		"empty":            {},
+		"bad version":      append([]byte{9}, good[1:]...),
+		"truncated":        good[:len(good)-1],
+		"header only":      {recordVersion, tagName},
+		"missing name":     {recordVersion, tagUnderlay, 4, 192, 0, 2, 1},
+		"bad mac length":   {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 2, 1, 2},
+		"multicast mac":    {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 1, 0, 0, 0, 0, 1},
+		"host bits subnet": {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 2, 0, 0, 0, 0, 1, tagSubnet, 5, 10, 244, 1, 1, 24},
+		"repeated field":   {recordVersion, tagName, 1, 'a', tagName, 1, 'b'},
+		"oversize":         bytes.Repeat([]byte{1}, MetaMaxSize+1),
+	}
+	for name, b := range cases {
+		if _, err := DecodeNodeRecord(b); err == nil {
+			t.Errorf("%s: decoded without error", name)
+		}
+	}
+}
+
+func TestDecodeNodeRecordSkipsUnknownFields(t *testing.T) {
+	good, _ := sampleRecord().Encode()
+	withExtra := append(append([]byte(nil), good...), 200, 3, 'x', 'y', 'z')
+	got, err := DecodeNodeRecord(withExtra)
+	if err != nil || got.Name != "node-1" {
+		t.Fatalf("unknown field broke decoding: %v", err)
+	}
+}
+
+func FuzzDecodeNodeRecord(f *testing.F) {
+	good, _ := sampleRecord().Encode()
+	f.Add(good)
+	f.Add([]byte{recordVersion})
+	f.Add([]byte{recordVersion, tagSubnet, 17})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := DecodeNodeRecord(b)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must re-encode and decode to the same record.
+		enc, err := r.Encode()
+		if err != nil {
+			return
+		}
+		r2, err := DecodeNodeRecord(enc)
+		if err != nil || r2.Name != r.Name || r2.Subnet != r.Subnet || r2.Underlay != r.Underlay {
+			t.Fatalf("re-decode mismatch: %+v vs %+v (%v)", r, r2, err)
+		}
+	})
+}

@@ -1,0 +1,107 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/loomnet/loom/integration/rig"
+)
+
+// TestLoomdRejectsBadFlags runs the real loomd with each invalid flag in a
+// node namespace: it must exit non-zero with one message naming the flag,
+// and must not have touched the namespace.
+func TestLoomdRejectsBadFlags(t *testing.T) {
+	r := newRig(t)
+	n, err := r.AddNode("node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	badKey := filepath.Join(r.Dir, "bad.key")
+	os.WriteFile(badKey, []byte("bm90IGEga2V5\n"), 0o600)
+	base := []string{"--node-name", "n", "--iface", "eth0", "--state-dir", filepath.Join(n.Dir, "state"),
+		"--socket", filepath.Join(n.Dir, "s.sock"), "--cni-conf-dir", n.ConfDir, "--metrics-addr", ""}
+	cases := []struct {
+		flag string
+		args []string
+		env  string
+	}{
+		{"cluster-cidr", []string{"--insecure-gossip", "--cluster-cidr", "10.244.0.1/16"}, ""},
+		{"cluster-cidr", []string{"--insecure-gossip", "--cluster-cidr", "not-a-cidr"}, ""},
+		{"subnet-prefix", []string{"--insecure-gossip", "--subnet-prefix", "16"}, ""},
+		{"subnet-prefix", []string{"--insecure-gossip", "--subnet-prefix", "12"}, ""},
+		{"iface", []string{"--insecure-gossip", "--iface", "nosuch0"}, ""},
+		{"gossip-key-file", []string{"--gossip-key-file", "/nonexistent/key"}, ""},
+		{"gossip-key-file", []string{"--gossip-key-file", badKey}, ""},
+		{"gossip-key-file", nil, ""}, // neither a key nor the explicit opt-out
+		{"vni", []string{"--insecure-gossip"}, "LOOM_VNI=banana"},
+		{"mtu", []string{"--insecure-gossip", "--mtu", "99"}, ""},
+	}
+	for _, c := range cases {
+		args := append(append([]string{"--net=/run/netns/" + n.NS, "--", filepath.Join(binaries(t), "loomd")}, base...), c.args...)
+		// A case that is accidentally valid would start an agent and block:
+		// the deadline turns that into a failure instead of a hang.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		cmd := exec.CommandContext(ctx, "nsenter", args...)
+		cmd.Env = os.Environ()
+		if c.env != "" {
+			cmd.Env = append(cmd.Env, c.env)
+		}
+		out, err := cmd.CombinedOutput()
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+			t.Errorf("%v %s: exit %v, want non-zero", c.args, c.env, err)
+			continue
+		}
+		msg := strings.TrimSpace(string(out))
+		if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "--"+c.flag) {
+			t.Errorf("%v %s: message %q does not name --%s in one line", c.args, c.env, msg, c.flag)
+		}
+	}
+	if _, err := n.Exec("ip", "-o", "link", "show", "loom.1"); err == nil {
+		t.Fatal("a rejected loomd created the VXLAN device")
+	}
+}
+
+// TestAddWithAgentDownIsTryAgainLater: a runtime calling ADD while loomd is
+// down gets CNI error 11 naming the socket, and nothing is left attached.
+func TestAddWithAgentDownIsTryAgainLater(t *testing.T) {
+	r := newRig(t)
+	n := startNodes(t, r, 1)[0]
+	n.Stop(syscall.SIGTERM)
+	p, err := n.NewPodNS("orphan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = p.Add(ctx)
+	var ce *types.Error
+	if !errors.As(err, &ce) || ce.Code != types.ErrTryAgainLater || !strings.Contains(ce.Msg, n.Socket) {
+		t.Fatalf("ADD with agent down: %v, want CNI code 11 naming %s", err, n.Socket)
+	}
+	if _, err := p.Exec("ip", "-o", "link", "show", "eth0"); err == nil {
+		t.Fatal("failed ADD left an interface in the pod")
+	}
+	// The runtime retries once the agent is back: the same ADD succeeds.
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := rig.Eventually(10*time.Second, func() error { return p.Add(ctx) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := rig.Ping(n.NS, p.IP); err != nil {
+		t.Fatal(err)
+	}
+}

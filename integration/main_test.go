@@ -1,0 +1,282 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/loomnet/loom/integration/rig"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// requireRoot skips a test that needs root and namespaces, or fails it when
+// LOOM_REQUIRE_ROOT_TESTS=1 (CI), so a misconfigured CI cannot go green by
+// skipping everything.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, tool := range []string{"ip", "nsenter", "ping", "bridge"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := "integration test needs " + strings.Join(missing, ", ") + " (run 'make test' as root; it installs the tools)"
+	if os.Getenv("LOOM_REQUIRE_ROOT_TESTS") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// binaries builds loomd, loom and loomctl once per test run.
+func binaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "loom-it-bin-")
+		if buildErr == nil {
+			buildErr = rig.Build("..", binDir)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// newRig creates a rig that is torn down when the test ends, dumping the
+// agents' logs if it failed.
+func newRig(t *testing.T, agentArgs ...string) *rig.Rig {
+	t.Helper()
+	requireRoot(t)
+	r, err := rig.New(rig.Options{BinDir: binaries(t), AgentArgs: agentArgs, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range r.Nodes() {
+				t.Logf("--- loomd log of %s ---\n%s", n.Name, rig.Tail(n.LogPath(), 40))
+			}
+		}
+		if err := r.Close(); err != nil {
+			t.Errorf("rig cleanup: %v", err)
+		}
+	})
+	return r
+}
+
+// startNodes adds and starts count nodes named prefix1.., each joining the
+// first, and waits until all are ready.
+func startNodes(t *testing.T, r *rig.Rig, count int) []*rig.Node {
+	t.Helper()
+	var nodes []*rig.Node
+	for i := 1; i <= count; i++ {
+		n, err := r.AddNode(fmt.Sprintf("node%d", len(r.Nodes())+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var join []*rig.Node
+		if all := r.Nodes(); len(all) > 1 {
+			join = all[:1]
+		}
+		if err := n.Start(join...); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	for _, n := range nodes {
+		if err := n.WaitReady(60 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitConverged(t, r.Nodes())
+	return nodes
+}
+
+// waitConverged waits until every running node has programmed every other
+// running node: the fabric has agreed on who is where.
+func waitConverged(t *testing.T, all []*rig.Node) {
+	t.Helper()
+	var running []*rig.Node
+	for _, n := range all {
+		if n.Running() {
+			running = append(running, n)
+		}
+	}
+	for _, n := range running {
+		n := n
+		err := rig.Eventually(30*time.Second, func() error {
+			st, err := n.Status()
+			if err != nil {
+				return err
+			}
+			programmed := map[string]bool{}
+			for _, p := range st.Peers {
+				programmed[p.Name] = p.Programmed
+			}
+			for _, o := range running {
+				if o != n && !programmed[o.Name] {
+					return fmt.Errorf("%s has not programmed %s", n.Name, o.Name)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func addPod(t *testing.T, n *rig.Node, name string) *rig.Pod {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := n.AddPod(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// waitAllReach waits until every ordered pair of pods pings.
+func waitAllReach(t *testing.T, pods []*rig.Pod, timeout time.Duration) {
+	t.Helper()
+	err := rig.Eventually(timeout, func() error {
+		var bad []string
+		for _, res := range rig.PingAll(pods) {
+			if res.Err != nil {
+				bad = append(bad, fmt.Sprintf("%s(%s)->%s(%s)", res.From.Name, res.From.IP, res.To.Name, res.To.IP))
+			}
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("%d of %d pairs unreachable: %s", len(bad), len(pods)*(len(pods)-1), strings.Join(bad, " "))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// listenIn opens a TCP listener inside a namespace; the socket stays in that
+// namespace whatever thread later uses it.
+func listenIn(t *testing.T, nsName, addr string) net.Listener {
+	t.Helper()
+	var l net.Listener
+	err := ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp4", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// httpClientIn returns an HTTP client whose connections are made from
+// inside a namespace, one per request.
+func httpClientIn(nsName string) (*http.Client, func()) {
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
+			var err error
+			c, err = (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}}
+	return &http.Client{Transport: tr, Timeout: 5 * time.Second}, tr.CloseIdleConnections
+}
+
+// dialFrom connects from inside a namespace and sends one line.
+func dialFrom(nsName, addr string) error {
+	return ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
+		c, err := net.DialTimeout("tcp4", addr, 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("hello\n"))
+		return err
+	})
+}
+
+// peerAddrSeen accepts one connection on l and returns the address it came
+// from, as the receiving application sees it.
+func peerAddrSeen(t *testing.T, l net.Listener, dial func() error) netip.Addr {
+	t.Helper()
+	got := make(chan netip.Addr, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			close(got)
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 6)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		c.Read(buf)
+		got <- netip.MustParseAddrPort(c.RemoteAddr().String()).Addr()
+	}()
+	if err := dial(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a, ok := <-got:
+		if !ok {
+			t.Fatal("accept failed")
+		}
+		return a
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection arrived")
+	}
+	return netip.Addr{}
+}
+
+// kernelEntries returns the node's routes, neighbours and FDB entries on the
+// VXLAN device, as an operator would list them.
+func kernelEntries(t *testing.T, n *rig.Node) string {
+	t.Helper()
+	var out []string
+	for _, cmd := range [][]string{
+		{"ip", "-4", "route", "show", "proto", "76"},
+		{"ip", "-4", "neigh", "show", "dev", "loom.1"},
+		{"bridge", "fdb", "show", "dev", "loom.1"},
+	} {
+		o, err := n.Exec(cmd[0], cmd[1:]...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, o)
+	}
+	return strings.Join(out, "")
+}

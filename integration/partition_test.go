@@ -1,0 +1,173 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/loomnet/loom/integration/rig"
+	"github.com/loomnet/loom/ipam"
+)
+
+// TestPartitionHeals splits four nodes 2+2, lets a new node join each side
+// while they are apart, arranged so both pick the same subnet, then heals:
+// afterwards no subnet has two owners, the loser moved and says so, its
+// pod on the lost subnet fails CHECK, every pod that should reach does,
+// and every kernel holds exactly the entries of the live peers.
+func TestPartitionHeals(t *testing.T) {
+	cluster := netip.MustParsePrefix("10.244.0.0/21") // 8 subnets: collisions are easy to arrange
+	r := newRig(t, "--cluster-cidr", cluster.String(), "--dead-node-grace", "1s")
+	nodes := startNodes(t, r, 4)
+	taken := map[netip.Prefix]bool{}
+	for _, n := range nodes {
+		st, _ := n.Status()
+		taken[netip.MustParsePrefix(st.Node.Subnet)] = true
+	}
+	nameA, nameB, shared := collidingNames(t, cluster, taken)
+	t.Logf("joiners %s and %s will both pick %s", nameA, nameB, shared)
+
+	sideA, sideB := nodes[:2], nodes[2:]
+	if err := r.Partition(sideB...); err != nil {
+		t.Fatal(err)
+	}
+	waitSeesDead(t, sideA[0], sideB)
+	waitSeesDead(t, sideB[0], sideA)
+
+	joinerA, err := r.AddNode(nameA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinerB, err := r.AddNode(nameB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Partition(joinerB); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range []struct{ n, via *rig.Node }{{joinerA, sideA[0]}, {joinerB, sideB[0]}} {
+		if err := j.n.Start(j.via); err != nil {
+			t.Fatal(err)
+		}
+		if err := j.n.WaitReady(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, j := range []*rig.Node{joinerA, joinerB} {
+		if st, _ := j.Status(); st.Node.Subnet != shared.String() {
+			t.Fatalf("%s claimed %s, expected the arranged collision on %s", j.Name, st.Node.Subnet, shared)
+		}
+	}
+	podA, podB := addPod(t, joinerA, "pa"), addPod(t, joinerB, "pb")
+
+	if err := r.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	all := r.Nodes()
+	waitConverged(t, all)
+
+	// Exactly one of the joiners keeps the subnet; the other moved.
+	owners := map[string]string{}
+	var winner, loser *rig.Node
+	for _, n := range all {
+		st, err := n.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o, dup := owners[st.Node.Subnet]; dup {
+			t.Fatalf("subnet %s owned by both %s and %s after healing", st.Node.Subnet, o, n.Name)
+		}
+		owners[st.Node.Subnet] = n.Name
+		if n == joinerA || n == joinerB {
+			if st.Node.Subnet == shared.String() {
+				winner = n
+			} else {
+				loser = n
+				if st.Node.Conflicts != 1 {
+					t.Fatalf("loser %s reports %d conflicts, want 1", n.Name, st.Node.Conflicts)
+				}
+			}
+		}
+	}
+	if winner == nil || loser == nil {
+		t.Fatal("the conflict was not resolved to one winner and one loser")
+	}
+	winnerPod, loserPod := podA, podB
+	if winner == joinerB {
+		winnerPod, loserPod = podB, podA
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := loserPod.Check(ctx); err == nil {
+		t.Fatalf("CHECK passed for %s's pod holding an address of the lost subnet", loser.Name)
+	}
+	if err := winnerPod.Check(ctx); err != nil {
+		t.Fatalf("CHECK of the winner's pod: %v", err)
+	}
+
+	pods := []*rig.Pod{winnerPod}
+	podIPs := map[*rig.Node][]netip.Addr{winner: {winnerPod.IP}}
+	for _, n := range all {
+		p := addPod(t, n, "after-"+n.Name)
+		pods = append(pods, p)
+		podIPs[n] = append(podIPs[n], p.IP)
+	}
+	waitAllReach(t, pods, 30*time.Second)
+	for _, n := range all {
+		waitKernelMatches(t, n, all, podIPs[n], 30*time.Second)
+	}
+}
+
+// collidingNames finds two node names whose first free subnet, given the
+// taken ones, is the same.
+func collidingNames(t *testing.T, cluster netip.Prefix, taken map[netip.Prefix]bool) (string, string, netip.Prefix) {
+	space, err := ipam.NewSubnetSpace(cluster, 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := func(name string) netip.Prefix {
+		for _, s := range space.RendezvousOrder(name) {
+			if !taken[s] {
+				return s
+			}
+		}
+		t.Fatal("no free subnet")
+		return netip.Prefix{}
+	}
+	for i := 0; i < 100; i++ {
+		a := fmt.Sprintf("east%d", i)
+		for j := 0; j < 100; j++ {
+			b := fmt.Sprintf("west%d", j)
+			if s := first(a); s == first(b) {
+				return a, b, s
+			}
+		}
+	}
+	t.Fatal("no colliding names found")
+	return "", "", netip.Prefix{}
+}
+
+// waitSeesDead waits until n sees every node of others as dead.
+func waitSeesDead(t *testing.T, n *rig.Node, others []*rig.Node) {
+	t.Helper()
+	err := rig.Eventually(30*time.Second, func() error {
+		st, err := n.Status()
+		if err != nil {
+			return err
+		}
+		state := map[string]string{}
+		for _, p := range st.Peers {
+			state[p.Name] = p.State
+		}
+		for _, o := range others {
+			if state[o.Name] != "dead" {
+				return fmt.Errorf("%s sees %s as %q", n.Name, o.Name, state[o.Name])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,374 @@
+// Package rig stands up Loom nodes as network namespaces on a bridge in a
+// switch namespace (the underlay), runs the real loomd in each, and
+// attaches pods (more namespaces) through libcni, as container runtimes
+// do. The integration tests and `make demo` share it.
+//
+// Every name a rig creates starts with a per-run prefix that embeds the
+// creating process's PID, so Sweep can remove what a killed run left
+// behind without touching a live run. No address is ever added to the
+// root namespace.
+package rig
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/loomnet/loom/api"
+)
+
+// NamePrefix starts every namespace and temp dir a rig creates.
+const NamePrefix = "loomt"
+
+// Options configure a rig.
+type Options struct {
+	// BinDir holds loomd, loom and loomctl.
+	BinDir string
+	// AgentArgs are extra loomd flags for every node.
+	AgentArgs []string
+	// Logf receives progress lines; nil is quiet.
+	Logf func(format string, args ...any)
+}
+
+// Rig is one running test fabric.
+type Rig struct {
+	Prefix  string
+	Dir     string
+	Switch  string
+	KeyFile string
+	opts    Options
+
+	// mu guards nodes and nextAddr.
+	mu       sync.Mutex
+	nodes    []*Node
+	nextAddr int
+	// routed is set once AddRoutedNode built the second segment; nodes
+	// added afterwards on the switch get a route to it.
+	routed bool
+}
+
+// Node is one Loom node: a namespace on the switch running loomd.
+type Node struct {
+	Name   string
+	NS     string
+	Addr   netip.Addr
+	Dir    string
+	Socket string
+	// ConfDir is the node's --cni-conf-dir.
+	ConfDir string
+	// CNIBin holds the plugin wrapper that runs loom inside the node's netns.
+	CNIBin string
+	// Args are the node's extra loomd flags.
+	Args []string
+	port string
+
+	// mu guards cmd.
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	rig *Rig
+}
+
+// Underlay is the switch's subnet; each rig has its own switch namespace,
+// so rigs never see each other's addresses.
+var Underlay = netip.MustParsePrefix("10.200.0.0/24")
+
+// Run runs a command and returns its combined output, with the command in
+// the error.
+func Run(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return string(out), nil
+}
+
+func ipn(ns string, args ...string) error {
+	_, err := Run("ip", append([]string{"-n", ns}, args...)...)
+	return err
+}
+
+// New creates the switch namespace with its bridge.
+func New(opts Options) (*Rig, error) {
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	bin, err := filepath.Abs(opts.BinDir)
+	if err != nil {
+		return nil, err
+	}
+	opts.BinDir = bin
+	Sweep(opts.Logf)
+	var rnd [2]byte
+	rand.Read(rnd[:])
+	prefix := fmt.Sprintf("%s%d-%s", NamePrefix, os.Getpid(), hex.EncodeToString(rnd[:]))
+	dir, err := os.MkdirTemp("", prefix+"-")
+	if err != nil {
+		return nil, err
+	}
+	r := &Rig{Prefix: prefix, Dir: dir, Switch: prefix + "-sw", opts: opts, nextAddr: 1}
+	if _, err := Run("ip", "netns", "add", r.Switch); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	for _, args := range [][]string{
+		{"link", "add", "br0", "type", "bridge"},
+		{"link", "set", "br0", "up"},
+	} {
+		if err := ipn(r.Switch, args...); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	r.KeyFile = filepath.Join(dir, "gossip.key")
+	if err := os.WriteFile(r.KeyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Nodes returns the rig's nodes in creation order.
+func (r *Rig) Nodes() []*Node {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*Node(nil), r.nodes...)
+}
+
+// AddNode creates a node namespace wired to the switch. It does not start
+// the agent, so without Start it is an "outside" host on the underlay.
+func (r *Rig) AddNode(name string, args ...string) (*Node, error) {
+	r.mu.Lock()
+	idx := r.nextAddr
+	r.nextAddr++
+	r.mu.Unlock()
+	base := Underlay.Addr().As4()
+	base[3] = byte(idx)
+	n := &Node{
+		Name: name, NS: fmt.Sprintf("%s-n%d", r.Prefix, idx), Addr: netip.AddrFrom4(base),
+		Dir: filepath.Join(r.Dir, name), Args: args, rig: r, port: fmt.Sprintf("p%d", idx),
+	}
+	n.Socket = filepath.Join(n.Dir, "loom.sock")
+	n.ConfDir = filepath.Join(n.Dir, "net.d")
+	n.CNIBin = filepath.Join(n.Dir, "cni-bin")
+	if err := os.MkdirAll(n.CNIBin, 0o755); err != nil {
+		return nil, err
+	}
+	if err := n.InstallPlugin("loom", filepath.Join(r.opts.BinDir, "loom")); err != nil {
+		return nil, err
+	}
+	if _, err := Run("ip", "netns", "add", n.NS); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.nodes = append(r.nodes, n)
+	r.mu.Unlock()
+	steps := [][]string{
+		{r.Switch, "link", "add", n.port, "type", "veth", "peer", "name", "eth0", "netns", n.NS},
+		{r.Switch, "link", "set", n.port, "master", "br0", "up"},
+		{n.NS, "addr", "add", netip.PrefixFrom(n.Addr, Underlay.Bits()).String(), "dev", "eth0"},
+		{n.NS, "link", "set", "eth0", "up"},
+		{n.NS, "link", "set", "lo", "up"},
+	}
+	if r.routed {
+		steps = append(steps, []string{n.NS, "route", "add", RoutedSegment.String(), "via", "10.200.0.254"})
+	}
+	for _, s := range steps {
+		if err := ipn(s[0], s[1:]...); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// InstallPlugin puts a CNI plugin into the node's CNI path. The runtime
+// (the test) lives in the root namespace; plugins must run in the node's,
+// as they would on a real host, so each is a wrapper that enters it.
+func (n *Node) InstallPlugin(name, binary string) error {
+	wrapper := fmt.Sprintf("#!/bin/sh\nexec nsenter --net=/run/netns/%s -- %s \"$@\"\n", n.NS, binary)
+	return os.WriteFile(filepath.Join(n.CNIBin, name), []byte(wrapper), 0o755)
+}
+
+// AgentArgs returns the loomd command line for n, joining join (if any).
+func (n *Node) agentArgs(join []*Node) []string {
+	args := []string{
+		"--node-name", n.Name, "--iface", "eth0",
+		"--gossip-key-file", n.rig.KeyFile,
+		"--state-dir", filepath.Join(n.Dir, "state"),
+		"--socket", n.Socket, "--cni-conf-dir", n.ConfDir,
+		"--log-level", "debug",
+	}
+	var js []string
+	for _, j := range join {
+		js = append(js, j.Addr.String())
+	}
+	if len(js) > 0 {
+		args = append(args, "--join", strings.Join(js, ","))
+	}
+	args = append(args, n.rig.opts.AgentArgs...)
+	return append(args, n.Args...)
+}
+
+// LogPath is where the node's agent logs go.
+func (n *Node) LogPath() string { return filepath.Join(n.Dir, "loomd.log") }
+
+// Start runs loomd in the node's namespace, joining the given nodes.
+func (n *Node) Start(join ...*Node) error { return n.StartWith(nil, join...) }
+
+// StartWith is Start with the command line passed through edit first (nil
+// keeps it).
+func (n *Node) StartWith(edit func([]string) []string, join ...*Node) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		return fmt.Errorf("node %s: agent already running", n.Name)
+	}
+	logf, err := os.OpenFile(n.LogPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	args := n.agentArgs(join)
+	if edit != nil {
+		args = edit(args)
+	}
+	argv := append([]string{"--net=/run/netns/" + n.NS, "--", filepath.Join(n.rig.opts.BinDir, "loomd")}, args...)
+	cmd := exec.Command("nsenter", argv...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group: a signal to the test's group (Ctrl-C) reaches
+	// the rig's cleanup, which stops agents in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start loomd on %s: %w", n.Name, err)
+	}
+	n.cmd = cmd
+	n.rig.opts.Logf("started loomd on %s (%s, pid %d)", n.Name, n.Addr, cmd.Process.Pid)
+	return nil
+}
+
+// Stop signals the agent and waits for it to exit (SIGKILL after 10 s).
+func (n *Node) Stop(sig syscall.Signal) error {
+	n.mu.Lock()
+	cmd := n.cmd
+	n.cmd = nil
+	n.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	cmd.Process.Signal(sig)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+	return nil
+}
+
+// Pid is the agent's process ID (nsenter execs loomd), 0 when stopped.
+func (n *Node) Pid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
+// Running reports whether the node's agent was started and not stopped.
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd != nil
+}
+
+// Client returns an API client for the node's agent.
+func (n *Node) Client() *api.Client { return api.NewClient(n.Socket, 5*time.Second) }
+
+// Status asks the node's agent for its status.
+func (n *Node) Status() (api.Status, error) {
+	return n.Client().Status(context.Background())
+}
+
+// Exec runs a command inside the node's namespace.
+func (n *Node) Exec(name string, args ...string) (string, error) {
+	return Run("nsenter", append([]string{"--net=/run/netns/" + n.NS, "--", name}, args...)...)
+}
+
+// WaitReady waits until the agent reports ready and has written its
+// conflist.
+func (n *Node) WaitReady(timeout time.Duration) error {
+	return Eventually(timeout, func() error {
+		st, err := n.Status()
+		if err != nil {
+			return err
+		}
+		if !st.Node.Ready {
+			return fmt.Errorf("node %s not ready: %s", n.Name, strings.Join(st.Node.NotReady, "; "))
+		}
+		if _, err := os.Stat(filepath.Join(n.ConfDir, "10-loom.conflist")); err != nil {
+			return fmt.Errorf("node %s: no conflist yet: %w", n.Name, err)
+		}
+		return nil
+	})
+}
+
+// Eventually retries f until it succeeds or timeout passes, returning the
+// last error.
+func Eventually(timeout time.Duration, f func() error) error {
+	deadline := time.Now().Add(timeout)
+	delay := 50 * time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %s: %w", timeout, err)
+		}
+		time.Sleep(delay)
+		delay = min(delay*2, 500*time.Millisecond)
+	}
+}
+
+// Close stops every agent and removes every namespace and file of the rig.
+func (r *Rig) Close() error {
+	var errs []error
+	for _, n := range r.Nodes() {
+		n.Stop(syscall.SIGTERM)
+	}
+	for _, ns := range r.namespaces() {
+		if err := removeNetns(ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, os.RemoveAll(r.Dir))
+	return errors.Join(errs...)
+}
+
+// namespaces lists every namespace whose name carries the rig's prefix.
+func (r *Rig) namespaces() []string {
+	var out []string
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), r.Prefix+"-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}

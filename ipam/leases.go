@@ -1,0 +1,290 @@
+// Package ipam hands out pod subnets to nodes (a replicated lease table
+// merged by gossip) and pod addresses inside the node's own subnet
+// (persisted in a crash-safe store).
+package ipam
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+)
+
+// LeaseState is the state of one node's claim on a subnet.
+type LeaseState string
+
+// Lease states. A Reserved claim still blocks the subnet (its dead owner's
+// pods may come back) until it expires; a Released claim blocks nothing.
+const (
+	LeaseActive   LeaseState = "active"
+	LeaseReserved LeaseState = "reserved"
+	LeaseReleased LeaseState = "released"
+)
+
+func (s LeaseState) rank() int {
+	switch s {
+	case LeaseActive:
+		return 1
+	case LeaseReserved:
+		return 2
+	case LeaseReleased:
+		return 3
+	}
+	return 0
+}
+
+// Claim is one node's claim on one subnet. The table keeps one claim per
+// (subnet, owner) and merges two versions of it by taking the greater under
+// a total order, so merges commute, associate and are idempotent.
+type Claim struct {
+	Subnet netip.Prefix `json:"subnet"`
+	Owner  string       `json:"owner"`
+	// Epoch is when the owner first claimed the subnet (unix nanoseconds);
+	// the older claim wins a conflict.
+	Epoch uint64 `json:"epoch"`
+	// Version increases with every change of this claim's state.
+	Version uint64     `json:"version"`
+	State   LeaseState `json:"state"`
+	// Expires is when a reservation lapses (unix seconds); 0 when active.
+	Expires int64 `json:"expires,omitempty"`
+}
+
+// newer reports whether c supersedes o (same subnet and owner).
+func (c Claim) newer(o Claim) bool {
+	if c.Epoch != o.Epoch {
+		return c.Epoch > o.Epoch
+	}
+	if c.Version != o.Version {
+		return c.Version > o.Version
+	}
+	if c.State.rank() != o.State.rank() {
+		return c.State.rank() > o.State.rank()
+	}
+	return c.Expires > o.Expires
+}
+
+// Blocks reports whether the claim keeps others from using its subnet at now.
+func (c Claim) Blocks(now time.Time) bool {
+	switch c.State {
+	case LeaseActive:
+		return true
+	case LeaseReserved:
+		return c.Expires > now.Unix()
+	}
+	return false
+}
+
+// beats reports whether c wins a conflict against o for the same subnet.
+func (c Claim) beats(o Claim) bool {
+	if c.Epoch != o.Epoch {
+		return c.Epoch < o.Epoch
+	}
+	return c.Owner < o.Owner
+}
+
+type claimKey struct {
+	subnet netip.Prefix
+	owner  string
+}
+
+// LeaseTable is the replicated table of subnet claims. It is safe for
+// concurrent use.
+type LeaseTable struct {
+	space SubnetSpace
+
+	// mu guards claims.
+	mu     sync.Mutex
+	claims map[claimKey]Claim
+}
+
+// NewLeaseTable returns an empty table for the given subnet space.
+func NewLeaseTable(space SubnetSpace) *LeaseTable {
+	return &LeaseTable{space: space, claims: map[claimKey]Claim{}}
+}
+
+// Validate checks a claim against the table's subnet space.
+func (t *LeaseTable) Validate(c Claim) error {
+	if err := t.space.Check(c.Subnet); err != nil {
+		return err
+	}
+	if c.Owner == "" || len(c.Owner) > 255 {
+		return fmt.Errorf("claim on %s: owner name must be 1..255 bytes", c.Subnet)
+	}
+	if c.State.rank() == 0 {
+		return fmt.Errorf("claim on %s by %s: unknown state %q", c.Subnet, c.Owner, c.State)
+	}
+	return nil
+}
+
+// Merge folds claims into the table and returns those that changed it.
+// Invalid claims are skipped and reported in the error; valid ones still
+// merge, so one bad record never blocks the rest.
+func (t *LeaseTable) Merge(claims ...Claim) ([]Claim, error) {
+	var errs []error
+	var changed []Claim
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range claims {
+		if err := t.Validate(c); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		k := claimKey{c.Subnet, c.Owner}
+		if old, ok := t.claims[k]; ok && !c.newer(old) {
+			continue
+		}
+		t.claims[k] = c
+		changed = append(changed, c)
+	}
+	return changed, errors.Join(errs...)
+}
+
+// Claims returns every claim, sorted by subnet then owner.
+func (t *LeaseTable) Claims() []Claim {
+	t.mu.Lock()
+	out := make([]Claim, 0, len(t.claims))
+	for _, c := range t.claims {
+		out = append(out, c)
+	}
+	t.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Subnet != out[j].Subnet {
+			return out[i].Subnet.Addr().Less(out[j].Subnet.Addr())
+		}
+		return out[i].Owner < out[j].Owner
+	})
+	return out
+}
+
+// Holder returns the claim that holds subnet at now: the oldest blocking
+// claim, ties to the lower owner name. ok is false when the subnet is free.
+func (t *LeaseTable) Holder(subnet netip.Prefix, now time.Time) (Claim, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.holderLocked(subnet, now)
+}
+
+func (t *LeaseTable) holderLocked(subnet netip.Prefix, now time.Time) (Claim, bool) {
+	var best Claim
+	found := false
+	for k, c := range t.claims {
+		if k.subnet != subnet || !c.Blocks(now) {
+			continue
+		}
+		if !found || c.beats(best) {
+			best, found = c, true
+		}
+	}
+	return best, found
+}
+
+// ClaimOf returns owner's own claim on subnet, if the table has one.
+func (t *LeaseTable) ClaimOf(subnet netip.Prefix, owner string) (Claim, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, ok := t.claims[claimKey{subnet, owner}]
+	return c, ok
+}
+
+// ClaimsBy returns every claim the owner has, of any state.
+func (t *LeaseTable) ClaimsBy(owner string) []Claim {
+	var out []Claim
+	for _, c := range t.Claims() {
+		if c.Owner == owner {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// PickFree returns the first subnet in the node's rendezvous order that no
+// claim blocks at now.
+func (t *LeaseTable) PickFree(node string, now time.Time) (netip.Prefix, error) {
+	t.mu.Lock()
+	blocked := map[netip.Prefix]bool{}
+	for k, c := range t.claims {
+		if c.Blocks(now) {
+			blocked[k.subnet] = true
+		}
+	}
+	t.mu.Unlock()
+	for _, s := range t.space.RendezvousOrder(node) {
+		if !blocked[s] {
+			return s, nil
+		}
+	}
+	return netip.Prefix{}, fmt.Errorf("no free /%d left in cluster CIDR %s (%d subnets, all claimed)", t.space.Bits, t.space.Cluster, t.space.Count())
+}
+
+// tableWire is the versioned wire form of the table and of updates.
+type tableWire struct {
+	V      int     `json:"v"`
+	Claims []Claim `json:"claims"`
+}
+
+const tableWireVersion = 1
+
+// MaxEncodedTable bounds what Decode accepts, so a hostile peer cannot make
+// an agent allocate without limit.
+const MaxEncodedTable = 16 << 20
+
+// EncodeClaims encodes claims for gossip.
+func EncodeClaims(claims []Claim) []byte {
+	b, err := json.Marshal(tableWire{V: tableWireVersion, Claims: claims})
+	if err != nil {
+		// Claims hold only strings, numbers and prefixes: Marshal cannot fail.
+		panic(fmt.Sprintf("encode lease claims: %v", err))
+	}
+	return b
+}
+
+// DecodeClaims parses what EncodeClaims produced.
+func DecodeClaims(b []byte) ([]Claim, error) {
+	if len(b) > MaxEncodedTable {
+		return nil, fmt.Errorf("decode lease claims: %d bytes exceeds limit %d", len(b), MaxEncodedTable)
+	}
+	var w tableWire
+	if err := json.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("decode lease claims: %w", err)
+	}
+	if w.V != tableWireVersion {
+		return nil, fmt.Errorf("decode lease claims: unsupported version %d", w.V)
+	}
+	return w.Claims, nil
+}
+
+// claimsPerMessage keeps one gossip broadcast of claims well inside a UDP
+// packet (memberlist's default limit is 1400 bytes).
+const claimsPerMessage = 6
+
+// EncodeClaimMessages encodes claims as broadcast-sized messages.
+func EncodeClaimMessages(claims []Claim) [][]byte {
+	var out [][]byte
+	for len(claims) > 0 {
+		n := min(len(claims), claimsPerMessage)
+		out = append(out, EncodeClaims(claims[:n]))
+		claims = claims[n:]
+	}
+	return out
+}
+
+// LocalState implements the gossip state exchange: the whole table.
+func (t *LeaseTable) LocalState() []byte { return EncodeClaims(t.Claims()) }
+
+// MergeRemoteState implements the gossip state exchange. It returns the
+// claims that changed this table, as messages to relay: a node that learns
+// something new passes it on, so an update reaches everyone even if its
+// origin was cut off (a healed partition) before it could tell them.
+// Relaying stops by itself, because a merge that changes nothing relays
+// nothing.
+func (t *LeaseTable) MergeRemoteState(b []byte) ([][]byte, error) {
+	claims, err := DecodeClaims(b)
+	if err != nil {
+		return nil, err
+	}
+	changed, err := t.Merge(claims...)
+	return EncodeClaimMessages(changed), err
+}

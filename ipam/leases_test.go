@@ -1,0 +1,226 @@
+package ipam
+
+import (
+	"fmt"
+	"math/rand"
+	"net/netip"
+	"reflect"
+	"testing"
+	"testing/quick"
+	"time"
+)
+
+func testSpace(t testing.TB) SubnetSpace {
+	s, err := NewSubnetSpace(netip.MustParsePrefix("10.244.0.0/16"), 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestSubnetSpaceValidation(t *testing.T) {
+	for _, c := range []struct {
+		cidr string
+		bits int
+	}{{"10.244.0.1/16", 24}, {"10.244.0.0/16", 16}, {"10.244.0.0/16", 12}, {"10.0.0.0/8", 28}, {"10.244.0.0/16", 31}} {
+		if _, err := NewSubnetSpace(netip.MustParsePrefix(c.cidr), c.bits); err == nil {
+			t.Errorf("%s cut into /%d accepted", c.cidr, c.bits)
+		}
+	}
+	s := testSpace(t)
+	for _, bad := range []string{"10.245.0.0/24", "10.244.1.0/25", "10.244.1.1/24"} {
+		if err := s.Check(netip.MustParsePrefix(bad)); err == nil {
+			t.Errorf("Check(%s) passed", bad)
+		}
+	}
+}
+
+func TestRendezvousOrderIsAStablePermutationPerNode(t *testing.T) {
+	s := testSpace(t)
+	a, b := s.RendezvousOrder("node-a"), s.RendezvousOrder("node-b")
+	if !reflect.DeepEqual(a, s.RendezvousOrder("node-a")) {
+		t.Fatal("order not stable")
+	}
+	seen := map[netip.Prefix]bool{}
+	for _, p := range a {
+		if s.Check(p) != nil || seen[p] {
+			t.Fatalf("not a permutation of the space: %s", p)
+		}
+		seen[p] = true
+	}
+	if len(seen) != s.Count() {
+		t.Fatalf("order has %d subnets, want %d", len(seen), s.Count())
+	}
+	if a[0] == b[0] && a[1] == b[1] {
+		t.Fatal("two nodes share their first two preferences; rendezvous order is not spreading")
+	}
+}
+
+// claimUpdates is a random history of claims on a few subnets by a few owners.
+func claimUpdates(r *rand.Rand, n int) []Claim {
+	owners := []string{"a", "b", "c"}
+	states := []LeaseState{LeaseActive, LeaseReserved, LeaseReleased}
+	out := make([]Claim, n)
+	for i := range out {
+		out[i] = Claim{
+			Subnet:  netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", r.Intn(3))),
+			Owner:   owners[r.Intn(len(owners))],
+			Epoch:   uint64(r.Intn(3)),
+			Version: uint64(r.Intn(4)),
+			State:   states[r.Intn(len(states))],
+			Expires: int64(r.Intn(3)) * 1000,
+		}
+	}
+	return out
+}
+
+func TestLeaseMergeIsOrderAndDuplicationInsensitive(t *testing.T) {
+	space := testSpace(t)
+	prop := func(seed int64) bool {
+		r := rand.New(rand.NewSource(seed))
+		updates := claimUpdates(r, 30)
+		a := NewLeaseTable(space)
+		a.Merge(updates...)
+		// Another replica sees the same updates shuffled, duplicated and in
+		// batches, partly through full-state exchange.
+		b := NewLeaseTable(space)
+		shuffled := append(append([]Claim(nil), updates...), updates[:r.Intn(len(updates))]...)
+		r.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		half := len(shuffled) / 2
+		c := NewLeaseTable(space)
+		c.Merge(shuffled[:half]...)
+		b.Merge(shuffled[half:]...)
+		if _, err := b.MergeRemoteState(c.LocalState()); err != nil {
+			return false
+		}
+		if !reflect.DeepEqual(a.Claims(), b.Claims()) {
+			return false
+		}
+		now := time.Unix(1, 0)
+		for i := 0; i < 3; i++ {
+			s := netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", i))
+			ha, oka := a.Holder(s, now)
+			hb, okb := b.Holder(s, now)
+			if oka != okb || ha != hb {
+				return false
+			}
+		}
+		return true
+	}
+	if err := quick.Check(prop, &quick.Config{MaxCount: 500}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConflictOlderLeaseWinsTiesToLowerName(t *testing.T) {
+	tab := NewLeaseTable(testSpace(t))
+	s := netip.MustParsePrefix("10.244.5.0/24")
+	tab.Merge(
+		Claim{Subnet: s, Owner: "zeta", Epoch: 10, Version: 1, State: LeaseActive},
+		Claim{Subnet: s, Owner: "alpha", Epoch: 20, Version: 1, State: LeaseActive},
+	)
+	if h, _ := tab.Holder(s, time.Now()); h.Owner != "zeta" {
+		t.Fatalf("holder = %s, want the older lease (zeta)", h.Owner)
+	}
+	tab.Merge(Claim{Subnet: s, Owner: "beta", Epoch: 10, Version: 1, State: LeaseActive})
+	if h, _ := tab.Holder(s, time.Now()); h.Owner != "beta" {
+		t.Fatalf("holder = %s, want beta (same epoch, lower name)", h.Owner)
+	}
+	// The winner releases: the next oldest live claim holds it.
+	tab.Merge(Claim{Subnet: s, Owner: "beta", Epoch: 10, Version: 2, State: LeaseReleased})
+	if h, _ := tab.Holder(s, time.Now()); h.Owner != "zeta" {
+		t.Fatalf("holder after release = %s, want zeta", h.Owner)
+	}
+}
+
+func TestReservationBlocksUntilExpiry(t *testing.T) {
+	tab := NewLeaseTable(testSpace(t))
+	now := time.Unix(1_000_000, 0)
+	order := testSpace(t).RendezvousOrder("newcomer")
+	tab.Merge(Claim{Subnet: order[0], Owner: "dead", Epoch: 1, Version: 2, State: LeaseReserved, Expires: now.Add(time.Hour).Unix()})
+	got, err := tab.PickFree("newcomer", now)
+	if err != nil || got != order[1] {
+		t.Fatalf("PickFree = %s, %v; want %s (first choice reserved)", got, err, order[1])
+	}
+	if got, _ := tab.PickFree("newcomer", now.Add(2*time.Hour)); got != order[0] {
+		t.Fatalf("after expiry PickFree = %s, want %s", got, order[0])
+	}
+}
+
+func TestMergeRejectsInvalidClaimsButKeepsValidOnes(t *testing.T) {
+	tab := NewLeaseTable(testSpace(t))
+	good := Claim{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Owner: "a", Epoch: 1, Version: 1, State: LeaseActive}
+	_, err := tab.Merge(
+		Claim{Subnet: netip.MustParsePrefix("10.9.0.0/24"), Owner: "x", State: LeaseActive},
+		Claim{Subnet: netip.MustParsePrefix("10.244.2.0/25"), Owner: "x", State: LeaseActive},
+		Claim{Subnet: netip.MustParsePrefix("10.244.3.0/24"), Owner: "", State: LeaseActive},
+		Claim{Subnet: netip.MustParsePrefix("10.244.4.0/24"), Owner: "x", State: "bogus"},
+		good,
+	)
+	if err == nil {
+		t.Fatal("invalid claims merged without error")
+	}
+	if got := tab.Claims(); len(got) != 1 || got[0] != good {
+		t.Fatalf("table = %+v, want only the valid claim", got)
+	}
+	for _, bad := range []string{"", "{", `{"v":2,"claims":[]}`, `{"v":1,"claims":"x"}`} {
+		if _, err := tab.MergeRemoteState([]byte(bad)); err == nil {
+			t.Errorf("MergeRemoteState(%q) accepted", bad)
+		}
+	}
+}
+
+func TestPickFreeReportsExhaustion(t *testing.T) {
+	s, _ := NewSubnetSpace(netip.MustParsePrefix("10.244.0.0/23"), 24)
+	tab := NewLeaseTable(s)
+	tab.Merge(Claim{Subnet: s.Nth(0), Owner: "a", Epoch: 1, State: LeaseActive}, Claim{Subnet: s.Nth(1), Owner: "b", Epoch: 1, State: LeaseActive})
+	if _, err := tab.PickFree("c", time.Now()); err == nil {
+		t.Fatal("PickFree succeeded in a full space")
+	}
+}
+
+func TestMergeRelaysOnlyWhatChanged(t *testing.T) {
+	tab := NewLeaseTable(testSpace(t))
+	var claims []Claim
+	for i := 0; i < 20; i++ {
+		claims = append(claims, Claim{Subnet: netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", i)), Owner: "a", Epoch: 1, Version: 1, State: LeaseActive})
+	}
+	relay, err := tab.MergeRemoteState(EncodeClaims(claims))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, m := range relay {
+		if len(m) > 1200 {
+			t.Fatalf("relay message of %d bytes does not fit a gossip packet", len(m))
+		}
+		got, _ := DecodeClaims(m)
+		n += len(got)
+	}
+	if n != 20 {
+		t.Fatalf("relayed %d claims, want the 20 new ones", n)
+	}
+	if relay, _ := tab.MergeRemoteState(EncodeClaims(claims)); len(relay) != 0 {
+		t.Fatalf("merging known claims relayed %d messages; relaying must stop", len(relay))
+	}
+}
+
+func FuzzDecodeClaims(f *testing.F) {
+	f.Add(EncodeClaims([]Claim{{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Owner: "a", Epoch: 1, Version: 2, State: LeaseReserved, Expires: 99}}))
+	f.Add([]byte(`{"v":1,"claims":[{"subnet":"10.244.1.0/25","owner":"x","state":"active"}]}`))
+	f.Add([]byte(`{"v":1,"claims":[{"subnet":"zzz"}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tab := NewLeaseTable(testSpace(t))
+		tab.MergeRemoteState(b)
+		// Whatever got in must be valid and survive a round trip.
+		for _, c := range tab.Claims() {
+			if err := tab.Validate(c); err != nil {
+				t.Fatalf("invalid claim merged: %+v: %v", c, err)
+			}
+		}
+		again := NewLeaseTable(testSpace(t))
+		if _, err := again.MergeRemoteState(tab.LocalState()); err != nil {
+			t.Fatalf("re-merge of own state failed: %v", err)
+		}
+	})
+}

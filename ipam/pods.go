@@ -1,0 +1,156 @@
+package ipam
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrSubnetExhausted is returned when every pod address of the subnet is in use.
+var ErrSubnetExhausted = errors.New("subnet exhausted")
+
+// Allocation is one pod attachment's address, keyed by container ID and
+// interface name as the CNI spec keys attachments.
+type Allocation struct {
+	ContainerID string       `json:"containerID"`
+	IfName      string       `json:"ifName"`
+	IP          netip.Addr   `json:"ip"`
+	Subnet      netip.Prefix `json:"subnet"`
+	HostIf      string       `json:"hostIf"`
+	Netns       string       `json:"netns,omitempty"`
+	Created     time.Time    `json:"created"`
+}
+
+func podKey(containerID, ifName string) []byte {
+	return []byte(containerID + "/" + ifName)
+}
+
+// PodRange is the usable pod addresses of a node subnet: everything but the
+// first address (the node's overlay address) and the last (broadcast).
+func PodRange(subnet netip.Prefix) (first, last netip.Addr) {
+	base := binary.BigEndian.Uint32(subnet.Addr().AsSlice())
+	size := uint32(1) << (32 - subnet.Bits())
+	return u32Addr(base + 1), u32Addr(base + size - 2)
+}
+
+// PodCapacity is how many pods a node subnet holds.
+func PodCapacity(subnet netip.Prefix) int { return 1<<(32-subnet.Bits()) - 2 }
+
+func u32Addr(v uint32) netip.Addr {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
+}
+
+func addrU32(a netip.Addr) uint32 { return binary.BigEndian.Uint32(a.AsSlice()) }
+
+// Allocate returns the allocation for (containerID, ifName) in subnet,
+// creating it if needed. Asking again for an existing key returns the
+// existing allocation, so a retried ADD never takes a second address.
+// Addresses are handed out round-robin after the last one given, so a
+// just-freed address is the last to be reused.
+func (s *Store) Allocate(subnet netip.Prefix, containerID, ifName, netns, hostIf string) (out Allocation, existing bool, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		pods := tx.Bucket(bucketPods)
+		key := podKey(containerID, ifName)
+		if v := pods.Get(key); v != nil {
+			existing = true
+			return json.Unmarshal(v, &out)
+		}
+		used := map[netip.Addr]bool{}
+		if err := pods.ForEach(func(_, v []byte) error {
+			var a Allocation
+			if err := json.Unmarshal(v, &a); err != nil {
+				return err
+			}
+			used[a.IP] = true
+			return nil
+		}); err != nil {
+			return fmt.Errorf("read allocations: %w", err)
+		}
+		first, last := PodRange(subnet)
+		lo, hi := addrU32(first), addrU32(last)
+		start := lo
+		if c := tx.Bucket(bucketMeta).Get(keyCursor); len(c) == 4 {
+			if v := binary.BigEndian.Uint32(c) + 1; v >= lo && v <= hi {
+				start = v
+			}
+		}
+		n := hi - lo + 1
+		for i := uint32(0); i < n; i++ {
+			cand := u32Addr(lo + (start-lo+i)%n)
+			if used[cand] {
+				continue
+			}
+			out = Allocation{
+				ContainerID: containerID, IfName: ifName, IP: cand, Subnet: subnet,
+				HostIf: hostIf, Netns: netns, Created: time.Now().UTC().Truncate(time.Second),
+			}
+			v, err := json.Marshal(out)
+			if err != nil {
+				return err
+			}
+			if err := pods.Put(key, v); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketMeta).Put(keyCursor, cand.AsSlice())
+		}
+		return fmt.Errorf("allocate pod address in %s: %w (%d addresses in use)", subnet, ErrSubnetExhausted, len(used))
+	})
+	return out, existing, err
+}
+
+// Release removes the allocation for (containerID, ifName). ok is false if
+// there was none, which is not an error: DEL is idempotent.
+func (s *Store) Release(containerID, ifName string) (a Allocation, ok bool, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		pods := tx.Bucket(bucketPods)
+		key := podKey(containerID, ifName)
+		v := pods.Get(key)
+		if v == nil {
+			return nil
+		}
+		if err := json.Unmarshal(v, &a); err != nil {
+			return err
+		}
+		ok = true
+		return pods.Delete(key)
+	})
+	return a, ok, err
+}
+
+// Get returns the allocation for (containerID, ifName), if any.
+func (s *Store) Get(containerID, ifName string) (a Allocation, ok bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketPods).Get(podKey(containerID, ifName))
+		if v == nil {
+			return nil
+		}
+		ok = true
+		return json.Unmarshal(v, &a)
+	})
+	return a, ok, err
+}
+
+// Allocations returns every allocation, sorted by address.
+func (s *Store) Allocations() ([]Allocation, error) {
+	var out []Allocation
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPods).ForEach(func(k, v []byte) error {
+			var a Allocation
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("decode allocation %q: %w", k, err)
+			}
+			out = append(out, a)
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
+	return out, err
+}

@@ -1,0 +1,91 @@
+package ipam
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+)
+
+func TestAllocateIsIdempotentUniqueAndRoundRobin(t *testing.T) {
+	st, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	subnet := netip.MustParsePrefix("10.244.1.0/24")
+	a1, existed, err := st.Allocate(subnet, "c1", "eth0", "/run/netns/x", "h1")
+	if err != nil || existed {
+		t.Fatal(err, existed)
+	}
+	if a1.IP != netip.MustParseAddr("10.244.1.1") {
+		t.Fatalf("first address = %s, want 10.244.1.1 (.0 is the node's)", a1.IP)
+	}
+	again, existed, _ := st.Allocate(subnet, "c1", "eth0", "/run/netns/x", "h1")
+	if again.IP != a1.IP || !existed {
+		t.Fatalf("repeated ADD got %s, want the existing %s", again.IP, a1.IP)
+	}
+	a2, _, _ := st.Allocate(subnet, "c2", "eth0", "", "h2")
+	if a2.IP == a1.IP {
+		t.Fatal("duplicate address")
+	}
+	if _, ok, _ := st.Release("c1", "eth0"); !ok {
+		t.Fatal("release of existing allocation reported missing")
+	}
+	if _, ok, err := st.Release("c1", "eth0"); ok || err != nil {
+		t.Fatalf("second release: ok=%v err=%v, want a quiet no-op", ok, err)
+	}
+	a3, _, _ := st.Allocate(subnet, "c3", "eth0", "", "h3")
+	if a3.IP == a1.IP {
+		t.Fatalf("just-freed %s reused at once; want round-robin", a1.IP)
+	}
+}
+
+func TestAllocateExhaustsAndPersists(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subnet := netip.MustParsePrefix("10.244.1.0/29") // 6 pod addresses
+	seen := map[netip.Addr]bool{}
+	for i := 0; i < PodCapacity(subnet); i++ {
+		a, _, err := st.Allocate(subnet, fmt.Sprint("c", i), "eth0", "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[a.IP] || a.IP == subnet.Addr() || a.IP == netip.MustParseAddr("10.244.1.7") {
+			t.Fatalf("bad address %s", a.IP)
+		}
+		seen[a.IP] = true
+	}
+	if _, _, err := st.Allocate(subnet, "one-too-many", "eth0", "", ""); !errors.Is(err, ErrSubnetExhausted) {
+		t.Fatalf("err = %v, want ErrSubnetExhausted", err)
+	}
+	if err := st.SaveLease(OwnLease{Subnet: subnet, Epoch: 42}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	st, err = OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	allocs, _ := st.Allocations()
+	l, ok, _ := st.LoadLease()
+	if len(allocs) != 6 || !ok || l.Epoch != 42 || l.Subnet != subnet {
+		t.Fatalf("after reopen: %d allocations, lease %+v (%v)", len(allocs), l, ok)
+	}
+}
+
+func TestOpenStoreRefusesSecondAgent(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := OpenStore(dir); err == nil {
+		t.Fatal("second OpenStore on the same dir succeeded")
+	}
+}

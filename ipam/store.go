@@ -1,0 +1,128 @@
+package ipam
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// StoreFile is the name of the agent's state database inside --state-dir.
+const StoreFile = "loom.db"
+
+var (
+	bucketLease = []byte("lease")
+	bucketPods  = []byte("pods")
+	bucketMeta  = []byte("meta")
+	keyLease    = []byte("own")
+	keyCursor   = []byte("cursor")
+)
+
+// Store is the agent's crash-safe local state: its own subnet lease and its
+// pod allocations. bbolt commits each transaction with fsync, so a SIGKILL
+// at any point leaves either the old or the new state, never a mix.
+type Store struct {
+	db   *bolt.DB
+	path string
+}
+
+// OwnLease is the subnet this node holds, persisted so a restart reuses it.
+type OwnLease struct {
+	Subnet netip.Prefix `json:"subnet"`
+	Epoch  uint64       `json:"epoch"`
+}
+
+// OpenStore opens (creating if needed) the state database in dir.
+func OpenStore(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, StoreFile)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open state %s: locked by another process (is another loomd using this --state-dir?)", path)
+		}
+		return nil, fmt.Errorf("open state %s: %w (if the file is corrupt, move it aside; the agent then rejoins and reclaims its subnet from gossip)", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketLease, bucketPods, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("initialise state %s: %w", path, err)
+	}
+	return &Store{db: db, path: path}, nil
+}
+
+// Close releases the database (and its file lock).
+func (s *Store) Close() error { return s.db.Close() }
+
+// Path is the database file.
+func (s *Store) Path() string { return s.path }
+
+// LoadLease returns the persisted own lease; ok is false when there is none.
+func (s *Store) LoadLease() (l OwnLease, ok bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketLease).Get(keyLease)
+		if v == nil {
+			return nil
+		}
+		if err := json.Unmarshal(v, &l); err != nil {
+			return fmt.Errorf("decode persisted lease in %s: %w", s.path, err)
+		}
+		ok = true
+		return nil
+	})
+	return l, ok, err
+}
+
+// SaveLease persists the own lease.
+func (s *Store) SaveLease(l OwnLease) error {
+	v, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketLease).Put(keyLease, v) })
+}
+
+// DeleteLease forgets the own lease (the node left the fabric).
+func (s *Store) DeleteLease() error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketLease).Delete(keyLease) })
+}
+
+var keyPeers = []byte("peers")
+
+// SavePeers remembers the underlay addresses of the last known peers, so a
+// restarted node can find the fabric again even if it was started without
+// --join (it bootstrapped it) or its --join targets are down.
+func (s *Store) SavePeers(addrs []string) error {
+	v, err := json.Marshal(addrs)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyPeers, v) })
+}
+
+// LoadPeers returns what SavePeers stored.
+func (s *Store) LoadPeers() ([]string, error) {
+	var out []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(keyPeers)
+		if v == nil {
+			return nil
+		}
+		return json.Unmarshal(v, &out)
+	})
+	return out, err
+}

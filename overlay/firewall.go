@@ -1,0 +1,340 @@
+package overlay
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// FirewallTable is the nftables table Loom owns; nothing outside it is
+// ever touched.
+const FirewallTable = "loom"
+
+// FirewallSpec is what Loom's nftables table should express.
+type FirewallSpec struct {
+	// Cluster is the pod address space.
+	Cluster netip.Prefix
+	// NodeAddrs are the underlay addresses of member nodes; pod traffic to
+	// them keeps its source, as the Kubernetes network model requires, and
+	// only they may send VXLAN packets to this node.
+	NodeAddrs []netip.Addr
+	// NodeOverlays are the overlay addresses of member nodes (this one
+	// included): traffic from them to this node is node traffic, not pods'.
+	NodeOverlays []netip.Addr
+	// VXLANPort is the VXLAN UDP port to guard; 0 leaves it open.
+	VXLANPort int
+	// Pods are this node's pods: each host veth may only carry its pod's
+	// own source address.
+	Pods []PodRoute
+	// PodToHost lists what pods may open towards this node itself, besides
+	// ICMP and replies: entries like "tcp/53". Nil allows everything (the
+	// filter is off).
+	PodToHost []PortRule
+}
+
+// PortRule is one protocol and port pods may reach on their node.
+type PortRule struct {
+	Proto string // "tcp" or "udp"
+	Port  uint16
+}
+
+// ParsePortRule parses "tcp/53" or "udp/53".
+func ParsePortRule(s string) (PortRule, error) {
+	proto, port, ok := strings.Cut(s, "/")
+	if !ok || (proto != "tcp" && proto != "udp") {
+		return PortRule{}, fmt.Errorf("%q: want tcp/PORT or udp/PORT", s)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return PortRule{}, fmt.Errorf("%q: %q is not a port", s, port)
+	}
+	return PortRule{Proto: proto, Port: uint16(n)}, nil
+}
+
+func (s FirewallSpec) fingerprint() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s port=%d ", s.Cluster, s.VXLANPort)
+	for _, set := range [][]netip.Addr{s.NodeAddrs, s.NodeOverlays} {
+		addrs := slices.Clone(set)
+		slices.SortFunc(addrs, func(a, b netip.Addr) int { return a.Compare(b) })
+		fmt.Fprintf(&b, "%v;", addrs)
+	}
+	pods := slices.Clone(s.Pods)
+	slices.SortFunc(pods, func(a, b PodRoute) int { return strings.Compare(a.HostIf, b.HostIf) })
+	fmt.Fprintf(&b, "%v;%v;%v", pods, s.PodToHost == nil, s.PodToHost)
+	return b.String()
+}
+
+// NFTables is the real Firewaller: one table, a chain per concern,
+// replaced whole in a single netlink batch so no packet ever sees half a
+// rule set.
+type NFTables struct {
+	// mu guards applied.
+	mu      sync.Mutex
+	applied string
+}
+
+var _ Firewaller = (*NFTables)(nil)
+
+// NewNFTables returns a Firewaller for the current network namespace.
+func NewNFTables() *NFTables { return &NFTables{} }
+
+func (f *NFTables) tableExists(c *nftables.Conn) (bool, error) {
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range tables {
+		if t.Name == FirewallTable {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Apply implements Firewaller. It rewrites the table only when the spec
+// changed or the table was removed behind Loom's back.
+func (f *NFTables) Apply(spec FirewallSpec) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := nftables.New()
+	if err != nil {
+		return false, fmt.Errorf("open nftables: %w", err)
+	}
+	fp := spec.fingerprint()
+	if f.applied == fp {
+		ok, err := f.tableExists(c)
+		if err != nil {
+			return false, fmt.Errorf("list nftables tables: %w", err)
+		}
+		if ok {
+			return false, nil
+		}
+	}
+	t := &nftables.Table{Name: FirewallTable, Family: nftables.TableFamilyIPv4}
+	// Add-then-delete makes the delete valid whether or not the table
+	// existed; the whole batch commits atomically.
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	nodes := &nftables.Set{Table: t, Name: "nodes", KeyType: nftables.TypeIPAddr}
+	if err := c.AddSet(nodes, addrElements(spec.NodeAddrs)); err != nil {
+		return false, fmt.Errorf("build nftables set nodes: %w", err)
+	}
+	overlays := &nftables.Set{Table: t, Name: "node-overlays", KeyType: nftables.TypeIPAddr}
+	if err := c.AddSet(overlays, addrElements(spec.NodeOverlays)); err != nil {
+		return false, fmt.Errorf("build nftables set node-overlays: %w", err)
+	}
+	addMasquerade(c, t, spec, nodes)
+	if spec.VXLANPort > 0 {
+		addVXLANIngress(c, t, spec, nodes)
+	}
+	addPodAntiSpoof(c, t, spec)
+	if spec.PodToHost != nil {
+		addPodToHost(c, t, spec, overlays)
+	}
+	if err := c.Flush(); err != nil {
+		return false, fmt.Errorf("program nftables table %s: %w", FirewallTable, err)
+	}
+	f.applied = fp
+	return true, nil
+}
+
+// Teardown deletes Loom's table.
+func (f *NFTables) Teardown() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	t := &nftables.Table{Name: FirewallTable, Family: nftables.TableFamilyIPv4}
+	c.AddTable(t)
+	c.DelTable(t)
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete nftables table %s: %w", FirewallTable, err)
+	}
+	f.applied = ""
+	return nil
+}
+
+func addrElements(addrs []netip.Addr) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, len(addrs))
+	seen := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		if a.Is4() && !seen[a] {
+			seen[a] = true
+			out = append(out, nftables.SetElement{Key: a.AsSlice()})
+		}
+	}
+	return out
+}
+
+// addMasquerade builds the masquerade chain: pod traffic leaving for
+// anything but pods, member nodes or multicast gets the node's address.
+func addMasquerade(c *nftables.Conn, t *nftables.Table, spec FirewallSpec, nodes *nftables.Set) {
+	ch := c.AddChain(&nftables.Chain{
+		Name: "masquerade", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
+	})
+	cluster := spec.Cluster
+	multicast := netip.MustParsePrefix("224.0.0.0/4")
+	ret := &expr.Verdict{Kind: expr.VerdictReturn}
+	// Not from a pod: not ours to rewrite.
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(matchPrefix(12, cluster, true), ret)})
+	// Pod to pod, pod to node, multicast: keep the source.
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(matchPrefix(16, cluster, false), ret)})
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: nodes.Name, SetID: nodes.ID},
+		ret,
+	}})
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(matchPrefix(16, multicast, false), ret)})
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{&expr.Counter{}, &expr.Masq{}}})
+}
+
+// Chains whose last rule counts the packets it drops; Dropped reads them.
+const (
+	ChainVXLANIngress = "vxlan-ingress"
+	ChainPodAntiSpoof = "pod-antispoof"
+	ChainPodToHost    = "pod-to-host"
+)
+
+// addVXLANIngress drops VXLAN packets from anyone but member nodes: the
+// kernel would otherwise decapsulate whatever arrives with the right VNI,
+// letting any host on the underlay inject packets into pods.
+func addVXLANIngress(c *nftables.Conn, t *nftables.Table, spec FirewallSpec, nodes *nftables.Set) {
+	ch := c.AddChain(&nftables.Chain{
+		Name: ChainVXLANIngress, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
+	})
+	port := binary.BigEndian.AppendUint16(nil, uint16(spec.VXLANPort))
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: port},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: nodes.Name, SetID: nodes.ID, Invert: true},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
+}
+
+// ifname is an interface name as nftables compares it: NUL-padded.
+func ifname(name string) []byte {
+	b := make([]byte, 16)
+	copy(b, name)
+	return b
+}
+
+// addPodAntiSpoof drops packets a pod sends with any source address but
+// its own, before they are routed anywhere.
+func addPodAntiSpoof(c *nftables.Conn, t *nftables.Table, spec FirewallSpec) {
+	ch := c.AddChain(&nftables.Chain{
+		Name: ChainPodAntiSpoof, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle,
+	})
+	for _, p := range spec.Pods {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(p.HostIf)},
+			&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, unix.ETH_P_IP)},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: p.IP.AsSlice()},
+			&expr.Counter{},
+			&expr.Verdict{Kind: expr.VerdictDrop},
+		}})
+	}
+}
+
+// addPodToHost keeps pods (local or remote) off this node's own services
+// (gossip, metrics, anything listening) except ICMP, replies to
+// connections the node opened, and the ports the operator allowed.
+func addPodToHost(c *nftables.Conn, t *nftables.Table, spec FirewallSpec, overlays *nftables.Set) {
+	ch := c.AddChain(&nftables.Chain{
+		Name: ChainPodToHost, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
+	})
+	ret := &expr.Verdict{Kind: expr.VerdictReturn}
+	add := func(e ...expr.Any) { c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: e}) }
+	add(append(matchPrefix(12, spec.Cluster, true), ret)...)
+	add(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: overlays.Name, SetID: overlays.ID}, ret)
+	add(&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binary.NativeEndian.AppendUint32(nil, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), Xor: []byte{0, 0, 0, 0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}}, ret)
+	add(&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMP}}, ret)
+	for _, r := range spec.PodToHost {
+		proto := byte(unix.IPPROTO_TCP)
+		if r.Proto == "udp" {
+			proto = unix.IPPROTO_UDP
+		}
+		add(&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, r.Port)}, ret)
+	}
+	add(&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
+}
+
+// Dropped returns, per guarding chain, how many packets its drop rules
+// have counted since the table was last written.
+func (f *NFTables) Dropped() (map[string]uint64, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, err
+	}
+	t := &nftables.Table{Name: FirewallTable, Family: nftables.TableFamilyIPv4}
+	out := map[string]uint64{}
+	for _, name := range []string{ChainVXLANIngress, ChainPodAntiSpoof, ChainPodToHost} {
+		rules, err := c.GetRules(t, &nftables.Chain{Name: name, Table: t})
+		if err != nil {
+			continue // chain not present (feature off) or table gone
+		}
+		for _, r := range rules {
+			hasDrop := false
+			var n uint64
+			for _, e := range r.Exprs {
+				switch x := e.(type) {
+				case *expr.Counter:
+					n = x.Packets
+				case *expr.Verdict:
+					hasDrop = x.Kind == expr.VerdictDrop
+				}
+			}
+			if hasDrop {
+				out[name] += n
+			}
+		}
+	}
+	return out, nil
+}
+
+// matchPrefix matches the IPv4 address at offset (12 source, 16
+// destination) against p, or its complement when negate is set.
+func matchPrefix(offset uint32, p netip.Prefix, negate bool) []expr.Any {
+	op := expr.CmpOpEq
+	if negate {
+		op = expr.CmpOpNeq
+	}
+	mask := net.CIDRMask(p.Bits(), 32)
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: []byte{0, 0, 0, 0}},
+		&expr.Cmp{Op: op, Register: 1, Data: p.Masked().Addr().AsSlice()},
+	}
+}

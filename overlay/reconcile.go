@@ -1,0 +1,362 @@
+package overlay
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Firewaller programs Loom's nftables table. It is an interface so unit
+// tests of the reconciler need no nftables.
+type Firewaller interface {
+	// Apply makes Loom's table match the spec; it writes only on change.
+	Apply(spec FirewallSpec) (changed bool, err error)
+}
+
+// Result says what one Apply did.
+type Result struct {
+	// Writes is the number of kernel writes made.
+	Writes int
+	// DeviceChanged is true when the tunnel device was created or repaired.
+	DeviceChanged bool
+	// Added and Removed count entries by kind ("neigh+fdb", "route").
+	Added, Removed map[string]int
+}
+
+// Dataplane reconciles the desired state into the kernel.
+type Dataplane struct {
+	k         Kernel
+	backend   Backend
+	fw        Firewaller
+	cluster   netip.Prefix
+	vxlanPort int
+	podToHost []PortRule
+	antiSpoof string
+	sysctl    func(key, value string) (bool, error)
+
+	// applyMu serialises Apply: reconciling from two goroutines at once
+	// would interleave diffs against a kernel both are changing.
+	applyMu sync.Mutex
+}
+
+// DataplaneConfig wires a Dataplane.
+type DataplaneConfig struct {
+	Kernel   Kernel
+	Backend  Backend
+	Firewall Firewaller // nil: no firewall rules (tests)
+	Cluster  netip.Prefix
+	// VXLANPort is guarded so only member nodes may send to it (0: open).
+	VXLANPort int
+	// PodToHost is what pods may reach on the node itself besides ICMP;
+	// nil turns that filter off.
+	PodToHost []PortRule
+	// AntiSpoof is how pods are kept to their own source address:
+	// AntiSpoofNFTables (a rule per pod) or AntiSpoofRPFilter (strict
+	// reverse-path filtering on each host veth). Empty: nftables.
+	AntiSpoof string
+	// Sysctl sets a /proc/sys key and reports whether it wrote; needed for
+	// AntiSpoofRPFilter (nil in unit tests).
+	Sysctl func(key, value string) (bool, error)
+}
+
+// NewDataplane returns a reconciler.
+func NewDataplane(cfg DataplaneConfig) *Dataplane {
+	if cfg.AntiSpoof == "" {
+		cfg.AntiSpoof = AntiSpoofNFTables
+	}
+	return &Dataplane{k: cfg.Kernel, backend: cfg.Backend, fw: cfg.Firewall, cluster: cfg.Cluster,
+		vxlanPort: cfg.VXLANPort, podToHost: cfg.PodToHost, antiSpoof: cfg.AntiSpoof, sysctl: cfg.Sysctl}
+}
+
+type routeKey struct {
+	dst   netip.Prefix
+	table int
+}
+
+func keyOf(r netlink.Route) (routeKey, bool) {
+	p, ok := prefixOf(r.Dst)
+	if !ok {
+		return routeKey{}, false
+	}
+	t := r.Table
+	if t == 0 {
+		t = mainTable
+	}
+	return routeKey{p, t}, true
+}
+
+// routeType treats 0 as unicast: the kernel reports RTN_UNICAST for routes
+// that were installed without a type.
+func routeType(r netlink.Route) int {
+	if r.Type == 0 {
+		return unix.RTN_UNICAST
+	}
+	return r.Type
+}
+
+func sameRoute(a, b netlink.Route) bool {
+	return a.LinkIndex == b.LinkIndex && a.Gw.Equal(b.Gw) && routeType(a) == routeType(b) &&
+		a.Protocol == b.Protocol && a.Flags&int(netlink.FLAG_ONLINK) == b.Flags&int(netlink.FLAG_ONLINK) &&
+		a.Src.Equal(b.Src) && a.Scope == b.Scope
+}
+
+// Apply brings the kernel to d. It makes as much progress as it can and
+// returns every failure joined, so one bad entry never blocks the rest.
+func (dp *Dataplane) Apply(d Desired) (Result, error) {
+	dp.applyMu.Lock()
+	defer dp.applyMu.Unlock()
+	res := Result{Added: map[string]int{}, Removed: map[string]int{}}
+	if !d.Subnet.IsValid() {
+		return res, errors.New("apply data plane: node has no subnet yet")
+	}
+	overlayIP := d.Subnet.Addr()
+	changed, err := dp.backend.EnsureDevice(overlayIP)
+	res.DeviceChanged = changed
+	if changed {
+		res.Writes++
+	}
+	if err != nil {
+		return res, fmt.Errorf("ensure %s device: %w", dp.backend.Name(), err)
+	}
+	var errs []error
+	peers := append([]Peer(nil), d.Peers...)
+	sort.Slice(peers, func(i, j int) bool { return peers[i].Name < peers[j].Name })
+
+	// 1. Per-peer L2 state before any route uses it.
+	n, err := dp.backend.AddPeers(peers)
+	res.Writes += n
+	res.Added["neigh+fdb"] += n
+	errs = append(errs, err)
+
+	// 2. Routes: peers, local pods, and the own subnet's unreachable catch-all.
+	want := dp.backend.PeerRoutes(peers)
+	podRoutes, attached, podWrites, podErr := dp.podRoutes(d.Pods, overlayIP)
+	res.Writes += podWrites
+	errs = append(errs, podErr)
+	want = append(want, podRoutes...)
+	want = append(want, netlink.Route{Dst: ipNetOf(d.Subnet), Type: unix.RTN_UNREACHABLE,
+		Protocol: RouteProtocol, Table: mainTable})
+	added, removed, err := dp.syncRoutes(want, !d.Adopt)
+	res.Writes += added + removed
+	res.Added["route"] += added
+	res.Removed["route"] += removed
+	errs = append(errs, err)
+
+	// 3. Per-peer L2 state nobody routes through any more.
+	if !d.Adopt {
+		n, err = dp.backend.RemoveStale(peers)
+		res.Writes += n
+		res.Removed["neigh+fdb"] += n
+		errs = append(errs, err)
+	}
+
+	// 4. Firewall and NAT.
+	if dp.fw != nil {
+		spec := FirewallSpec{
+			Cluster: dp.cluster, NodeAddrs: d.NodeAddrs, NodeOverlays: d.NodeOverlays,
+			VXLANPort: dp.vxlanPort, PodToHost: dp.podToHost,
+		}
+		if dp.antiSpoof == AntiSpoofNFTables {
+			spec.Pods = attached
+		}
+		fwChanged, err := dp.fw.Apply(spec)
+		if fwChanged {
+			res.Writes++
+		}
+		errs = append(errs, err)
+	}
+	return res, errors.Join(errs...)
+}
+
+// podRoutes prepares the host end of each pod's veth (up, gateway address)
+// and returns the /32 routes to pods whose veth exists. Routes carry the
+// node's overlay address as source, so a node talking to its own pods is
+// seen with an address of the cluster, never the link-local gateway.
+func (dp *Dataplane) podRoutes(pods []PodRoute, overlayIP netip.Addr) ([]netlink.Route, []PodRoute, int, error) {
+	var out []netlink.Route
+	var attached []PodRoute
+	var errs []error
+	writes := 0
+	for _, p := range pods {
+		l, n, err := dp.ensurePodHost(p.HostIf)
+		writes += n
+		if errors.Is(err, ErrLinkNotFound) {
+			continue // the pod's netns is gone or ADD has not moved it yet
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, netlink.Route{
+			LinkIndex: l.Attrs().Index, Dst: ipNetOf(netip.PrefixFrom(p.IP, 32)),
+			Scope: netlink.SCOPE_LINK, Src: ipOf(overlayIP), Protocol: RouteProtocol, Table: mainTable,
+		})
+		attached = append(attached, p)
+	}
+	return out, attached, writes, errors.Join(errs...)
+}
+
+// ensurePodHost brings a pod's host veth up with the gateway address.
+func (dp *Dataplane) ensurePodHost(hostIf string) (netlink.Link, int, error) {
+	l, err := dp.k.LinkByName(hostIf)
+	if err != nil {
+		return nil, 0, err
+	}
+	writes := 0
+	addrs, err := dp.k.AddrList(l)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list addresses of %s: %w", hostIf, err)
+	}
+	gw := netip.PrefixFrom(PodGateway, 32)
+	have := false
+	for _, a := range addrs {
+		if p, ok := prefixOf(a.IPNet); ok && p == gw {
+			have = true
+		}
+	}
+	if !have {
+		if err := dp.k.AddrReplace(l, &netlink.Addr{IPNet: ipNetOf(gw), Scope: int(netlink.SCOPE_LINK)}); err != nil {
+			return nil, writes, fmt.Errorf("add gateway %s to %s: %w", gw, hostIf, err)
+		}
+		writes++
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		if err := dp.k.LinkSetUp(l); err != nil {
+			return nil, writes, fmt.Errorf("set %s up: %w", hostIf, err)
+		}
+		writes++
+	}
+	if dp.antiSpoof == AntiSpoofRPFilter && dp.sysctl != nil {
+		// Strict: a packet from the veth must have a source the node routes
+		// back through that veth, i.e. the pod's own address.
+		wrote, err := dp.sysctl("net/ipv4/conf/"+hostIf+"/rp_filter", "1")
+		if err != nil {
+			return nil, writes, err
+		}
+		if wrote {
+			writes++
+		}
+	}
+	return l, writes, nil
+}
+
+// syncRoutes makes the Loom routes equal want: missing or different ones are
+// replaced, then Loom-tagged routes and routes on the tunnel device that are
+// not wanted are removed. Routes of others elsewhere are never touched.
+func (dp *Dataplane) syncRoutes(want []netlink.Route, remove bool) (added, removed int, err error) {
+	current, err := dp.k.RouteList(&netlink.Route{Protocol: RouteProtocol, Table: mainTable},
+		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return 0, 0, fmt.Errorf("list loom routes: %w", err)
+	}
+	if idx := dp.backend.DeviceIndex(); idx > 0 {
+		onDev, err := dp.k.RouteList(&netlink.Route{LinkIndex: idx, Table: mainTable},
+			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return 0, 0, fmt.Errorf("list routes on tunnel device: %w", err)
+		}
+		current = append(current, onDev...)
+	}
+	have := map[routeKey]netlink.Route{}
+	for _, r := range current {
+		if k, ok := keyOf(r); ok {
+			have[k] = r
+		}
+	}
+	wanted := map[routeKey]bool{}
+	var errs []error
+	for _, r := range want {
+		k, _ := keyOf(r)
+		wanted[k] = true
+		if old, ok := have[k]; ok && sameRoute(old, r) {
+			continue
+		}
+		if err := dp.k.RouteReplace(&r); err != nil {
+			errs = append(errs, fmt.Errorf("program route to %s: %w", k.dst, err))
+			continue
+		}
+		added++
+	}
+	for k, r := range have {
+		if wanted[k] || !remove {
+			continue
+		}
+		if err := dp.k.RouteDel(&r); err != nil {
+			errs = append(errs, fmt.Errorf("remove stale route to %s: %w", k.dst, err))
+			continue
+		}
+		removed++
+	}
+	return added, removed, errors.Join(errs...)
+}
+
+// DetachPod removes a pod's host veth (which also removes its route and the
+// pod end); it is a no-op when the veth is already gone.
+func (dp *Dataplane) DetachPod(hostIf string) error {
+	l, err := dp.k.LinkByName(hostIf)
+	if errors.Is(err, ErrLinkNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", hostIf, err)
+	}
+	if err := dp.k.LinkDel(l); err != nil {
+		return fmt.Errorf("delete %s: %w", hostIf, err)
+	}
+	return nil
+}
+
+// PodVeths lists the host ends of pod veths present in the kernel.
+func (dp *Dataplane) PodVeths() ([]string, error) {
+	links, err := dp.k.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []string
+	for _, l := range links {
+		if _, ok := l.(*netlink.Veth); ok && IsPodVethName(l.Attrs().Name) {
+			out = append(out, l.Attrs().Name)
+		}
+	}
+	return out, nil
+}
+
+// AttachPod prepares a pod's host veth and installs its /32 route now,
+// rather than waiting for the next reconcile, so ADD returns a pod that is
+// already reachable.
+func (dp *Dataplane) AttachPod(p PodRoute, overlayIP netip.Addr) error {
+	dp.applyMu.Lock()
+	defer dp.applyMu.Unlock()
+	routes, _, _, err := dp.podRoutes([]PodRoute{p}, overlayIP)
+	if err != nil {
+		return err
+	}
+	if len(routes) == 0 {
+		return fmt.Errorf("attach pod %s: host veth %s: %w", p.IP, p.HostIf, ErrLinkNotFound)
+	}
+	if err := dp.k.RouteReplace(&routes[0]); err != nil {
+		return fmt.Errorf("program route to pod %s via %s: %w", p.IP, p.HostIf, err)
+	}
+	return nil
+}
+
+// Teardown removes everything Loom programmed: the device (with its
+// neighbours, FDB and routes), Loom-tagged routes and the firewall table.
+// Only a node leaving the fabric does this; restarts never do.
+func (dp *Dataplane) Teardown() error {
+	var errs []error
+	errs = append(errs, dp.backend.Teardown())
+	if _, _, err := dp.syncRoutes(nil, true); err != nil {
+		errs = append(errs, err)
+	}
+	if t, ok := dp.fw.(interface{ Teardown() error }); ok {
+		errs = append(errs, t.Teardown())
+	}
+	return errors.Join(errs...)
+}

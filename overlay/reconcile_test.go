@@ -1,0 +1,283 @@
+package overlay
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+type fixture struct {
+	k   *FakeKernel
+	wc  *WriteCounter
+	dp  *Dataplane
+	vx  *VXLAN
+	dev string
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	k := NewFakeKernel()
+	under := k.AddDummy("eth0")
+	wc := &WriteCounter{Kernel: k}
+	vx := NewVXLAN(wc, VXLANConfig{Name: "loom.1", VNI: 1, Port: 4789, MTU: 1450, MAC: VTEPMAC("self"),
+		UnderlayIndex: under.Attrs().Index, Local: netip.MustParseAddr("192.0.2.1")})
+	dp := NewDataplane(DataplaneConfig{Kernel: wc, Backend: vx, Cluster: netip.MustParsePrefix("10.244.0.0/16")})
+	return &fixture{k: k, wc: wc, dp: dp, vx: vx, dev: "loom.1"}
+}
+
+func peer(name, underlay, subnet string) Peer {
+	return Peer{Name: name, Underlay: netip.MustParseAddr(underlay), VTEPMAC: VTEPMAC(name), Subnet: netip.MustParsePrefix(subnet)}
+}
+
+var own = netip.MustParsePrefix("10.244.1.0/24")
+
+// kernelState summarises the fake kernel as comparable strings.
+func (f *fixture) kernelState(t *testing.T) (neighs, fdbs, routes map[string]string) {
+	t.Helper()
+	neighs, fdbs, routes = map[string]string{}, map[string]string{}, map[string]string{}
+	for _, n := range f.k.Neighs() {
+		if n.Family == unix.AF_BRIDGE {
+			fdbs[n.HardwareAddr.String()] = n.IP.String()
+		} else {
+			neighs[n.IP.String()] = n.HardwareAddr.String()
+		}
+	}
+	for _, r := range f.k.Routes() {
+		gw := ""
+		if r.Gw != nil {
+			gw = r.Gw.String()
+		}
+		if r.Type == unix.RTN_UNREACHABLE {
+			gw = "unreachable"
+		}
+		routes[r.Dst.String()] = gw
+	}
+	return
+}
+
+func TestApplyProgramsPeersInFullAndIsIdempotent(t *testing.T) {
+	f := newFixture(t)
+	peers := []Peer{peer("b", "192.0.2.2", "10.244.2.0/24"), peer("c", "192.0.2.3", "10.244.3.0/24")}
+	if _, err := f.dp.Apply(Desired{Subnet: own, Peers: peers}); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := f.k.LinkByName("loom.1")
+	if err != nil {
+		t.Fatal("device not created:", err)
+	}
+	vx := dev.(*netlink.Vxlan)
+	if vx.VxlanId != 1 || vx.Port != 4789 || vx.Learning || vx.MTU != 1450 || vx.HardwareAddr.String() != VTEPMAC("self").String() {
+		t.Fatalf("device has wrong parameters: %+v", vx)
+	}
+	addrs, _ := f.k.AddrList(dev)
+	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.244.1.0/32" {
+		t.Fatalf("device addresses = %v, want only 10.244.1.0/32", addrs)
+	}
+	neighs, fdbs, routes := f.kernelState(t)
+	wantNeigh := map[string]string{"10.244.2.0": VTEPMAC("b").String(), "10.244.3.0": VTEPMAC("c").String()}
+	wantFDB := map[string]string{VTEPMAC("b").String(): "192.0.2.2", VTEPMAC("c").String(): "192.0.2.3"}
+	wantRoutes := map[string]string{"10.244.2.0/24": "10.244.2.0", "10.244.3.0/24": "10.244.3.0", "10.244.1.0/24": "unreachable"}
+	assertMap(t, "neighbours", neighs, wantNeigh)
+	assertMap(t, "fdb", fdbs, wantFDB)
+	assertMap(t, "routes", routes, wantRoutes)
+
+	before := f.wc.Writes()
+	res, err := f.dp.Apply(Desired{Subnet: own, Peers: peers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.wc.Writes() - before; got != 0 || res.Writes != 0 {
+		t.Fatalf("no-op resync made %d kernel writes (result says %d), want 0", got, res.Writes)
+	}
+}
+
+func TestApplyRemovesDeadPeerAndRepairsChangedOne(t *testing.T) {
+	f := newFixture(t)
+	b, c := peer("b", "192.0.2.2", "10.244.2.0/24"), peer("c", "192.0.2.3", "10.244.3.0/24")
+	if _, err := f.dp.Apply(Desired{Subnet: own, Peers: []Peer{b, c}}); err != nil {
+		t.Fatal(err)
+	}
+	// c dies; b moves to a new underlay address (a reboot with a new DHCP lease).
+	b.Underlay = netip.MustParseAddr("192.0.2.20")
+	if _, err := f.dp.Apply(Desired{Subnet: own, Peers: []Peer{b}}); err != nil {
+		t.Fatal(err)
+	}
+	neighs, fdbs, routes := f.kernelState(t)
+	assertMap(t, "neighbours", neighs, map[string]string{"10.244.2.0": VTEPMAC("b").String()})
+	assertMap(t, "fdb", fdbs, map[string]string{VTEPMAC("b").String(): "192.0.2.20"})
+	assertMap(t, "routes", routes, map[string]string{"10.244.2.0/24": "10.244.2.0", "10.244.1.0/24": "unreachable"})
+}
+
+func TestApplyRemovesPlantedStaleEntriesButNotForeignRoutes(t *testing.T) {
+	f := newFixture(t)
+	b := peer("b", "192.0.2.2", "10.244.2.0/24")
+	if _, err := f.dp.Apply(Desired{Subnet: own, Peers: []Peer{b}}); err != nil {
+		t.Fatal(err)
+	}
+	dev, _ := f.k.LinkByName("loom.1")
+	ghost := peer("ghost", "192.0.2.99", "10.244.99.0/24")
+	f.k.NeighSet(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: net.ParseIP("10.244.99.0"), HardwareAddr: ghost.VTEPMAC})
+	f.k.NeighSet(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT, IP: net.ParseIP("192.0.2.99"), HardwareAddr: ghost.VTEPMAC})
+	f.k.RouteReplace(&netlink.Route{LinkIndex: dev.Attrs().Index, Dst: ipNetOf(ghost.Subnet), Gw: net.ParseIP("10.244.99.0"), Flags: int(netlink.FLAG_ONLINK)})
+	// A route someone else made on another device, in the cluster range.
+	eth0, _ := f.k.LinkByName("eth0")
+	f.k.RouteReplace(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: ipNetOf(netip.MustParsePrefix("10.244.200.0/24")), Gw: net.ParseIP("192.0.2.254")})
+
+	if _, err := f.dp.Apply(Desired{Subnet: own, Peers: []Peer{b}}); err != nil {
+		t.Fatal(err)
+	}
+	neighs, fdbs, routes := f.kernelState(t)
+	assertMap(t, "neighbours", neighs, map[string]string{"10.244.2.0": VTEPMAC("b").String()})
+	assertMap(t, "fdb", fdbs, map[string]string{VTEPMAC("b").String(): "192.0.2.2"})
+	assertMap(t, "routes", routes, map[string]string{"10.244.2.0/24": "10.244.2.0", "10.244.1.0/24": "unreachable", "10.244.200.0/24": "192.0.2.254"})
+}
+
+func TestApplyRecreatesDeletedOrMisconfiguredDevice(t *testing.T) {
+	f := newFixture(t)
+	b := peer("b", "192.0.2.2", "10.244.2.0/24")
+	if _, err := f.dp.Apply(Desired{Subnet: own, Peers: []Peer{b}}); err != nil {
+		t.Fatal(err)
+	}
+	dev, _ := f.k.LinkByName("loom.1")
+	f.k.LinkDel(dev)
+	res, err := f.dp.Apply(Desired{Subnet: own, Peers: []Peer{b}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.DeviceChanged {
+		t.Fatal("deleted device not reported as changed")
+	}
+	neighs, fdbs, routes := f.kernelState(t)
+	if len(neighs) != 1 || len(fdbs) != 1 || routes["10.244.2.0/24"] != "10.244.2.0" {
+		t.Fatalf("entries not restored after device recreation: %v %v %v", neighs, fdbs, routes)
+	}
+	// Same name, wrong VNI: must be replaced, not reused.
+	dev, _ = f.k.LinkByName("loom.1")
+	f.k.LinkDel(dev)
+	f.k.LinkAdd(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "loom.1"}, VxlanId: 42})
+	if _, err := f.dp.Apply(Desired{Subnet: own, Peers: []Peer{b}}); err != nil {
+		t.Fatal(err)
+	}
+	dev, _ = f.k.LinkByName("loom.1")
+	if dev.(*netlink.Vxlan).VxlanId != 1 {
+		t.Fatalf("misconfigured device reused: vni %d", dev.(*netlink.Vxlan).VxlanId)
+	}
+}
+
+func TestApplyPodRoutes(t *testing.T) {
+	f := newFixture(t)
+	hostIf := HostVethName("c1", "eth0")
+	f.k.AddDummy(hostIf)
+	pods := []PodRoute{{IP: netip.MustParseAddr("10.244.1.5"), HostIf: hostIf}, {IP: netip.MustParseAddr("10.244.1.6"), HostIf: "gone"}}
+	if _, err := f.dp.Apply(Desired{Subnet: own, Pods: pods}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, routes := f.kernelState(t)
+	if _, ok := routes["10.244.1.5/32"]; !ok {
+		t.Fatalf("no route to attached pod: %v", routes)
+	}
+	if _, ok := routes["10.244.1.6/32"]; ok {
+		t.Fatal("route to a pod whose veth is gone")
+	}
+	l, _ := f.k.LinkByName(hostIf)
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		t.Fatal("host veth not up")
+	}
+	addrs, _ := f.k.AddrList(l)
+	if len(addrs) != 1 || addrs[0].IPNet.IP.String() != PodGateway.String() {
+		t.Fatalf("host veth addresses = %v, want the gateway", addrs)
+	}
+	// The pod goes away: its route goes with it.
+	if _, err := f.dp.Apply(Desired{Subnet: own}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, routes = f.kernelState(t); len(routes) != 1 {
+		t.Fatalf("routes after pod removal = %v, want only the unreachable route", routes)
+	}
+}
+
+func TestHostVethNameAndVTEPMAC(t *testing.T) {
+	n := HostVethName("0123456789abcdef0123456789abcdef", "eth0")
+	if len(n) > 15 || n != HostVethName("0123456789abcdef0123456789abcdef", "eth0") || n == HostVethName("0123456789abcdef0123456789abcdef", "eth1") {
+		t.Fatalf("host veth name %q not short, stable and unique", n)
+	}
+	m := VTEPMAC("node1")
+	if m[0]&1 != 0 || m[0]&2 == 0 || m.String() != VTEPMAC("node1").String() || m.String() == VTEPMAC("node2").String() {
+		t.Fatalf("VTEP MAC %s not unicast, local, stable and unique", m)
+	}
+}
+
+func assertMap(t *testing.T, what string, got, want map[string]string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s = %v, want %v", what, got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("%s = %v, want %v", what, got, want)
+		}
+	}
+}
+
+func TestAdoptKeepsExistingPeersUntilMembershipSettles(t *testing.T) {
+	f := newFixture(t)
+	b := peer("b", "192.0.2.2", "10.244.2.0/24")
+	if _, err := f.dp.Apply(Desired{Subnet: own, Peers: []Peer{b}}); err != nil {
+		t.Fatal(err)
+	}
+	// A restarted agent knows no peers yet: adopting keeps b's entries.
+	if _, err := f.dp.Apply(Desired{Subnet: own, Adopt: true}); err != nil {
+		t.Fatal(err)
+	}
+	neighs, fdbs, routes := f.kernelState(t)
+	if len(neighs) != 1 || len(fdbs) != 1 || routes["10.244.2.0/24"] == "" {
+		t.Fatalf("adopting removed entries: %v %v %v", neighs, fdbs, routes)
+	}
+	// Once settled, b is really gone.
+	if _, err := f.dp.Apply(Desired{Subnet: own}); err != nil {
+		t.Fatal(err)
+	}
+	if neighs, fdbs, routes = f.kernelState(t); len(neighs)+len(fdbs) != 0 || len(routes) != 1 {
+		t.Fatalf("after settling: %v %v %v", neighs, fdbs, routes)
+	}
+}
+
+func TestIsPodVethName(t *testing.T) {
+	if !IsPodVethName(HostVethName("c", "eth0")) {
+		t.Fatal("HostVethName output not recognised")
+	}
+	for _, n := range []string{"loom.1", "eth0", "loomXXXXXXXXXXX", "loom0123456789", "veth0123456789a"} {
+		if IsPodVethName(n) {
+			t.Errorf("%q taken for a pod veth", n)
+		}
+	}
+}
+
+func TestDirectRoutingForOnLinkPeers(t *testing.T) {
+	f := newFixture(t)
+	eth0, _ := f.k.LinkByName("eth0")
+	f.k.AddrReplace(eth0, &netlink.Addr{IPNet: ipNetOf(netip.MustParsePrefix("192.0.2.1/24"))})
+	dp := NewDataplane(DataplaneConfig{Kernel: f.wc, Backend: NewDirect(f.wc, f.vx, "eth0"), Cluster: netip.MustParsePrefix("10.244.0.0/16")})
+	near, far := peer("near", "192.0.2.2", "10.244.2.0/24"), peer("far", "198.51.100.3", "10.244.3.0/24")
+	if _, err := dp.Apply(Desired{Subnet: own, Peers: []Peer{near, far}}); err != nil {
+		t.Fatal(err)
+	}
+	neighs, fdbs, routes := f.kernelState(t)
+	if routes["10.244.2.0/24"] != "192.0.2.2" {
+		t.Fatalf("on-link peer not routed directly: %v", routes)
+	}
+	if routes["10.244.3.0/24"] != "10.244.3.0" {
+		t.Fatalf("off-link peer not routed through the tunnel: %v", routes)
+	}
+	if len(neighs) != 1 || len(fdbs) != 1 || fdbs[VTEPMAC("far").String()] != "198.51.100.3" {
+		t.Fatalf("tunnel entries: %v %v, want only the off-link peer's", neighs, fdbs)
+	}
+	// A no-op resync writes nothing.
+	before := f.wc.Writes()
+	if res, err := dp.Apply(Desired{Subnet: own, Peers: []Peer{near, far}}); err != nil || f.wc.Writes() != before {
+		t.Fatalf("no-op resync with direct routing wrote %d (%v, %+v)", f.wc.Writes()-before, err, res)
+	}
+}

@@ -1,0 +1,261 @@
+package overlay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// VXLANConfig describes the node's VXLAN device.
+type VXLANConfig struct {
+	// Name is the device name, "loom.<vni>".
+	Name string
+	VNI  int
+	// Port is the UDP destination port (4789 is IANA's).
+	Port int
+	// MTU of the device: underlay MTU minus 50 bytes of encapsulation.
+	MTU int
+	// MAC is the VTEP MAC, derived from the node name.
+	MAC net.HardwareAddr
+	// UnderlayIndex is the link index of the underlay interface.
+	UnderlayIndex int
+	// Local is the underlay address packets are sent from.
+	Local netip.Addr
+}
+
+// DeviceName returns the VXLAN device name for a VNI.
+func DeviceName(vni int) string { return fmt.Sprintf("loom.%d", vni) }
+
+// VXLAN is the default backend: flannel-style L3 over one VXLAN device with
+// learning off and every entry programmed from gossip.
+type VXLAN struct {
+	k   Kernel
+	cfg VXLANConfig
+	// index is the device's link index; read by the kernel watcher while
+	// the reconciler may be replacing the device.
+	index atomic.Int64
+}
+
+var _ Backend = (*VXLAN)(nil)
+
+// NewVXLAN returns the VXLAN backend.
+func NewVXLAN(k Kernel, cfg VXLANConfig) *VXLAN { return &VXLAN{k: k, cfg: cfg} }
+
+// Name implements Backend.
+func (v *VXLAN) Name() string { return "vxlan" }
+
+// DeviceIndex implements Backend.
+func (v *VXLAN) DeviceIndex() int { return int(v.index.Load()) }
+
+func (v *VXLAN) matches(l netlink.Link) bool {
+	x, ok := l.(*netlink.Vxlan)
+	return ok && x.VxlanId == v.cfg.VNI && x.Port == v.cfg.Port &&
+		x.VtepDevIndex == v.cfg.UnderlayIndex && !x.Learning &&
+		x.SrcAddr.Equal(ipOf(v.cfg.Local)) && bytes.Equal(x.HardwareAddr, v.cfg.MAC)
+}
+
+// EnsureDevice implements Backend. A device of the right name but the wrong
+// kind or parameters is recreated: reusing it would silently send pod
+// traffic with the wrong VNI, port or source.
+func (v *VXLAN) EnsureDevice(overlayIP netip.Addr) (bool, error) {
+	changed := false
+	l, err := v.k.LinkByName(v.cfg.Name)
+	switch {
+	case errors.Is(err, ErrLinkNotFound):
+		l = nil
+	case err != nil:
+		return false, fmt.Errorf("look up %s: %w", v.cfg.Name, err)
+	}
+	if l != nil && !v.matches(l) {
+		if err := v.k.LinkDel(l); err != nil {
+			return false, fmt.Errorf("delete mismatched %s: %w", v.cfg.Name, err)
+		}
+		l, changed = nil, true
+	}
+	if l == nil {
+		dev := &netlink.Vxlan{
+			LinkAttrs:    netlink.LinkAttrs{Name: v.cfg.Name, MTU: v.cfg.MTU, HardwareAddr: v.cfg.MAC},
+			VxlanId:      v.cfg.VNI,
+			VtepDevIndex: v.cfg.UnderlayIndex,
+			SrcAddr:      ipOf(v.cfg.Local),
+			Port:         v.cfg.Port,
+			Learning:     false,
+		}
+		if err := v.k.LinkAdd(dev); err != nil {
+			return false, fmt.Errorf("create %s (vni %d, port %d): %w", v.cfg.Name, v.cfg.VNI, v.cfg.Port, err)
+		}
+		if l, err = v.k.LinkByName(v.cfg.Name); err != nil {
+			return false, fmt.Errorf("look up created %s: %w", v.cfg.Name, err)
+		}
+		changed = true
+	}
+	v.index.Store(int64(l.Attrs().Index))
+	if l.Attrs().MTU != v.cfg.MTU {
+		if err := v.k.LinkSetMTU(l, v.cfg.MTU); err != nil {
+			return changed, fmt.Errorf("set %s mtu %d: %w", v.cfg.Name, v.cfg.MTU, err)
+		}
+		changed = true
+	}
+	addrChanged, err := ensureOnlyAddr(v.k, l, netip.PrefixFrom(overlayIP, 32))
+	if err != nil {
+		return changed, err
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		if err := v.k.LinkSetUp(l); err != nil {
+			return changed, fmt.Errorf("set %s up: %w", v.cfg.Name, err)
+		}
+		changed = true
+	}
+	return changed || addrChanged, nil
+}
+
+// ensureOnlyAddr makes want the only IPv4 address of l.
+func ensureOnlyAddr(k Kernel, l netlink.Link, want netip.Prefix) (bool, error) {
+	addrs, err := k.AddrList(l)
+	if err != nil {
+		return false, fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
+	}
+	changed, have := false, false
+	for _, a := range addrs {
+		if p, ok := prefixOf(a.IPNet); ok && p == want {
+			have = true
+			continue
+		}
+		if err := k.AddrDel(l, &a); err != nil {
+			return changed, fmt.Errorf("remove stray address %s from %s: %w", a.IPNet, l.Attrs().Name, err)
+		}
+		changed = true
+	}
+	if !have {
+		if err := k.AddrReplace(l, &netlink.Addr{IPNet: ipNetOf(want)}); err != nil {
+			return changed, fmt.Errorf("add %s to %s: %w", want, l.Attrs().Name, err)
+		}
+		changed = true
+	}
+	return changed, nil
+}
+
+func (v *VXLAN) neigh(p Peer) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: v.DeviceIndex(), Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		IP: ipOf(p.OverlayIP()), HardwareAddr: p.VTEPMAC}
+}
+
+func (v *VXLAN) fdb(p Peer) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: v.DeviceIndex(), Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
+		Flags: netlink.NTF_SELF, IP: ipOf(p.Underlay), HardwareAddr: p.VTEPMAC}
+}
+
+// AddPeers implements Backend: neighbour (overlay IP -> VTEP MAC), then FDB
+// (VTEP MAC -> underlay IP), so the kernel never has to resolve anything.
+func (v *VXLAN) AddPeers(peers []Peer) (int, error) {
+	neighs, err := v.k.NeighList(v.DeviceIndex(), netlink.FAMILY_V4)
+	if err != nil {
+		return 0, fmt.Errorf("list neighbours of %s: %w", v.cfg.Name, err)
+	}
+	fdbs, err := v.k.NeighList(v.DeviceIndex(), unix.AF_BRIDGE)
+	if err != nil {
+		return 0, fmt.Errorf("list fdb of %s: %w", v.cfg.Name, err)
+	}
+	haveNeigh := map[netip.Addr]string{}
+	for _, n := range neighs {
+		if n.State&netlink.NUD_PERMANENT != 0 {
+			haveNeigh[addrOf(n.IP)] = n.HardwareAddr.String()
+		}
+	}
+	haveFDB := map[string]netip.Addr{}
+	for _, f := range fdbs {
+		haveFDB[f.HardwareAddr.String()] = addrOf(f.IP)
+	}
+	writes := 0
+	var errs []error
+	for _, p := range peers {
+		if haveNeigh[p.OverlayIP()] != p.VTEPMAC.String() {
+			if err := v.k.NeighSet(v.neigh(p)); err != nil {
+				errs = append(errs, fmt.Errorf("set neighbour %s -> %s for %s: %w", p.OverlayIP(), p.VTEPMAC, p.Name, err))
+				continue
+			}
+			writes++
+		}
+		if dst, ok := haveFDB[p.VTEPMAC.String()]; !ok || dst != p.Underlay {
+			if err := v.k.NeighSet(v.fdb(p)); err != nil {
+				errs = append(errs, fmt.Errorf("set fdb %s -> %s for %s: %w", p.VTEPMAC, p.Underlay, p.Name, err))
+				continue
+			}
+			writes++
+		}
+	}
+	return writes, errors.Join(errs...)
+}
+
+// PeerRoutes implements Backend: the peer's subnet via its overlay address,
+// onlink on the VXLAN device.
+func (v *VXLAN) PeerRoutes(peers []Peer) []netlink.Route {
+	out := make([]netlink.Route, 0, len(peers))
+	for _, p := range peers {
+		out = append(out, netlink.Route{
+			LinkIndex: v.DeviceIndex(), Dst: ipNetOf(p.Subnet), Gw: ipOf(p.OverlayIP()),
+			Flags: int(netlink.FLAG_ONLINK), Protocol: RouteProtocol, Table: mainTable,
+		})
+	}
+	return out
+}
+
+// RemoveStale implements Backend: every FDB and neighbour entry on the
+// device that no live peer wants is removed, whoever made it.
+func (v *VXLAN) RemoveStale(peers []Peer) (int, error) {
+	wantNeigh := map[netip.Addr]string{}
+	wantFDB := map[string]netip.Addr{}
+	for _, p := range peers {
+		wantNeigh[p.OverlayIP()] = p.VTEPMAC.String()
+		wantFDB[p.VTEPMAC.String()] = p.Underlay
+	}
+	removed := 0
+	var errs []error
+	fdbs, err := v.k.NeighList(v.DeviceIndex(), unix.AF_BRIDGE)
+	if err != nil {
+		return 0, fmt.Errorf("list fdb of %s: %w", v.cfg.Name, err)
+	}
+	for _, f := range fdbs {
+		if dst, ok := wantFDB[f.HardwareAddr.String()]; ok && dst == addrOf(f.IP) {
+			continue
+		}
+		if err := v.k.NeighDel(&f); err != nil {
+			errs = append(errs, fmt.Errorf("remove stale fdb %s -> %s: %w", f.HardwareAddr, f.IP, err))
+			continue
+		}
+		removed++
+	}
+	neighs, err := v.k.NeighList(v.DeviceIndex(), netlink.FAMILY_V4)
+	if err != nil {
+		return removed, fmt.Errorf("list neighbours of %s: %w", v.cfg.Name, err)
+	}
+	for _, n := range neighs {
+		if mac, ok := wantNeigh[addrOf(n.IP)]; ok && mac == n.HardwareAddr.String() && n.State&netlink.NUD_PERMANENT != 0 {
+			continue
+		}
+		if err := v.k.NeighDel(&n); err != nil {
+			errs = append(errs, fmt.Errorf("remove stale neighbour %s: %w", n.IP, err))
+			continue
+		}
+		removed++
+	}
+	return removed, errors.Join(errs...)
+}
+
+// Teardown implements Backend.
+func (v *VXLAN) Teardown() error {
+	l, err := v.k.LinkByName(v.cfg.Name)
+	if errors.Is(err, ErrLinkNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return v.k.LinkDel(l)
+}

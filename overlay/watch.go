@@ -1,0 +1,65 @@
+package overlay
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Watch subscribes to the kernel's link, route and neighbour notifications
+// in the current network namespace and calls notify whenever something
+// that may be Loom's changed: a link named loom*, a Loom-tagged route, any
+// entry on the tunnel device. Drift made by hand is thus repaired within
+// one reconcile instead of waiting for the periodic resync. notify must not
+// block. Watch returns once subscribed; it stops when ctx ends, and reports
+// a dead subscription through onError (the resync still covers it).
+func Watch(ctx context.Context, deviceIndex func() int, notify func(), onError func(error)) error {
+	done := make(chan struct{})
+	go func() { <-ctx.Done(); close(done) }()
+	links := make(chan netlink.LinkUpdate, 256)
+	routes := make(chan netlink.RouteUpdate, 1024)
+	neighs := make(chan netlink.NeighUpdate, 1024)
+	const buf = 1 << 20
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onError, ReceiveBufferSize: buf}); err != nil {
+		return fmt.Errorf("subscribe to link changes: %w", err)
+	}
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onError, ReceiveBufferSize: buf}); err != nil {
+		return fmt.Errorf("subscribe to route changes: %w", err)
+	}
+	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{ErrorCallback: onError, ReceiveBufferSize: buf}); err != nil {
+		return fmt.Errorf("subscribe to neighbour changes: %w", err)
+	}
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case u, ok := <-links:
+				if !ok {
+					return
+				}
+				if strings.HasPrefix(u.Attrs().Name, "loom") && (u.Header.Type == unix.RTM_DELLINK || u.Attrs().Flags&unix.IFF_UP == 0) {
+					notify()
+				}
+			case u, ok := <-routes:
+				if !ok {
+					return
+				}
+				if u.Type == unix.RTM_DELROUTE && u.Protocol == RouteProtocol || u.LinkIndex == deviceIndex() && u.LinkIndex != 0 {
+					notify()
+				}
+			case u, ok := <-neighs:
+				if !ok {
+					return
+				}
+				if u.LinkIndex == deviceIndex() && u.LinkIndex != 0 {
+					notify()
+				}
+			}
+		}
+	}()
+	return nil
+}
