@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X github.com/loomnet/loom/agent.Version=$(VERSION) \
              -X github.com/loomnet/loom/cniplugin.Version=$(VERSION) \
              -X main.Version=$(VERSION)
-FUZZTIME  ?= 100000x
+FUZZTIME  ?= 60s
 
 .PHONY: all build deps demo test unit integration fuzz lint image compose-image compose-demo bench bench-short clean
 
@@ -22,11 +22,12 @@ deps:
 demo: deps build
 	$(GO) run ./integration/demo -bin $(BIN)
 
-# Every test: unit tests, integration tests (root, network namespaces) and a
-# short run of each fuzz target.
+# Every test: unit tests, integration tests (root, network namespaces) and
+# every fuzz target over its seed corpus (go test runs the seeds and
+# testdata/fuzz). Exploring new inputs is `make fuzz`: a random search does
+# not belong in a gate that must give the same answer on the same code.
 test: deps lint
 	$(GO) test -count=1 -timeout 15m ./...
-	$(MAKE) fuzz
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)

@@ -18,6 +18,9 @@ func FuzzAPIRequest(f *testing.F) {
 	f.Add([]byte(`{"containerID":"","ifName":"../../x"}`))
 	f.Add([]byte(`{"valid":[{"containerID":"a","ifName":"eth0"}]}`))
 	f.Add([]byte(`{"unknown":1}`))
+	// Found by the fuzzer: five U+FFFD runes and a digit are 6 characters
+	// but 16 bytes, one more than Linux allows.
+	f.Add([]byte("{\"containerID\":\"a\",\"ifName\":\"\xff\xff\xff\xff\xff0\"}"))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, v := range []any{&api.AllocateRequest{}, &api.PodRef{}, &api.GCRequest{}, &api.RemovePeerRequest{}} {
 			r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
