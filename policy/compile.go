@@ -1,0 +1,282 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// Compile resolves the snapshot's policies against its pods and returns
+// the rules for this node's pods (those with a HostIf). Policies are
+// expected to have passed Validate; anything that still cannot be
+// resolved matches nothing and is reported in Warnings, so a bad policy
+// never opens more than it says.
+func Compile(s Snapshot) *Compiled {
+	c := &compiler{snap: &s, sets: map[string]*AddrSet{}, out: &Compiled{}}
+	pods := slices.Clone(s.Pods)
+	sortPods(pods)
+	c.pods = pods
+	policies := slices.Clone(s.Policies)
+	slices.SortFunc(policies, func(a, b networkingv1.NetworkPolicy) int {
+		return strings.Compare(policyName(&a), policyName(&b))
+	})
+	for _, pod := range pods {
+		if !pod.Local() {
+			continue
+		}
+		var rules *PodRules
+		for i := range policies {
+			pol := &policies[i]
+			if pol.Namespace != pod.Namespace || !c.selects(&pol.Spec.PodSelector, pod.Labels) {
+				continue
+			}
+			if rules == nil {
+				rules = &PodRules{Namespace: pod.Namespace, Name: pod.Name, IP: pod.IP, HostIf: pod.HostIf}
+			}
+			rules.Policies = append(rules.Policies, policyName(pol))
+			ingress, egress := policyTypes(pol)
+			if ingress {
+				if rules.Ingress == nil {
+					rules.Ingress = &Direction{Allow: []Allow{}}
+				}
+				for _, r := range pol.Spec.Ingress {
+					rules.Ingress.Allow = append(rules.Ingress.Allow, c.rule(pol, pod, r.From, r.Ports, true)...)
+				}
+			}
+			if egress {
+				if rules.Egress == nil {
+					rules.Egress = &Direction{Allow: []Allow{}}
+				}
+				for _, r := range pol.Spec.Egress {
+					rules.Egress.Allow = append(rules.Egress.Allow, c.rule(pol, pod, r.To, r.Ports, false)...)
+				}
+			}
+		}
+		if rules != nil {
+			c.out.Pods = append(c.out.Pods, *rules)
+		}
+	}
+	slices.SortFunc(c.out.Pods, func(a, b PodRules) int { return strings.Compare(a.HostIf, b.HostIf) })
+	for _, set := range c.sets {
+		c.out.Sets = append(c.out.Sets, *set)
+	}
+	slices.SortFunc(c.out.Sets, func(a, b AddrSet) int { return strings.Compare(a.Name, b.Name) })
+	return c.out
+}
+
+type compiler struct {
+	snap *Snapshot
+	pods []Pod
+	// sets are keyed by the canonical form of the selector they resolve.
+	sets    map[string]*AddrSet
+	out     *Compiled
+	warned  map[string]bool
+	nameSeq int
+}
+
+func policyName(p *networkingv1.NetworkPolicy) string { return p.Namespace + "/" + p.Name }
+
+// policyTypes applies the API's defaulting: Ingress always, Egress when
+// the policy has egress rules, unless policyTypes says otherwise.
+func policyTypes(p *networkingv1.NetworkPolicy) (ingress, egress bool) {
+	if len(p.Spec.PolicyTypes) == 0 {
+		return true, len(p.Spec.Egress) > 0
+	}
+	for _, t := range p.Spec.PolicyTypes {
+		switch t {
+		case networkingv1.PolicyTypeIngress:
+			ingress = true
+		case networkingv1.PolicyTypeEgress:
+			egress = true
+		}
+	}
+	return ingress, egress
+}
+
+func (c *compiler) warn(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if c.warned == nil {
+		c.warned = map[string]bool{}
+	}
+	if !c.warned[msg] {
+		c.warned[msg] = true
+		c.out.Warnings = append(c.out.Warnings, msg)
+	}
+}
+
+// selects reports whether sel matches set; a selector that does not parse
+// matches nothing.
+func (c *compiler) selects(sel *metav1.LabelSelector, set map[string]string) bool {
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		c.warn("label selector %v: %v", sel, err)
+		return false
+	}
+	return s.Matches(labels.Set(set))
+}
+
+// rule turns one ingress or egress rule of pol, applied to pod, into allow
+// entries: one per peer for numeric ports, and for named ports the ports
+// resolved on the pod (ingress) or on each destination pod (egress).
+func (c *compiler) rule(pol *networkingv1.NetworkPolicy, pod Pod, peers []networkingv1.NetworkPolicyPeer,
+	ports []networkingv1.NetworkPolicyPort, ingress bool) []Allow {
+	name := policyName(pol)
+	var numeric []PortRange
+	type named struct{ proto, name string }
+	var names []named
+	for _, p := range ports {
+		proto := string(corev1.ProtocolTCP)
+		if p.Protocol != nil {
+			proto = string(*p.Protocol)
+		}
+		switch {
+		case p.Port == nil:
+			numeric = append(numeric, PortRange{Protocol: proto})
+		case p.Port.Type == 0: // intstr.Int
+			r := PortRange{Protocol: proto, Port: uint16(p.Port.IntVal)}
+			if p.EndPort != nil && *p.EndPort > p.Port.IntVal {
+				r.EndPort = uint16(*p.EndPort)
+			}
+			numeric = append(numeric, r)
+		default:
+			if !c.snap.NamedPortsKnown {
+				c.warn("policy %s: named port %q cannot be resolved without the kubernetes policy source; it matches nothing", name, p.Port.StrVal)
+				continue
+			}
+			names = append(names, named{proto, p.Port.StrVal})
+		}
+	}
+	if len(ports) > 0 && len(numeric) == 0 && len(names) == 0 {
+		return nil // every port entry was unresolvable: allow nothing
+	}
+	var resolvedPeers []Peer
+	if len(peers) == 0 {
+		resolvedPeers = []Peer{{}}
+	}
+	for i := range peers {
+		if p, ok := c.peer(pol, &peers[i]); ok {
+			resolvedPeers = append(resolvedPeers, p)
+		}
+	}
+	// Peers with the numeric ports, plus (ingress) the named ports as
+	// this pod defines them.
+	portList := slices.Clone(numeric)
+	if ingress {
+		for _, n := range names {
+			if np, ok := pod.NamedPorts[n.name]; ok && np.Protocol == n.proto {
+				portList = append(portList, PortRange{Protocol: np.Protocol, Port: np.Port})
+			}
+		}
+	}
+	var out []Allow
+	if len(ports) == 0 || len(portList) > 0 {
+		for _, p := range resolvedPeers {
+			out = append(out, Allow{Policy: name, Peer: p, Ports: portList})
+		}
+	}
+	if !ingress && len(names) > 0 {
+		// Named ports of the destination: each peer pod that has one.
+		for _, dst := range c.pods {
+			if !c.peersContain(pol, peers, dst) {
+				continue
+			}
+			for _, n := range names {
+				if np, ok := dst.NamedPorts[n.name]; ok && np.Protocol == n.proto {
+					out = append(out, Allow{Policy: name,
+						Peer:  Peer{Prefixes: []netip.Prefix{netip.PrefixFrom(dst.IP, 32)}},
+						Ports: []PortRange{{Protocol: np.Protocol, Port: np.Port}}})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// peersContain reports whether pod is among the peers (empty = everyone).
+func (c *compiler) peersContain(pol *networkingv1.NetworkPolicy, peers []networkingv1.NetworkPolicyPeer, pod Pod) bool {
+	if len(peers) == 0 {
+		return true
+	}
+	for i := range peers {
+		p := &peers[i]
+		if p.IPBlock != nil {
+			blocks, _ := blockPrefixes(p.IPBlock)
+			for _, b := range blocks {
+				if b.Contains(pod.IP) {
+					return true
+				}
+			}
+			continue
+		}
+		if c.peerSelects(pol, p, pod) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *compiler) peerSelects(pol *networkingv1.NetworkPolicy, p *networkingv1.NetworkPolicyPeer, pod Pod) bool {
+	if p.NamespaceSelector == nil {
+		if pod.Namespace != pol.Namespace {
+			return false
+		}
+	} else if !c.selects(p.NamespaceSelector, c.snap.namespaceLabels(pod.Namespace)) {
+		return false
+	}
+	if p.PodSelector == nil {
+		return true
+	}
+	return c.selects(p.PodSelector, pod.Labels)
+}
+
+// peer resolves one peer to a set of pod addresses or address blocks.
+func (c *compiler) peer(pol *networkingv1.NetworkPolicy, p *networkingv1.NetworkPolicyPeer) (Peer, bool) {
+	if p.IPBlock != nil {
+		blocks, err := blockPrefixes(p.IPBlock)
+		if err != nil {
+			c.warn("policy %s: %v; the block matches nothing", policyName(pol), err)
+			return Peer{}, false
+		}
+		if len(blocks) == 0 {
+			return Peer{}, false
+		}
+		return Peer{Prefixes: blocks}, true
+	}
+	key := selectorKey(pol, p)
+	set, ok := c.sets[key]
+	if !ok {
+		set = &AddrSet{Name: fmt.Sprintf("peers-%d", len(c.sets)), Addrs: []netip.Addr{}}
+		for _, pod := range c.pods {
+			if c.peerSelects(pol, p, pod) {
+				set.Addrs = append(set.Addrs, pod.IP)
+			}
+		}
+		slices.SortFunc(set.Addrs, netip.Addr.Compare)
+		set.Addrs = slices.Compact(set.Addrs)
+		c.sets[key] = set
+	}
+	return Peer{Set: set.Name}, true
+}
+
+// selectorKey is the canonical identity of a peer selector: peers with the
+// same key select the same pods and share one set.
+func selectorKey(pol *networkingv1.NetworkPolicy, p *networkingv1.NetworkPolicyPeer) string {
+	var b strings.Builder
+	if p.NamespaceSelector == nil {
+		fmt.Fprintf(&b, "ns=%s;", pol.Namespace)
+	} else {
+		fmt.Fprintf(&b, "nssel=%s;", metav1.FormatLabelSelector(p.NamespaceSelector))
+	}
+	if p.PodSelector == nil {
+		b.WriteString("pods=all")
+	} else {
+		fmt.Fprintf(&b, "podsel=%s", metav1.FormatLabelSelector(p.PodSelector))
+	}
+	return b.String()
+}

@@ -1,0 +1,81 @@
+// Package policy implements Kubernetes NetworkPolicy (networking.k8s.io/v1)
+// for Loom: it gathers policies, namespaces and pods from a source (policy
+// files or the Kubernetes API), validates them, and compiles them into
+// per-pod allow lists that the overlay package turns into nftables rules.
+// It touches no kernel state itself.
+package policy
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// NamespaceNameLabel is the label Kubernetes puts on every namespace with
+// the namespace's own name; Loom adds it the same way so that policies
+// written for a cluster work unchanged from files.
+const NamespaceNameLabel = "kubernetes.io/metadata.name"
+
+// DefaultNamespace is the namespace of pods whose runtime passed none.
+const DefaultNamespace = "default"
+
+// Pod is one pod as policies see it.
+type Pod struct {
+	Namespace string
+	Name      string
+	IP        netip.Addr
+	Labels    map[string]string
+	// NamedPorts maps a container port name to its protocol and number;
+	// only the Kubernetes source knows them.
+	NamedPorts map[string]NamedPort
+	// HostIf is the host end of the pod's veth when the pod is on this
+	// node; empty for remote pods.
+	HostIf string
+}
+
+// Local reports whether the pod runs on this node.
+func (p Pod) Local() bool { return p.HostIf != "" }
+
+// NamedPort is a container port a policy may name.
+type NamedPort struct {
+	Protocol string // TCP, UDP or SCTP
+	Port     uint16
+}
+
+// Snapshot is everything policy enforcement depends on at one moment.
+type Snapshot struct {
+	Policies []networkingv1.NetworkPolicy
+	// Namespaces maps a namespace name to its labels. Namespaces that pods
+	// use but no source declared exist with only NamespaceNameLabel.
+	Namespaces map[string]map[string]string
+	Pods       []Pod
+	// NamedPortsKnown is false for sources that cannot resolve named
+	// ports (files): such port entries then match nothing, with a warning.
+	NamedPortsKnown bool
+}
+
+// namespaceLabels returns ns's labels, always including its name label.
+func (s *Snapshot) namespaceLabels(ns string) map[string]string {
+	out := map[string]string{}
+	for k, v := range s.Namespaces[ns] {
+		out[k] = v
+	}
+	out[NamespaceNameLabel] = ns
+	return out
+}
+
+// sortPods orders pods by namespace, name and address so compiled output
+// is deterministic.
+func sortPods(pods []Pod) {
+	slices.SortFunc(pods, func(a, b Pod) int {
+		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return a.IP.Compare(b.IP)
+	})
+}
