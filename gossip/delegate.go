@@ -1,6 +1,9 @@
 package gossip
 
 import (
+	"encoding/binary"
+	"errors"
+
 	"github.com/hashicorp/memberlist"
 	"go.uber.org/zap"
 )
@@ -11,7 +14,15 @@ const (
 	msgState      byte = 1
 	msgKeyring    byte = 2
 	msgKeyringAck byte = 3
+	msgPods       byte = 4
 )
+
+func msgName(kind byte) string {
+	if kind == msgPods {
+		return "pods"
+	}
+	return "state"
+}
 
 // StateExchanger is the replicated state (the lease table) that rides on
 // gossip as opaque bytes. It lives outside this package so that gossip never
@@ -49,14 +60,11 @@ func (d *delegate) NotifyMsg(b []byte) {
 		return
 	}
 	switch b[0] {
-	case msgState:
-		if d.m.state == nil {
-			return
-		}
+	case msgState, msgPods:
 		// memberlist reuses b after we return: the exchanger must not keep it,
 		// so hand it a copy.
 		buf := append([]byte(nil), b[1:]...)
-		d.m.merge(buf, "broadcast")
+		d.m.merge(b[0], buf, "broadcast")
 	case msgKeyring, msgKeyringAck:
 		body := append([]byte(nil), b[1:]...)
 		go d.m.handleKeyringMessage(b[0], body)
@@ -69,30 +77,62 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return d.m.queue.GetBroadcasts(overhead, limit)
 }
 
+// LocalState frames each replicated state as a message type, a 4-byte
+// big-endian length and the state, so push/pull carries all of them and a
+// receiver skips kinds it does not know.
 func (d *delegate) LocalState(join bool) []byte {
-	if d.m.state == nil {
-		return nil
+	var out []byte
+	for _, kind := range []byte{msgState, msgPods} {
+		ex := d.m.exchanger(kind)
+		if ex == nil {
+			continue
+		}
+		st := ex.LocalState()
+		out = append(out, kind)
+		out = binary.BigEndian.AppendUint32(out, uint32(len(st)))
+		out = append(out, st...)
 	}
-	return d.m.state.LocalState()
+	return out
 }
 
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
-	if d.m.state == nil || len(buf) == 0 {
-		return
+	for len(buf) >= 5 {
+		kind, n := buf[0], binary.BigEndian.Uint32(buf[1:5])
+		if uint64(n) > uint64(len(buf)-5) {
+			d.m.log.Warn("rejected gossiped state", zap.String("via", "push/pull"), zap.Error(errors.New("frame length exceeds the message")))
+			return
+		}
+		if n > 0 {
+			d.m.merge(kind, append([]byte(nil), buf[5:5+n]...), "push/pull")
+		}
+		buf = buf[5+n:]
 	}
-	d.m.merge(append([]byte(nil), buf...), "push/pull")
 }
 
-// merge folds remote state in, relays what was news and signals a change.
-// A partly invalid update still merges its valid part.
-func (m *Membership) merge(buf []byte, via string) {
-	m.metrics.Messages.WithLabelValues("received", "state").Inc()
-	relay, err := m.state.MergeRemoteState(buf)
+func (m *Membership) exchanger(kind byte) StateExchanger {
+	switch kind {
+	case msgState:
+		return m.state
+	case msgPods:
+		return m.pods
+	}
+	return nil
+}
+
+// merge folds remote state of one kind in, relays what was news and
+// signals a change. A partly invalid update still merges its valid part.
+func (m *Membership) merge(kind byte, buf []byte, via string) {
+	ex := m.exchanger(kind)
+	if ex == nil {
+		return
+	}
+	m.metrics.Messages.WithLabelValues("received", msgName(kind)).Inc()
+	relay, err := ex.MergeRemoteState(buf)
 	if err != nil {
-		m.log.Warn("rejected gossiped state", zap.String("via", via), zap.Error(err))
+		m.log.Warn("rejected gossiped state", zap.String("kind", msgName(kind)), zap.String("via", via), zap.Error(err))
 	}
 	for _, msg := range relay {
-		m.Broadcast(msg)
+		m.broadcast(kind, msg)
 	}
 	if len(relay) > 0 {
 		m.notify()

@@ -33,6 +33,9 @@ type Config struct {
 	Profile string
 	// State is the replicated state carried by push/pull and broadcasts.
 	State StateExchanger
+	// Pods is a second replicated state, the pod directory network policy
+	// resolves selectors with; nil leaves it out.
+	Pods StateExchanger
 	// Logger receives structured logs; memberlist's own lines are forwarded.
 	Logger *zap.Logger
 	// Metrics receives gossip traffic counters; nil disables them.
@@ -52,6 +55,7 @@ type Membership struct {
 	log      *zap.Logger
 	metrics  *Metrics
 	state    StateExchanger
+	pods     StateExchanger
 	ml       *memberlist.Memberlist
 	queue    *memberlist.TransmitLimitedQueue
 
@@ -95,6 +99,7 @@ func Start(cfg Config, local NodeRecord) (*Membership, error) {
 		name:      cfg.NodeName,
 		log:       cfg.Logger,
 		state:     cfg.State,
+		pods:      cfg.Pods,
 		localMeta: meta,
 		peers:     map[string]Peer{},
 		changes:   make(chan struct{}, 1),
@@ -212,11 +217,16 @@ func (m *Membership) SetLocalRecord(r NodeRecord) error {
 }
 
 // Broadcast queues a state update for gossip to all peers.
-func (m *Membership) Broadcast(state []byte) {
-	m.metrics.Messages.WithLabelValues("sent", "state").Inc()
-	msg := make([]byte, 0, len(state)+1)
-	msg = append(msg, msgState)
-	msg = append(msg, state...)
+func (m *Membership) Broadcast(state []byte) { m.broadcast(msgState, state) }
+
+// BroadcastPods queues a pod directory update for gossip to all peers.
+func (m *Membership) BroadcastPods(update []byte) { m.broadcast(msgPods, update) }
+
+func (m *Membership) broadcast(kind byte, body []byte) {
+	m.metrics.Messages.WithLabelValues("sent", msgName(kind)).Inc()
+	msg := make([]byte, 0, len(body)+1)
+	msg = append(msg, kind)
+	msg = append(msg, body...)
 	m.queue.QueueBroadcast(broadcast(msg))
 }
 

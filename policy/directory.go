@@ -1,0 +1,238 @@
+package policy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// PodRecord is what a node gossips about one of its pods so that other
+// nodes can resolve selectors: the pod's address and its metadata. A
+// deleted record (a tombstone) replaces the live one when the pod goes.
+type PodRecord struct {
+	Node      string            `json:"node"`
+	IP        netip.Addr        `json:"ip"`
+	Version   uint64            `json:"v"`
+	Deleted   bool              `json:"deleted,omitempty"`
+	Namespace string            `json:"ns,omitempty"`
+	Name      string            `json:"name,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+}
+
+// MaxPodRecordSize bounds one encoded record so that it always fits a
+// single gossip broadcast.
+const MaxPodRecordSize = 1024
+
+// maxDirectoryUpdate bounds a push/pull state: 64 Ki records.
+const maxDirectoryUpdate = 64 << 20
+
+type recordKey struct {
+	node string
+	ip   netip.Addr
+}
+
+// Directory is the replicated table of every node's pods. Each node is
+// the only writer of its own records; versions are wall-clock nanoseconds
+// bumped past the last version seen, so a restarted node's records
+// supersede what it said before. Records are keyed by (node, address), so
+// the table is bounded by the address space. It implements
+// gossip.StateExchanger.
+type Directory struct {
+	self     string
+	validate func(PodRecord) error
+	now      func() time.Time
+
+	// mu guards records.
+	mu      sync.Mutex
+	records map[recordKey]PodRecord
+}
+
+// NewDirectory returns an empty directory for node self. validate vets
+// each remote record (address in the cluster, metadata well formed).
+func NewDirectory(self string, validate func(PodRecord) error) *Directory {
+	return &Directory{self: self, validate: validate, now: time.Now, records: map[recordKey]PodRecord{}}
+}
+
+// ValidateRecord checks a record's structure and metadata.
+func ValidateRecord(r PodRecord) error {
+	if r.Node == "" || len(r.Node) > 128 {
+		return errors.New("pod record: node name must be 1..128 bytes")
+	}
+	if !r.IP.Is4() {
+		return fmt.Errorf("pod record of %s: address %v is not IPv4", r.Node, r.IP)
+	}
+	if r.Version == 0 {
+		return fmt.Errorf("pod record %s/%s: version 0", r.Node, r.IP)
+	}
+	if r.Deleted {
+		return nil
+	}
+	if err := ValidPodMeta(r.Namespace, r.Name, r.Labels); err != nil {
+		return fmt.Errorf("pod record %s/%s: %w", r.Node, r.IP, err)
+	}
+	return nil
+}
+
+// EncodeRecord encodes one record as a gossip update, refusing records
+// too large for one broadcast.
+func EncodeRecord(r PodRecord) ([]byte, error) {
+	b, err := json.Marshal([]PodRecord{r})
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxPodRecordSize {
+		return nil, fmt.Errorf("pod %s/%s: metadata encodes to %d bytes, more than the %d a gossip message carries (fewer or shorter labels)",
+			r.Namespace, r.Name, len(b), MaxPodRecordSize)
+	}
+	return b, nil
+}
+
+// LocalState implements gossip.StateExchanger: every record, tombstones
+// included, so a node that missed a deletion learns it.
+func (d *Directory) LocalState() []byte {
+	d.mu.Lock()
+	all := slices.Collect(maps.Values(d.records))
+	d.mu.Unlock()
+	b, _ := json.Marshal(all)
+	return b
+}
+
+// MergeRemoteState implements gossip.StateExchanger. Records about this
+// node are never taken from others: if a peer still holds one this node
+// no longer agrees with (from before a restart), the answer is a newer
+// record that corrects it.
+func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, error) {
+	if len(buf) > maxDirectoryUpdate {
+		return nil, fmt.Errorf("pod directory update of %d bytes exceeds %d", len(buf), maxDirectoryUpdate)
+	}
+	var in []PodRecord
+	if err := json.Unmarshal(buf, &in); err != nil {
+		return nil, fmt.Errorf("decode pod directory update: %w", err)
+	}
+	var relay [][]byte
+	var errs []error
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range in {
+		if err := ValidateRecord(r); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if d.validate != nil {
+			if err := d.validate(r); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		k := recordKey{r.Node, r.IP}
+		have, ok := d.records[k]
+		if r.Node == d.self {
+			if (ok && sameRecord(have, r)) || (!ok && r.Deleted) {
+				continue
+			}
+			// A peer holds a record of ours this node disagrees with, from
+			// before a restart: supersede it with what is true now.
+			fix := have
+			if !ok {
+				fix = PodRecord{Node: d.self, IP: r.IP, Deleted: true}
+			}
+			fix.Version = d.nextVersion(max(r.Version, have.Version))
+			d.records[k] = fix
+			if b, err := EncodeRecord(fix); err == nil {
+				relay = append(relay, b)
+			}
+			continue
+		}
+		if ok && have.Version >= r.Version {
+			continue
+		}
+		d.records[k] = r
+		if b, err := EncodeRecord(r); err == nil {
+			relay = append(relay, b)
+		}
+	}
+	return relay, errors.Join(errs...)
+}
+
+func sameRecord(a, b PodRecord) bool {
+	return a.Deleted == b.Deleted && a.Namespace == b.Namespace && a.Name == b.Name && maps.Equal(a.Labels, b.Labels)
+}
+
+// nextVersion returns a version newer than after and than the clock.
+func (d *Directory) nextVersion(after uint64) uint64 {
+	v := uint64(d.now().UnixNano())
+	if v <= after {
+		v = after + 1
+	}
+	return v
+}
+
+// Publish makes local (this node's current pods) the node's records:
+// new and changed pods get a new version, pods no longer present become
+// tombstones. It returns the updates to broadcast.
+func (d *Directory) Publish(local []PodRecord) [][]byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out [][]byte
+	want := map[netip.Addr]PodRecord{}
+	for _, r := range local {
+		r.Node = d.self
+		want[r.IP] = r
+	}
+	for k, have := range d.records {
+		if k.node != d.self || have.Deleted {
+			continue
+		}
+		if _, ok := want[k.ip]; !ok {
+			tomb := PodRecord{Node: d.self, IP: k.ip, Deleted: true, Version: d.nextVersion(have.Version)}
+			d.records[k] = tomb
+			if b, err := EncodeRecord(tomb); err == nil {
+				out = append(out, b)
+			}
+		}
+	}
+	for ip, r := range want {
+		k := recordKey{d.self, ip}
+		have, ok := d.records[k]
+		if ok && sameRecord(have, r) {
+			continue
+		}
+		r.Version = d.nextVersion(have.Version)
+		b, err := EncodeRecord(r)
+		if err != nil {
+			continue // refused at ADD or label time; never half-published
+		}
+		d.records[k] = r
+		out = append(out, b)
+	}
+	return out
+}
+
+// Records returns the live records of other nodes.
+func (d *Directory) Records() []PodRecord {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []PodRecord
+	for k, r := range d.records {
+		if k.node != d.self && !r.Deleted {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// ForgetNode drops every record of a node that left or was removed.
+func (d *Directory) ForgetNode(node string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k := range d.records {
+		if k.node == node {
+			delete(d.records, k)
+		}
+	}
+}
