@@ -15,6 +15,7 @@ import (
 	"github.com/loomnet/loom/gossip"
 	"github.com/loomnet/loom/ipam"
 	"github.com/loomnet/loom/overlay"
+	"github.com/loomnet/loom/policy"
 	"go.uber.org/zap"
 )
 
@@ -31,6 +32,7 @@ type Agent struct {
 	members *gossip.Membership
 	mac     net.HardwareAddr
 	metrics *metrics
+	policy  *policyState
 
 	// stateMu guards the fields below it.
 	stateMu     sync.Mutex
@@ -135,11 +137,26 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		AntiSpoof: r.PodAntiSpoof, Sysctl: overlay.SetSysctl,
 	})
 	a.leases = ipam.NewLeaseTable(r.space)
+	a.policy = &policyState{source: r.policySource, dir: policy.NewDirectory(r.NodeName, func(rec policy.PodRecord) error {
+		if !r.cluster.Contains(rec.IP) {
+			return fmt.Errorf("pod record of %s: %s is outside the cluster CIDR %s", rec.Node, rec.IP, r.cluster)
+		}
+		return nil
+	})}
 
 	if a.store, err = ipam.OpenStore(r.StateDir); err != nil {
 		return err
 	}
 	defer a.store.Close()
+	if r.policySource == PolicySourceFiles {
+		// Load before the first reconcile rewrites the firewall: starting
+		// with no policy would open every pod until the first reload.
+		objs, err := policy.LoadDir(r.PolicyDir)
+		if err != nil {
+			return flagErr("policy-dir", "%v", err)
+		}
+		a.policy.setObjects(objs)
+	}
 	if err := overlay.EnableForwarding(); err != nil {
 		return err
 	}
@@ -178,7 +195,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	a.freshBootstrap = len(r.Join) == 0 && !havePersisted
 	a.members, err = gossip.Start(gossip.Config{
 		NodeName: r.NodeName, AdvertiseAddr: r.advertise, Port: r.GossipPort, Keys: r.keys,
-		Profile: r.GossipProfile, State: a.leases, Logger: log, Metrics: a.metrics.gossip,
+		Profile: r.GossipProfile, State: a.leases, Pods: a.policy.dir, Logger: log, Metrics: a.metrics.gossip,
 		ValidateRecord: r.validateRecord, OnKeyringChange: a.persistKeyring,
 	}, a.record())
 	if err != nil {
@@ -216,6 +233,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
+	if r.policySource == PolicySourceFiles {
+		go a.watchPolicyDir(watchCtx, true)
+	}
 	if err := overlay.Watch(watchCtx, a.backend.DeviceIndex, a.trigger, func(err error) {
 		a.log.Warn("kernel change notifications lost; relying on periodic resync", zap.Error(err))
 	}); err != nil {
@@ -383,6 +403,7 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	}
 	now := time.Now()
 	d, next, excluded := desiredState(a.cfg.NodeName, subnet, a.cfg.advertise, a.members.Peers(), a.leases, allocs, now, a.cfg.DeadNodeGrace)
+	d.Policy = a.compilePolicy(allocs, d.Peers)
 	a.stateMu.Lock()
 	for name, why := range excluded {
 		switch {

@@ -71,6 +71,11 @@ type Config struct {
 	// AllowPodToHost lists what pods may reach on their node itself, as
 	// tcp/PORT or udp/PORT, besides ICMP; "all" turns the filter off.
 	AllowPodToHost []string
+	// PolicySource is where network policies come from: files, kubernetes,
+	// none, or auto (files when PolicyDir is set, else none).
+	PolicySource string
+	// PolicyDir holds NetworkPolicy and Namespace YAML for the files source.
+	PolicyDir string
 	// CNIChain lists plugins chained after loom in the conflist, e.g.
 	// portmap and bandwidth from the CNI reference plugins.
 	CNIChain []string
@@ -140,6 +145,8 @@ type resolved struct {
 	keys      [][]byte
 	podToHost []overlay.PortRule
 	underlays []netip.Prefix
+	// policySource is PolicySource with auto resolved.
+	policySource string
 }
 
 // Resolve validates cfg and derives what the agent needs (underlay link,
@@ -228,6 +235,25 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 			return nil, flagErr("allow-pod-to-host", "%v", err)
 		}
 		r.podToHost = append(r.podToHost, pr)
+	}
+	switch r.policySource = cfg.PolicySource; cfg.PolicySource {
+	case "", "auto":
+		r.policySource = PolicySourceNone
+		if cfg.PolicyDir != "" {
+			r.policySource = PolicySourceFiles
+		}
+	case PolicySourceFiles:
+		if cfg.PolicyDir == "" {
+			return nil, flagErr("policy-dir", "must be set with --policy-source files")
+		}
+	case PolicySourceNone:
+	default:
+		return nil, flagErr("policy-source", "%q: want files, none or auto", cfg.PolicySource)
+	}
+	if r.policySource == PolicySourceFiles {
+		if st, err := os.Stat(cfg.PolicyDir); err != nil || !st.IsDir() {
+			return nil, flagErr("policy-dir", "%q is not a readable directory", cfg.PolicyDir)
+		}
 	}
 	for _, c := range cfg.CNIChain {
 		if !pluginNameRE.MatchString(c) || c == "loom" {

@@ -33,6 +33,8 @@ type metrics struct {
 	cniRequests  *prometheus.CounterVec
 	cniDuration  *prometheus.HistogramVec
 	dropped      droppedCounts
+	// policyLoadErrors counts policy reloads that failed.
+	policyLoadErrors prometheus.Counter
 }
 
 // droppedCounts turns the rule counters, which restart from zero whenever
@@ -94,6 +96,10 @@ func newMetrics(a *Agent) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}, []string{"verb"}),
 	}
+	m.policyLoadErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "loom_policy_load_errors_total", Help: "Network policy reloads that failed; the last good set stayed in force.",
+	})
+	m.reg.MustRegister(m.policyLoadErrors)
 	m.reg.MustRegister(m.reconciles, m.reconcileDur, m.conflicts, m.drift, m.entries, m.cniRequests, m.cniDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -146,10 +152,10 @@ func newMetrics(a *Agent) *metrics {
 			return float64(n)
 		}))
 	}
-	for _, chain := range []string{overlay.ChainVXLANIngress, overlay.ChainPodAntiSpoof, overlay.ChainPodToHost} {
+	for _, chain := range []string{overlay.ChainVXLANIngress, overlay.ChainPodAntiSpoof, overlay.ChainPodToHost, overlay.ChainPolicy} {
 		chain := chain
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "loom_firewall_dropped_packets_total", Help: "Packets Loom's nftables table dropped: VXLAN from non-members, pod source spoofing, pods reaching the node's own ports.",
+			Name: "loom_firewall_dropped_packets_total", Help: "Packets Loom's nftables table dropped: VXLAN from non-members, pod source spoofing, pods reaching the node's own ports, network policy.",
 			ConstLabels: prometheus.Labels{"chain": chain},
 		}, func() float64 { return float64(m.dropped.total(a.fw, chain)) }))
 	}

@@ -11,11 +11,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/loomnet/loom/api"
 	"github.com/loomnet/loom/ipam"
 	"github.com/loomnet/loom/overlay"
+	"github.com/loomnet/loom/policy"
 	"go.uber.org/zap"
 )
 
@@ -52,6 +54,8 @@ func (a *Agent) serveAPI() (func(), error) {
 	mux.HandleFunc("POST /v1/pods/gc", a.handleGC)
 	mux.HandleFunc("GET /v1/pods/get", a.handleGet)
 	mux.HandleFunc("GET /v1/pods", a.handlePods)
+	mux.HandleFunc("POST /v1/pods/label", a.handleLabel)
+	mux.HandleFunc("GET /v1/policy", a.handlePolicy)
 	mux.HandleFunc("GET /v1/status", a.handleStatus)
 	mux.HandleFunc("GET /v1/subnets", a.handleSubnets)
 	mux.HandleFunc("POST /v1/peers/remove", a.handleRemovePeer)
@@ -122,7 +126,67 @@ func (a *Agent) toAPI(al ipam.Allocation) api.Allocation {
 		IP:      netip.PrefixFrom(al.IP, 32).String(),
 		Gateway: overlay.PodGateway.String(), HostIf: al.HostIf, MTU: a.cfg.mtu,
 		Subnet: al.Subnet.String(), Created: al.Created, Stale: !subnet.Contains(al.IP),
+		PodMeta: api.PodMeta{Namespace: podRecord(al).Namespace, Name: al.Name, Labels: al.Labels},
 	}
+}
+
+// validPodMeta defaults the namespace and checks what network policy
+// will select the pod by, including that its record fits one gossip
+// message.
+func validPodMeta(m api.PodMeta) (api.PodMeta, error) {
+	if m.Namespace == "" {
+		m.Namespace = policy.DefaultNamespace
+	}
+	if err := policy.ValidPodMeta(m.Namespace, m.Name, m.Labels); err != nil {
+		return m, err
+	}
+	if _, err := policy.EncodeRecord(policy.PodRecord{Node: strings.Repeat("n", 64), IP: netip.IPv4Unspecified(), Version: 1,
+		Namespace: m.Namespace, Name: m.Name, Labels: m.Labels}); err != nil {
+		return m, err
+	}
+	return m, nil
+}
+
+// handleLabel changes a pod's labels; policies follow within a reconcile
+// here and a gossip round on other nodes.
+func (a *Agent) handleLabel(w http.ResponseWriter, r *http.Request) {
+	var req api.LabelRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
+		return
+	}
+	al, ok := a.lookup(w, req.PodRef)
+	if !ok {
+		return
+	}
+	labels := map[string]string{}
+	for k, v := range al.Labels {
+		labels[k] = v
+	}
+	for k, v := range req.Set {
+		labels[k] = v
+	}
+	for _, k := range req.Remove {
+		delete(labels, k)
+	}
+	if _, err := validPodMeta(api.PodMeta{Namespace: al.Namespace, Name: al.Name, Labels: labels}); err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
+		return
+	}
+	a.dpMu.Lock()
+	al, err := a.store.SetLabels(req.ContainerID, req.IfName, labels)
+	a.dpMu.Unlock()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
+		return
+	}
+	a.log.Info("pod labels changed", zap.String("container", al.ContainerID), zap.String("ifname", al.IfName), zap.Any("labels", labels))
+	a.trigger()
+	writeJSON(w, http.StatusOK, a.toAPI(al))
+}
+
+func (a *Agent) handlePolicy(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.policyStatus())
 }
 
 func (a *Agent) handleAllocate(w http.ResponseWriter, r *http.Request) {
@@ -140,7 +204,16 @@ func (a *Agent) handleAllocate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, api.CodeNotReady, errNotReady)
 		return
 	}
-	al, existing, err := a.store.Allocate(subnet, req.ContainerID, req.IfName, req.Netns, overlay.HostVethName(req.ContainerID, req.IfName))
+	meta, err := validPodMeta(req.PodMeta)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
+		return
+	}
+	al, existing, err := a.store.Allocate(subnet, ipam.Allocation{
+		ContainerID: req.ContainerID, IfName: req.IfName, Netns: req.Netns,
+		HostIf:    overlay.HostVethName(req.ContainerID, req.IfName),
+		Namespace: meta.Namespace, Name: meta.Name, Labels: meta.Labels,
+	})
 	switch {
 	case errors.Is(err, ipam.ErrSubnetExhausted):
 		writeError(w, http.StatusConflict, api.CodeSubnetExhausted, err)

@@ -163,3 +163,17 @@ func (c *Client) Keyring(ctx context.Context, r KeyringRequest) (KeyringResponse
 	err := c.do(ctx, http.MethodPost, "/v1/keyring", r, &out)
 	return out, err
 }
+
+// Label changes an attached pod's labels and returns its allocation.
+func (c *Client) Label(ctx context.Context, req LabelRequest) (Allocation, error) {
+	var out Allocation
+	err := c.do(ctx, http.MethodPost, "/v1/pods/label", req, &out)
+	return out, err
+}
+
+// Policy returns the network policy in force on this node.
+func (c *Client) Policy(ctx context.Context) (PolicyStatus, error) {
+	var out PolicyStatus
+	err := c.do(ctx, http.MethodGet, "/v1/policy", nil, &out)
+	return out, err
+}

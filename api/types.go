@@ -13,6 +13,24 @@ type AllocateRequest struct {
 	ContainerID string `json:"containerID"`
 	IfName      string `json:"ifName"`
 	Netns       string `json:"netns,omitempty"`
+	PodMeta
+}
+
+// PodMeta is what network policies select a pod by. The CNI plugin fills
+// it from CNI_ARGS (K8S_POD_NAMESPACE, K8S_POD_NAME, LOOM_POD_LABELS).
+type PodMeta struct {
+	// Namespace defaults to "default".
+	Namespace string            `json:"namespace,omitempty"`
+	Name      string            `json:"name,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+}
+
+// LabelRequest changes an attached pod's labels: Set adds or overwrites,
+// Remove deletes keys.
+type LabelRequest struct {
+	PodRef
+	Set    map[string]string `json:"set,omitempty"`
+	Remove []string          `json:"remove,omitempty"`
 }
 
 // PodRef names one attachment.
@@ -42,6 +60,7 @@ type Allocation struct {
 	// Existing is set when the attachment already had this address: the
 	// ADD is a retry, and a failure must not release what was there.
 	Existing bool `json:"existing,omitempty"`
+	PodMeta
 }
 
 // GCRequest lists the attachments the runtime still knows; the agent
@@ -160,4 +179,32 @@ type KeyringNodeResult struct {
 // KeyringResponse lists every node's answer.
 type KeyringResponse struct {
 	Results []KeyringNodeResult `json:"results"`
+}
+
+// PolicyStatus is the answer to GET /v1/policy: where policies come from,
+// whether the last load worked, and what is enforced for each local pod.
+type PolicyStatus struct {
+	// Source is kubernetes, files or none.
+	Source string `json:"source"`
+	// Policies lists the policies in force, as namespace/name.
+	Policies []string `json:"policies"`
+	// Error is the last load failure; the previous good set stays in force.
+	Error    string    `json:"error,omitempty"`
+	LoadedAt time.Time `json:"loadedAt,omitempty"`
+	// Pods are the local pods some policy selects.
+	Pods     []PodPolicy `json:"pods"`
+	Warnings []string    `json:"warnings,omitempty"`
+}
+
+// PodPolicy is what is enforced for one local pod. A direction that is not
+// isolated allows everything; an isolated one allows only its list.
+type PodPolicy struct {
+	Namespace       string   `json:"namespace"`
+	Name            string   `json:"name"`
+	IP              string   `json:"ip"`
+	Policies        []string `json:"policies"`
+	IngressIsolated bool     `json:"ingressIsolated"`
+	Ingress         []string `json:"ingress"`
+	EgressIsolated  bool     `json:"egressIsolated"`
+	Egress          []string `json:"egress"`
 }

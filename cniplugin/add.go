@@ -32,9 +32,11 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	if _, err := validateArgs(args, true); err != nil {
+	podArgs, err := validateArgs(args, true)
+	if err != nil {
 		return err
 	}
+	meta, _ := podArgs.Meta() // validated above
 	netns, err := openNetns(args.Netns)
 	if err != nil {
 		return err
@@ -45,7 +47,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*apiTimeout)
 	defer cancel()
 	ref := api.PodRef{ContainerID: args.ContainerID, IfName: args.IfName}
-	alloc, err := client.Allocate(ctx, api.AllocateRequest{ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns})
+	alloc, err := client.Allocate(ctx, api.AllocateRequest{ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns, PodMeta: meta})
 	if err != nil {
 		return agentError("allocate address", client, err)
 	}

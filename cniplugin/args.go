@@ -2,6 +2,7 @@ package cniplugin
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -16,6 +17,41 @@ type PodArgs struct {
 	K8S_POD_NAME               types.UnmarshallableString //nolint:revive
 	K8S_POD_INFRA_CONTAINER_ID types.UnmarshallableString //nolint:revive
 	K8S_POD_UID                types.UnmarshallableString //nolint:revive
+	// LOOM_POD_LABELS carries labels for network policy where no
+	// Kubernetes API says them: "key:value,key:value".
+	LOOM_POD_LABELS types.UnmarshallableString //nolint:revive
+}
+
+// Meta returns the pod metadata the arguments carry.
+func (a *PodArgs) Meta() (api.PodMeta, error) {
+	m := api.PodMeta{Namespace: string(a.K8S_POD_NAMESPACE), Name: string(a.K8S_POD_NAME)}
+	labels, err := ParseLabels(string(a.LOOM_POD_LABELS))
+	if err != nil {
+		return m, err
+	}
+	m.Labels = labels
+	return m, nil
+}
+
+// ParseLabels parses "key:value,key:value" (also "key=value"); an empty
+// string is no labels. The agent validates keys and values.
+func ParseLabels(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		i := strings.IndexAny(kv, ":=")
+		if i <= 0 {
+			return nil, fmt.Errorf("label %q: want key:value", kv)
+		}
+		k, v := kv[:i], kv[i+1:]
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("label %q given twice", k)
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 // validateArgs checks what the runtime passed in the environment, with the
@@ -35,6 +71,9 @@ func validateArgs(args *skel.CmdArgs, needNetns bool) (*PodArgs, error) {
 	pa.IgnoreUnknown = true
 	if err := types.LoadArgs(args.Args, pa); err != nil {
 		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS %q: %v", args.Args, err), "")
+	}
+	if _, err := pa.Meta(); err != nil {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS LOOM_POD_LABELS: %v", err), "")
 	}
 	return pa, nil
 }

@@ -25,6 +25,11 @@ type Allocation struct {
 	HostIf      string       `json:"hostIf"`
 	Netns       string       `json:"netns,omitempty"`
 	Created     time.Time    `json:"created"`
+	// Namespace, Name and Labels are what network policies select the
+	// pod by.
+	Namespace string            `json:"namespace,omitempty"`
+	Name      string            `json:"name,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
 }
 
 func podKey(containerID, ifName string) []byte {
@@ -55,7 +60,8 @@ func addrU32(a netip.Addr) uint32 { return binary.BigEndian.Uint32(a.AsSlice()) 
 // existing allocation, so a retried ADD never takes a second address.
 // Addresses are handed out round-robin after the last one given, so a
 // just-freed address is the last to be reused.
-func (s *Store) Allocate(subnet netip.Prefix, containerID, ifName, netns, hostIf string) (out Allocation, existing bool, err error) {
+func (s *Store) Allocate(subnet netip.Prefix, req Allocation) (out Allocation, existing bool, err error) {
+	containerID, ifName := req.ContainerID, req.IfName
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		pods := tx.Bucket(bucketPods)
 		key := podKey(containerID, ifName)
@@ -88,10 +94,8 @@ func (s *Store) Allocate(subnet netip.Prefix, containerID, ifName, netns, hostIf
 			if used[cand] {
 				continue
 			}
-			out = Allocation{
-				ContainerID: containerID, IfName: ifName, IP: cand, Subnet: subnet,
-				HostIf: hostIf, Netns: netns, Created: time.Now().UTC().Truncate(time.Second),
-			}
+			out = req
+			out.IP, out.Subnet, out.Created = cand, subnet, time.Now().UTC().Truncate(time.Second)
 			v, err := json.Marshal(out)
 			if err != nil {
 				return err
@@ -154,3 +158,28 @@ func (s *Store) Allocations() ([]Allocation, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
 	return out, err
 }
+
+// SetLabels replaces the labels of an existing allocation.
+func (s *Store) SetLabels(containerID, ifName string, labels map[string]string) (a Allocation, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		pods := tx.Bucket(bucketPods)
+		key := podKey(containerID, ifName)
+		v := pods.Get(key)
+		if v == nil {
+			return fmt.Errorf("no allocation for container %s interface %s: %w", containerID, ifName, ErrNoAllocation)
+		}
+		if err := json.Unmarshal(v, &a); err != nil {
+			return err
+		}
+		a.Labels = labels
+		nv, err := json.Marshal(a)
+		if err != nil {
+			return err
+		}
+		return pods.Put(key, nv)
+	})
+	return a, err
+}
+
+// ErrNoAllocation is returned for an attachment that has no address.
+var ErrNoAllocation = errors.New("no such allocation")

@@ -14,18 +14,18 @@ func TestAllocateIsIdempotentUniqueAndRoundRobin(t *testing.T) {
 	}
 	defer st.Close()
 	subnet := netip.MustParsePrefix("10.244.1.0/24")
-	a1, existed, err := st.Allocate(subnet, "c1", "eth0", "/run/netns/x", "h1")
+	a1, existed, err := st.Allocate(subnet, Allocation{ContainerID: "c1", IfName: "eth0", Netns: "/run/netns/x", HostIf: "h1"})
 	if err != nil || existed {
 		t.Fatal(err, existed)
 	}
 	if a1.IP != netip.MustParseAddr("10.244.1.1") {
 		t.Fatalf("first address = %s, want 10.244.1.1 (.0 is the node's)", a1.IP)
 	}
-	again, existed, _ := st.Allocate(subnet, "c1", "eth0", "/run/netns/x", "h1")
+	again, existed, _ := st.Allocate(subnet, Allocation{ContainerID: "c1", IfName: "eth0", Netns: "/run/netns/x", HostIf: "h1"})
 	if again.IP != a1.IP || !existed {
 		t.Fatalf("repeated ADD got %s, want the existing %s", again.IP, a1.IP)
 	}
-	a2, _, _ := st.Allocate(subnet, "c2", "eth0", "", "h2")
+	a2, _, _ := st.Allocate(subnet, Allocation{ContainerID: "c2", IfName: "eth0", Netns: "", HostIf: "h2"})
 	if a2.IP == a1.IP {
 		t.Fatal("duplicate address")
 	}
@@ -35,7 +35,7 @@ func TestAllocateIsIdempotentUniqueAndRoundRobin(t *testing.T) {
 	if _, ok, err := st.Release("c1", "eth0"); ok || err != nil {
 		t.Fatalf("second release: ok=%v err=%v, want a quiet no-op", ok, err)
 	}
-	a3, _, _ := st.Allocate(subnet, "c3", "eth0", "", "h3")
+	a3, _, _ := st.Allocate(subnet, Allocation{ContainerID: "c3", IfName: "eth0", Netns: "", HostIf: "h3"})
 	if a3.IP == a1.IP {
 		t.Fatalf("just-freed %s reused at once; want round-robin", a1.IP)
 	}
@@ -50,7 +50,7 @@ func TestAllocateExhaustsAndPersists(t *testing.T) {
 	subnet := netip.MustParsePrefix("10.244.1.0/29") // 6 pod addresses
 	seen := map[netip.Addr]bool{}
 	for i := 0; i < PodCapacity(subnet); i++ {
-		a, _, err := st.Allocate(subnet, fmt.Sprint("c", i), "eth0", "", "")
+		a, _, err := st.Allocate(subnet, Allocation{ContainerID: fmt.Sprint("c", i), IfName: "eth0"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +59,7 @@ func TestAllocateExhaustsAndPersists(t *testing.T) {
 		}
 		seen[a.IP] = true
 	}
-	if _, _, err := st.Allocate(subnet, "one-too-many", "eth0", "", ""); !errors.Is(err, ErrSubnetExhausted) {
+	if _, _, err := st.Allocate(subnet, Allocation{ContainerID: "one-too-many", IfName: "eth0", Netns: "", HostIf: ""}); !errors.Is(err, ErrSubnetExhausted) {
 		t.Fatalf("err = %v, want ErrSubnetExhausted", err)
 	}
 	if err := st.SaveLease(OwnLease{Subnet: subnet, Epoch: 42}); err != nil {

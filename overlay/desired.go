@@ -3,6 +3,7 @@ package overlay
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/loomnet/loom/policy"
 	"net"
 	"net/netip"
 )
@@ -52,6 +53,9 @@ type Desired struct {
 	// NodeOverlays are the overlay addresses of member nodes, this one
 	// included.
 	NodeOverlays []netip.Addr
+	// Policy is compiled network policy for this node's pods; nil means
+	// none is enforced.
+	Policy *policy.Compiled
 	// Adopt adds and repairs but removes nothing: a restarted agent that has
 	// not heard from its peers yet must not withdraw routes it cannot yet
 	// prove stale.

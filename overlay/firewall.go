@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/loomnet/loom/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,6 +41,9 @@ type FirewallSpec struct {
 	// ICMP and replies: entries like "tcp/53". Nil allows everything (the
 	// filter is off).
 	PodToHost []PortRule
+	// Policy is compiled network policy for this node's pods; nil programs
+	// none (everything is allowed).
+	Policy *policy.Compiled
 }
 
 // PortRule is one protocol and port pods may reach on their node.
@@ -71,7 +75,8 @@ func (s FirewallSpec) fingerprint() string {
 	}
 	pods := slices.Clone(s.Pods)
 	slices.SortFunc(pods, func(a, b PodRoute) int { return strings.Compare(a.HostIf, b.HostIf) })
-	fmt.Fprintf(&b, "%v;%v;%v", pods, s.PodToHost == nil, s.PodToHost)
+	fmt.Fprintf(&b, "%v;%v;%v;", pods, s.PodToHost == nil, s.PodToHost)
+	b.WriteString(policyFingerprint(s.Policy))
 	return b.String()
 }
 
@@ -80,8 +85,9 @@ func (s FirewallSpec) fingerprint() string {
 // rule set.
 type NFTables struct {
 	// mu guards applied.
-	mu      sync.Mutex
-	applied string
+	mu           sync.Mutex
+	applied      string
+	policyChains []string
 }
 
 var _ Firewaller = (*NFTables)(nil)
@@ -143,10 +149,16 @@ func (f *NFTables) Apply(spec FirewallSpec) (bool, error) {
 	if spec.PodToHost != nil {
 		addPodToHost(c, t, spec, overlays)
 	}
+	if spec.Policy != nil {
+		if err := addPolicy(c, t, spec.Policy); err != nil {
+			return false, err
+		}
+	}
 	if err := c.Flush(); err != nil {
 		return false, fmt.Errorf("program nftables table %s: %w", FirewallTable, err)
 	}
 	f.applied = fp
+	f.policyChains = PolicyChains(spec.Policy)
 	return true, nil
 }
 
@@ -300,7 +312,14 @@ func (f *NFTables) Dropped() (map[string]uint64, error) {
 	}
 	t := &nftables.Table{Name: FirewallTable, Family: nftables.TableFamilyIPv4}
 	out := map[string]uint64{}
-	for _, name := range []string{ChainVXLANIngress, ChainPodAntiSpoof, ChainPodToHost} {
+	f.mu.Lock()
+	policyChains := f.policyChains
+	f.mu.Unlock()
+	for _, name := range append([]string{ChainVXLANIngress, ChainPodAntiSpoof, ChainPodToHost}, policyChains...) {
+		key := name
+		if strings.HasPrefix(name, policyIngressPrefix) || strings.HasPrefix(name, policyEgressPrefix) {
+			key = ChainPolicy
+		}
 		rules, err := c.GetRules(t, &nftables.Chain{Name: name, Table: t})
 		if err != nil {
 			continue // chain not present (feature off) or table gone
@@ -317,7 +336,7 @@ func (f *NFTables) Dropped() (map[string]uint64, error) {
 				}
 			}
 			if hasDrop {
-				out[name] += n
+				out[key] += n
 			}
 		}
 	}

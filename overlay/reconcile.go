@@ -160,7 +160,7 @@ func (dp *Dataplane) Apply(d Desired) (Result, error) {
 	if dp.fw != nil {
 		spec := FirewallSpec{
 			Cluster: dp.cluster, NodeAddrs: d.NodeAddrs, NodeOverlays: d.NodeOverlays,
-			VXLANPort: dp.vxlanPort, PodToHost: dp.podToHost,
+			VXLANPort: dp.vxlanPort, PodToHost: dp.podToHost, Policy: d.Policy,
 		}
 		if dp.antiSpoof == AntiSpoofNFTables {
 			spec.Pods = attached

@@ -253,7 +253,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return show(st.Peers, func() error { return printPeers(stdout, st.Peers) })
 		},
 	})
-	root.AddCommand(&cobra.Command{
+	pods := &cobra.Command{
 		Use:   "pods",
 		Short: "List this node's pod address allocations",
 		Args:  cobra.NoArgs,
@@ -264,12 +264,56 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			return show(pods, func() error {
 				tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "CONTAINER\tINTERFACE\tIP\tHOST IF\tSINCE")
+				fmt.Fprintln(tw, "CONTAINER\tINTERFACE\tIP\tHOST IF\tPOD\tLABELS\tSINCE")
 				for _, p := range pods {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.ContainerID, p.IfName, p.IP, p.HostIf, p.Created.Format(time.RFC3339))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ContainerID, p.IfName, p.IP, p.HostIf,
+						podName(p.PodMeta), formatLabels(p.Labels), p.Created.Format(time.RFC3339))
 				}
 				return tw.Flush()
 			})
+		},
+	}
+	var labelIf string
+	label := &cobra.Command{
+		Use:   "label CONTAINER KEY=VALUE... | KEY-...",
+		Short: "Set (KEY=VALUE) or remove (KEY-) labels of a pod; network policies follow at once",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			req := api.LabelRequest{PodRef: api.PodRef{ContainerID: args[0], IfName: labelIf}, Set: map[string]string{}}
+			for _, kv := range args[1:] {
+				if k, ok := strings.CutSuffix(kv, "-"); ok && !strings.Contains(kv, "=") {
+					req.Remove = append(req.Remove, k)
+					continue
+				}
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return usageError{fmt.Errorf("%q: want KEY=VALUE to set or KEY- to remove", kv)}
+				}
+				req.Set[k] = v
+			}
+			al, err := client().Label(context.Background(), req)
+			if err != nil {
+				return err
+			}
+			return show(al, func() error {
+				_, err := fmt.Fprintf(stdout, "%s %s: %s\n", podName(al.PodMeta), al.IP, formatLabels(al.Labels))
+				return err
+			})
+		},
+	}
+	label.Flags().StringVar(&labelIf, "ifname", "eth0", "the pod's interface (CNI_IFNAME)")
+	pods.AddCommand(label)
+	root.AddCommand(pods)
+	root.AddCommand(&cobra.Command{
+		Use:   "policy",
+		Short: "Show the network policies in force and, per local pod, what they allow",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			st, err := client().Policy(context.Background())
+			if err != nil {
+				return err
+			}
+			return show(st, func() error { return printPolicy(stdout, st) })
 		},
 	})
 	root.AddCommand(&cobra.Command{

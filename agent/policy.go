@@ -1,0 +1,249 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/loomnet/loom/api"
+	"github.com/loomnet/loom/ipam"
+	"github.com/loomnet/loom/overlay"
+	"github.com/loomnet/loom/policy"
+	"go.uber.org/zap"
+)
+
+// Policy sources.
+const (
+	PolicySourceFiles = "files"
+	PolicySourceNone  = "none"
+)
+
+// policyReloadInterval is how often the policy directory is checked for
+// changes: well inside the 1 s in which a change must take effect.
+const policyReloadInterval = 300 * time.Millisecond
+
+// policyState is the agent's network-policy side: the objects in force,
+// the last load error, the pod directory, and the last compiled result.
+type policyState struct {
+	source string
+	dir    *policy.Directory
+
+	// mu guards the fields below.
+	mu       sync.Mutex
+	objs     policy.Objects
+	loaded   bool
+	loadErr  error
+	loadedAt time.Time
+	compiled *policy.Compiled
+}
+
+// enabled reports whether policies are enforced at all.
+func (p *policyState) enabled() bool { return p.source != PolicySourceNone }
+
+// watchPolicyDir reloads the policy directory whenever its contents
+// change. A bad file leaves the last good set in force; the error is
+// logged once and shown in `loomctl policy`.
+func (a *Agent) watchPolicyDir(ctx context.Context, loaded bool) {
+	dir := a.cfg.PolicyDir
+	var last [sha256.Size]byte
+	first := true
+	if loaded {
+		// The set loaded at start is in force; remember what it was read
+		// from so the first tick does not reload it.
+		if sum, err := dirFingerprint(dir); err == nil {
+			last, first = sum, false
+		}
+	}
+	t := time.NewTicker(policyReloadInterval)
+	defer t.Stop()
+	for {
+		sum, err := dirFingerprint(dir)
+		if err == nil && (first || sum != last) {
+			first, last = false, sum
+			a.reloadPolicies(dir)
+		} else if err != nil {
+			a.setPolicyError(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// dirFingerprint hashes the names and contents of the files LoadDir reads.
+func dirFingerprint(dir string) ([sha256.Size]byte, error) {
+	h := sha256.New()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return [sha256.Size]byte{}, fmt.Errorf("read policy directory: %w", err)
+	}
+	for _, e := range entries {
+		// Reading follows symlinks, as in ConfigMap mounts.
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // a directory, or a file removed meanwhile
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", e.Name(), len(b))
+		h.Write(b)
+	}
+	var out [sha256.Size]byte
+	copy(out[:], h.Sum(nil))
+	return out, nil
+}
+
+func (a *Agent) reloadPolicies(dir string) {
+	objs, err := policy.LoadDir(dir)
+	if err != nil {
+		a.setPolicyError(err)
+		return
+	}
+	a.policy.setObjects(objs)
+	a.log.Info("network policies loaded", zap.String("dir", dir), zap.Int("policies", len(objs.Policies)),
+		zap.Int("namespaces", len(objs.Namespaces)))
+	a.trigger()
+}
+
+func (p *policyState) setObjects(objs policy.Objects) {
+	p.mu.Lock()
+	p.objs, p.loaded, p.loadErr, p.loadedAt = objs, true, nil, time.Now()
+	p.mu.Unlock()
+}
+
+func (a *Agent) setPolicyError(err error) {
+	p := a.policy
+	p.mu.Lock()
+	changed := p.loadErr == nil || p.loadErr.Error() != err.Error()
+	p.loadErr = err
+	p.mu.Unlock()
+	if changed {
+		a.log.Error("network policies not reloaded; the last good set stays in force", zap.Error(err))
+		a.metrics.policyLoadErrors.Inc()
+	}
+}
+
+// podRecord is a local allocation as the pod directory and policies see it.
+func podRecord(al ipam.Allocation) policy.PodRecord {
+	ns := al.Namespace
+	if ns == "" {
+		ns = policy.DefaultNamespace
+	}
+	return policy.PodRecord{IP: al.IP, Namespace: ns, Name: al.Name, Labels: al.Labels}
+}
+
+// compilePolicy publishes the local pods to the pod directory and compiles
+// the policies in force against every pod this node can reach: its own
+// and those of programmed peers (a record claiming an address outside its
+// node's subnet is ignored). Called with dpMu held.
+func (a *Agent) compilePolicy(allocs []ipam.Allocation, peers []overlay.Peer) *policy.Compiled {
+	p := a.policy
+	local := make([]policy.PodRecord, 0, len(allocs))
+	for _, al := range allocs {
+		local = append(local, podRecord(al))
+	}
+	for _, msg := range p.dir.Publish(local) {
+		a.members.BroadcastPods(msg)
+	}
+	if !p.enabled() {
+		return nil
+	}
+	p.mu.Lock()
+	objs, loaded := p.objs, p.loaded
+	p.mu.Unlock()
+	if !loaded {
+		// Nothing loaded yet (never a good file set): enforce nothing rather
+		// than guess.
+		return nil
+	}
+	snap := policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces}
+	for _, al := range allocs {
+		r := podRecord(al)
+		snap.Pods = append(snap.Pods, policy.Pod{Namespace: r.Namespace, Name: r.Name, IP: al.IP, Labels: al.Labels, HostIf: al.HostIf})
+	}
+	subnets := map[string]netip.Prefix{}
+	for _, peer := range peers {
+		subnets[peer.Name] = peer.Subnet
+	}
+	for _, r := range p.dir.Records() {
+		if sn, ok := subnets[r.Node]; ok && sn.Contains(r.IP) {
+			snap.Pods = append(snap.Pods, policy.Pod{Namespace: r.Namespace, Name: r.Name, IP: r.IP, Labels: r.Labels})
+		}
+	}
+	compiled := policy.Compile(snap)
+	p.mu.Lock()
+	old := p.compiled
+	p.compiled = compiled
+	p.mu.Unlock()
+	if old == nil || len(old.Warnings) != len(compiled.Warnings) {
+		for _, w := range compiled.Warnings {
+			a.log.Warn("network policy not enforced as written", zap.String("warning", w))
+		}
+	}
+	return compiled
+}
+
+// policyStatus is what GET /v1/policy answers.
+func (a *Agent) policyStatus() api.PolicyStatus {
+	p := a.policy
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := api.PolicyStatus{Source: p.source, Policies: []string{}, Pods: []api.PodPolicy{}, LoadedAt: p.loadedAt}
+	if p.loadErr != nil {
+		out.Error = p.loadErr.Error()
+	}
+	for _, pol := range p.objs.Policies {
+		out.Policies = append(out.Policies, pol.Namespace+"/"+pol.Name)
+	}
+	sort.Strings(out.Policies)
+	if p.compiled == nil {
+		return out
+	}
+	out.Warnings = p.compiled.Warnings
+	sets := map[string][]netip.Addr{}
+	for _, s := range p.compiled.Sets {
+		sets[s.Name] = s.Addrs
+	}
+	for _, pod := range p.compiled.Pods {
+		pp := api.PodPolicy{Namespace: pod.Namespace, Name: pod.Name, IP: pod.IP.String(), Policies: pod.Policies,
+			IngressIsolated: pod.Ingress != nil, EgressIsolated: pod.Egress != nil, Ingress: []string{}, Egress: []string{}}
+		if pod.Ingress != nil {
+			pp.Ingress = describeAllows(pod.Ingress.Allow, sets)
+		}
+		if pod.Egress != nil {
+			pp.Egress = describeAllows(pod.Egress.Allow, sets)
+		}
+		out.Pods = append(out.Pods, pp)
+	}
+	return out
+}
+
+// describeAllows renders allow entries for people: the peer (set members
+// spelled out), the ports, and the policy that allows it.
+func describeAllows(allows []policy.Allow, sets map[string][]netip.Addr) []string {
+	out := []string{}
+	for _, al := range allows {
+		peer := al.Peer.String()
+		if al.Peer.Set != "" {
+			peer = fmt.Sprint(sets[al.Peer.Set])
+		}
+		ports := "all ports"
+		if len(al.Ports) > 0 {
+			ports = ""
+			for i, r := range al.Ports {
+				if i > 0 {
+					ports += " "
+				}
+				ports += r.String()
+			}
+		}
+		out = append(out, fmt.Sprintf("%s on %s (%s)", peer, ports, al.Policy))
+	}
+	return out
+}

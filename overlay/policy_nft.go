@@ -1,0 +1,173 @@
+package overlay
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/loomnet/loom/policy"
+	"golang.org/x/sys/unix"
+)
+
+// ChainPolicy is the base chain of network policy: every forwarded packet
+// of an established flow passes, the rest jumps to the chain of the pod
+// it leaves (egress) or enters (ingress).
+const ChainPolicy = "policy"
+
+// Prefixes of the per-pod chains and of the peer address sets.
+const (
+	policyIngressPrefix = "pol-in-"
+	policyEgressPrefix  = "pol-eg-"
+	policySetPrefix     = "pol-"
+)
+
+// PolicyChains returns the names of the per-pod verdict chains a
+// compiled policy set produces; their last rule counts drops.
+func PolicyChains(c *policy.Compiled) []string {
+	if c == nil {
+		return nil
+	}
+	var out []string
+	for _, p := range c.Pods {
+		if p.Ingress != nil {
+			out = append(out, policyIngressPrefix+p.HostIf)
+		}
+		if p.Egress != nil {
+			out = append(out, policyEgressPrefix+p.HostIf)
+		}
+	}
+	return out
+}
+
+// addPolicy programs compiled network policy: ingress is enforced on the
+// node of the destination pod (packets leaving through its host veth),
+// egress on the node of the source pod (packets arriving from its host
+// veth). Replies of allowed flows pass on conntrack state, so a policy
+// change never cuts an established connection.
+func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled) error {
+	sets := map[string]*nftables.Set{}
+	for _, s := range compiled.Sets {
+		set := &nftables.Set{Table: t, Name: policySetPrefix + s.Name, KeyType: nftables.TypeIPAddr}
+		if err := c.AddSet(set, addrElements(s.Addrs)); err != nil {
+			return fmt.Errorf("build nftables set %s: %w", set.Name, err)
+		}
+		sets[s.Name] = set
+	}
+	accept := policyAccept
+	base := c.AddChain(&nftables.Chain{
+		Name: ChainPolicy, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept,
+	})
+	c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binary.NativeEndian.AppendUint32(nil, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), Xor: []byte{0, 0, 0, 0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	}})
+	for _, p := range compiled.Pods {
+		for _, d := range []struct {
+			dir    *policy.Direction
+			prefix string
+			ifKey  expr.MetaKey
+			// addrOffset is where the peer's address is: the destination
+			// for egress, the source for ingress.
+			addrOffset uint32
+		}{
+			{p.Egress, policyEgressPrefix, expr.MetaKeyIIFNAME, 16},
+			{p.Ingress, policyIngressPrefix, expr.MetaKeyOIFNAME, 12},
+		} {
+			if d.dir == nil {
+				continue
+			}
+			ch := c.AddChain(&nftables.Chain{Name: d.prefix + p.HostIf, Table: t})
+			c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: []expr.Any{
+				&expr.Meta{Key: d.ifKey, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(p.HostIf)},
+				&expr.Verdict{Kind: expr.VerdictJump, Chain: ch.Name},
+			}})
+			for _, a := range d.dir.Allow {
+				for _, peer := range peerMatches(a.Peer, d.addrOffset, sets) {
+					for _, ports := range portMatches(a.Ports) {
+						e := append(append([]expr.Any{}, peer...), ports...)
+						e = append(e, &expr.Verdict{Kind: expr.VerdictReturn})
+						c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: e, UserData: []byte(a.Policy)})
+					}
+				}
+			}
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}})
+		}
+	}
+	return nil
+}
+
+var policyAccept = nftables.ChainPolicyAccept
+
+// peerMatches returns one match per alternative: the set lookup, each
+// prefix, or (any peer) a single empty match.
+func peerMatches(p policy.Peer, offset uint32, sets map[string]*nftables.Set) [][]expr.Any {
+	if p.Any() {
+		return [][]expr.Any{nil}
+	}
+	if p.Set != "" {
+		set := sets[p.Set]
+		if set == nil {
+			return nil // compiled output always names its sets; match nothing if not
+		}
+		return [][]expr.Any{{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
+			&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
+		}}
+	}
+	out := make([][]expr.Any, 0, len(p.Prefixes))
+	for _, pf := range p.Prefixes {
+		out = append(out, matchPrefix(offset, pf, false))
+	}
+	return out
+}
+
+// portMatches returns one match per port range (all ports: one empty match).
+func portMatches(ports []policy.PortRange) [][]expr.Any {
+	if len(ports) == 0 {
+		return [][]expr.Any{nil}
+	}
+	out := make([][]expr.Any, 0, len(ports))
+	for _, r := range ports {
+		e := []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{l4proto(r.Protocol)}},
+		}
+		if r.Port != 0 {
+			// TCP, UDP and SCTP all carry the destination port at offset 2.
+			e = append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+			from := binary.BigEndian.AppendUint16(nil, r.Port)
+			if r.EndPort > r.Port {
+				e = append(e, &expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: from, ToData: binary.BigEndian.AppendUint16(nil, r.EndPort)})
+			} else {
+				e = append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: from})
+			}
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func l4proto(p string) byte {
+	switch strings.ToUpper(p) {
+	case "UDP":
+		return unix.IPPROTO_UDP
+	case "SCTP":
+		return unix.IPPROTO_SCTP
+	}
+	return unix.IPPROTO_TCP
+}
+
+// policyFingerprint identifies a compiled policy set for change detection.
+func policyFingerprint(c *policy.Compiled) string {
+	if c == nil {
+		return "policy=off"
+	}
+	return c.Render()
+}
