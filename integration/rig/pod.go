@@ -21,6 +21,8 @@ type Pod struct {
 	ContainerID string
 	IP          netip.Addr
 	Result      *current.Result
+	// Args are the CNI_ARGS the runtime passes (e.g. K8S_POD_NAMESPACE).
+	Args [][2]string
 }
 
 var podSeq atomic.Int64
@@ -38,7 +40,7 @@ func (n *Node) CNI() (*libcni.CNIConfig, *libcni.NetworkConfigList, error) {
 
 // RuntimeConf is the libcni runtime configuration for the pod.
 func (p *Pod) RuntimeConf() *libcni.RuntimeConf {
-	return &libcni.RuntimeConf{ContainerID: p.ContainerID, NetNS: "/run/netns/" + p.NS, IfName: "eth0"}
+	return &libcni.RuntimeConf{ContainerID: p.ContainerID, NetNS: "/run/netns/" + p.NS, IfName: "eth0", Args: p.Args}
 }
 
 // NewPodNS creates the pod's namespace without attaching it.
@@ -57,10 +59,16 @@ func (n *Node) NewPodNS(name string) (*Pod, error) {
 
 // AddPod creates a pod namespace on n and attaches it with libcni ADD.
 func (n *Node) AddPod(ctx context.Context, name string) (*Pod, error) {
+	return n.AddPodWithArgs(ctx, name, nil)
+}
+
+// AddPodWithArgs is AddPod with CNI_ARGS, as kubelet passes them.
+func (n *Node) AddPodWithArgs(ctx context.Context, name string, args [][2]string) (*Pod, error) {
 	p, err := n.NewPodNS(name)
 	if err != nil {
 		return nil, err
 	}
+	p.Args = args
 	if err := p.Add(ctx); err != nil {
 		removeNetns(p.NS)
 		return nil, err

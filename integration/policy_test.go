@@ -1,0 +1,406 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/loomnet/loom/api"
+	"github.com/loomnet/loom/integration/rig"
+)
+
+// probe is one kind of connection the truth table checks.
+type probe struct {
+	proto string // tcp or udp
+	port  int
+}
+
+func (p probe) String() string { return fmt.Sprintf("%s/%d", p.proto, p.port) }
+
+var (
+	tcp80 = probe{"tcp", 80}
+	tcp81 = probe{"tcp", 81}
+	udp80 = probe{"udp", 80}
+	udp53 = probe{"udp", 53}
+)
+
+// netpolPod is one pod of the x/y/z × a/b/c grid.
+type netpolPod struct {
+	ns, name string
+	pod      *rig.Pod
+}
+
+func (p *netpolPod) id() string { return p.ns + "/" + p.name }
+
+// policyCase is one row of the truth table: the files every node's policy
+// directory holds, and which (from, to) pairs must connect.
+type policyCase struct {
+	name   string
+	files  map[string]string
+	probes []probe
+	// relabel, if set, runs before the files are written.
+	relabel func(t *testing.T)
+	allow   func(from, to *netpolPod, p probe) bool
+}
+
+const netpolNamespaces = `apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {ns: x}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: y, labels: {ns: y}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: z, labels: {ns: z}}
+`
+
+func netpol(name, ns, spec string) string {
+	return fmt.Sprintf("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: %s, namespace: %s}\nspec:\n%s", name, ns, spec)
+}
+
+// TestNetworkPolicyTruthTable runs the upstream e2e suite's grid (pods a,
+// b, c in namespaces x, y, z, spread over 3 nodes) through policy cases
+// and checks the full 9×9 matrix for each, printing the difference when
+// the fabric disagrees with the expected matrix.
+func TestNetworkPolicyTruthTable(t *testing.T) {
+	r := newRig(t)
+	var nodes []*rig.Node
+	var dirs []string
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("node%d", i)
+		dir := filepath.Join(r.Dir, name, "policies")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		n, err := r.AddNode(name, "--policy-dir", dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var join []*rig.Node
+		if i > 1 {
+			join = nodes[:1]
+		}
+		if err := n.Start(join...); err != nil {
+			t.Fatal(err)
+		}
+		nodes, dirs = append(nodes, n), append(dirs, dir)
+	}
+	for _, n := range nodes {
+		if err := n.WaitReady(60 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitConverged(t, nodes)
+
+	var grid []*netpolPod
+	byID := map[string]*netpolPod{}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for i, nsName := range []string{"x", "y", "z"} {
+		for j, name := range []string{"a", "b", "c"} {
+			node := nodes[(i+j)%3]
+			p, err := node.AddPodWithArgs(ctx, nsName+name, [][2]string{
+				{"K8S_POD_NAMESPACE", nsName}, {"K8S_POD_NAME", name}, {"LOOM_POD_LABELS", "pod:" + name},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			serve(t, p.NS)
+			gp := &netpolPod{ns: nsName, name: name, pod: p}
+			grid = append(grid, gp)
+			byID[gp.id()] = gp
+		}
+	}
+	podOf := func(id string) *netpolPod { return byID[id] }
+	relabel := func(t *testing.T, id string, labels map[string]string) {
+		p := podOf(id).pod
+		_, err := p.Node.Client().Label(context.Background(), api.LabelRequest{
+			PodRef: api.PodRef{ContainerID: p.ContainerID, IfName: "eth0"}, Set: labels})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := func(*netpolPod, *netpolPod, probe) bool { return true }
+
+	cases := []policyCase{
+		{name: "no policies: everything connects", probes: []probe{tcp80, udp80}, allow: all},
+		{name: "deny all ingress in x", probes: []probe{tcp80, udp80},
+			files: map[string]string{"p.yaml": netpol("deny", "x", "  podSelector: {}\n")},
+			allow: func(f, to *netpolPod, _ probe) bool { return to.ns != "x" }},
+		{name: "deny all egress in x, DNS allowed", probes: []probe{tcp80, udp53},
+			files: map[string]string{"p.yaml": netpol("deny-egress", "x", "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - ports:\n    - {protocol: UDP, port: 53}\n    - {protocol: TCP, port: 53}\n")},
+			allow: func(f, to *netpolPod, p probe) bool { return f.ns != "x" || p == udp53 }},
+		{name: "allow x/a from its own namespace", probes: []probe{tcp80},
+			files: map[string]string{"p.yaml": netpol("same-ns", "x", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - podSelector: {}\n")},
+			allow: func(f, to *netpolPod, _ probe) bool { return to.id() != "x/a" || f.ns == "x" }},
+		{name: "allow x/a from namespaceSelector ns=y", probes: []probe{tcp80, udp80},
+			files: map[string]string{"p.yaml": netpol("from-y", "x", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n")},
+			allow: func(f, to *netpolPod, _ probe) bool { return to.id() != "x/a" || f.ns == "y" }},
+		{name: "update: the same policy now allows ns=z", probes: []probe{tcp80},
+			files: map[string]string{"p.yaml": netpol("from-y", "x", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchExpressions: [{key: ns, operator: In, values: [z]}]}\n")},
+			allow: func(f, to *netpolPod, _ probe) bool { return to.id() != "x/a" || f.ns == "z" }},
+		{name: "podSelector AND namespaceSelector in one peer", probes: []probe{tcp80},
+			files: map[string]string{"p.yaml": netpol("and", "x", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n      podSelector: {matchLabels: {pod: b}}\n")},
+			allow: func(f, to *netpolPod, _ probe) bool { return to.id() != "x/a" || f.id() == "y/b" }},
+		{name: "podSelector OR namespaceSelector as two peers", probes: []probe{tcp80},
+			files: map[string]string{"p.yaml": netpol("or", "x", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n    - podSelector: {matchLabels: {pod: b}}\n")},
+			allow: func(f, to *netpolPod, _ probe) bool { return to.id() != "x/a" || f.ns == "y" || f.id() == "x/b" }},
+		{name: "ipBlock with except", probes: []probe{tcp80},
+			files: map[string]string{"p.yaml": netpol("block", "x", fmt.Sprintf("  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.244.0.0/16, except: [%s/32]}\n", podOf("y/b").pod.IP))},
+			allow: func(f, to *netpolPod, _ probe) bool { return to.id() != "x/a" || f.id() != "y/b" }},
+		{name: "port: only tcp/81 into x/a", probes: []probe{tcp80, tcp81},
+			files: map[string]string{"p.yaml": netpol("port", "x", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - {port: 81}\n")},
+			allow: func(f, to *netpolPod, p probe) bool { return to.id() != "x/a" || p == tcp81 }},
+		{name: "endPort: tcp/80-81 into x/a, not udp", probes: []probe{tcp80, tcp81, udp80},
+			files: map[string]string{"p.yaml": netpol("range", "x", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - {protocol: TCP, port: 80, endPort: 81}\n")},
+			allow: func(f, to *netpolPod, p probe) bool { return to.id() != "x/a" || p.proto == "tcp" }},
+		{name: "UDP only into x/a", probes: []probe{tcp80, udp80},
+			files: map[string]string{"p.yaml": netpol("udp", "x", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - {protocol: UDP, port: 80}\n")},
+			allow: func(f, to *netpolPod, p probe) bool { return to.id() != "x/a" || p == udp80 }},
+		{name: "egress from x only to namespace y", probes: []probe{tcp80, udp80},
+			files: map[string]string{"p.yaml": netpol("to-y", "x", "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {ns: y}}\n")},
+			allow: func(f, to *netpolPod, _ probe) bool { return f.ns != "x" || to.ns == "y" }},
+		{name: "union of two policies on x/a", probes: []probe{tcp80},
+			files: map[string]string{
+				"p.yaml": netpol("from-y", "x", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n"),
+				"q.yaml": netpol("from-za", "x", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: z}}\n      podSelector: {matchLabels: {pod: a}}\n"),
+			},
+			allow: func(f, to *netpolPod, _ probe) bool { return to.id() != "x/a" || f.ns == "y" || f.id() == "z/a" }},
+		{name: "ingress and egress isolation on one pod", probes: []probe{tcp80},
+			files: map[string]string{"p.yaml": netpol("both", "y", "  podSelector: {matchLabels: {pod: b}}\n  policyTypes: [Ingress, Egress]\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: x}}\n  egress:\n  - to:\n    - podSelector: {matchLabels: {pod: c}}\n")},
+			allow: func(f, to *netpolPod, _ probe) bool {
+				if to.id() == "y/b" && f.ns != "x" {
+					return false
+				}
+				return f.id() != "y/b" || to.id() == "y/c"
+			}},
+		{name: "pod label change: z/c relabelled pod=b is let in", probes: []probe{tcp80},
+			files: map[string]string{"p.yaml": netpol("from-b", "x", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {}\n      podSelector: {matchLabels: {pod: b}}\n")},
+			relabel: func(t *testing.T) { relabel(t, "z/c", map[string]string{"pod": "b"}) },
+			allow:   func(f, to *netpolPod, _ probe) bool { return to.id() != "x/a" || f.name == "b" || f.id() == "z/c" }},
+		{name: "policy deleted: everything connects again", probes: []probe{tcp80, udp80},
+			relabel: func(t *testing.T) { relabel(t, "z/c", map[string]string{"pod": "c"}) },
+			allow:   all},
+	}
+	for _, c := range cases {
+		if !t.Run(c.name, func(t *testing.T) {
+			if c.relabel != nil {
+				c.relabel(t)
+			}
+			files := map[string]string{"namespaces.yaml": netpolNamespaces}
+			for k, v := range c.files {
+				files[k] = v
+			}
+			for _, d := range dirs {
+				writePolicyDir(t, d, files)
+			}
+			checkMatrix(t, grid, c.probes, c.allow)
+		}) {
+			return
+		}
+	}
+
+	t.Run("a bad file keeps the last good set in force", func(t *testing.T) {
+		files := map[string]string{"namespaces.yaml": netpolNamespaces, "p.yaml": netpol("deny", "x", "  podSelector: {}\n")}
+		for _, d := range dirs {
+			writePolicyDir(t, d, files)
+		}
+		deny := func(f, to *netpolPod, _ probe) bool { return to.ns != "x" }
+		checkMatrix(t, grid, []probe{tcp80}, deny)
+		files["p.yaml"] = netpol("deny", "x", "  podSelector: {}\n  ingres: []\n")
+		for _, d := range dirs {
+			writePolicyDir(t, d, files)
+		}
+		err := rig.Eventually(10*time.Second, func() error {
+			st, err := nodes[0].Client().Policy(context.Background())
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(st.Error, "p.yaml:1") || !strings.Contains(st.Error, `unknown field "ingres"`) {
+				return fmt.Errorf("policy status error = %q, want the file, line and field", st.Error)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkMatrix(t, grid, []probe{tcp80}, deny)
+		st, err := nodes[0].Client().Policy(context.Background())
+		if err != nil || len(st.Policies) != 1 || st.Policies[0] != "x/deny" {
+			t.Fatalf("policies in force = %v (%v), want [x/deny]", st.Policies, err)
+		}
+	})
+}
+
+// writePolicyDir makes dir hold exactly files, each written to a
+// temporary name and renamed, as a config management tool would.
+func writePolicyDir(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	old, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	for _, f := range old {
+		if _, keep := files[filepath.Base(f)]; !keep {
+			os.Remove(f)
+		}
+	}
+	for name, body := range files {
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// serve starts, inside a pod's namespace, TCP listeners on 80 and 81 that
+// accept and close, and UDP echo servers on 53 and 80.
+func serve(t *testing.T, nsName string) {
+	t.Helper()
+	err := ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
+		for _, port := range []int{80, 81} {
+			l, err := net.Listen("tcp4", fmt.Sprintf(":%d", port))
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { l.Close() })
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					c.Close()
+				}
+			}()
+		}
+		for _, port := range []int{53, 80} {
+			pc, err := net.ListenPacket("udp4", fmt.Sprintf(":%d", port))
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { pc.Close() })
+			go func() {
+				buf := make([]byte, 64)
+				for {
+					n, from, err := pc.ReadFrom(buf)
+					if err != nil {
+						return
+					}
+					pc.WriteTo(buf[:n], from)
+				}
+			}()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("serve in %s: %v", nsName, err)
+	}
+}
+
+// connect makes one probe from a pod to an address: a TCP handshake, or a
+// UDP datagram echoed back, within the timeout.
+func connect(nsName, proto, addr string) error {
+	const timeout = 800 * time.Millisecond
+	return ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
+		c, err := net.DialTimeout(proto+"4", addr, timeout)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if proto == "tcp" {
+			return nil
+		}
+		c.SetDeadline(time.Now().Add(timeout))
+		if _, err := c.Write([]byte("probe")); err != nil {
+			return err
+		}
+		buf := make([]byte, 16)
+		if _, err := c.Read(buf); err != nil {
+			return err
+		}
+		return nil
+	})
+}
+
+// checkMatrix probes every ordered pair (self included) with every probe
+// until the observed matrix equals the expected one, and fails with both
+// matrices and their difference if it does not within the deadline.
+func checkMatrix(t *testing.T, grid []*netpolPod, probes []probe, allow func(from, to *netpolPod, p probe) bool) {
+	t.Helper()
+	var last string
+	err := rig.Eventually(20*time.Second, func() error {
+		var mu sync.Mutex
+		var wrong []string
+		got := map[string]bool{}
+		var wg sync.WaitGroup
+		for _, from := range grid {
+			for _, to := range grid {
+				for _, p := range probes {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						ok := connect(from.pod.NS, p.proto, net.JoinHostPort(to.pod.IP.String(), fmt.Sprint(p.port))) == nil
+						want := from == to || allow(from, to, p)
+						mu.Lock()
+						defer mu.Unlock()
+						got[from.id()+">"+to.id()+" "+p.String()] = ok
+						if ok != want {
+							wrong = append(wrong, fmt.Sprintf("%s -> %s %s: got %v, want %v", from.id(), to.id(), p, ok, want))
+						}
+					}()
+				}
+			}
+		}
+		wg.Wait()
+		if len(wrong) == 0 {
+			return nil
+		}
+		last = renderMatrix(grid, probes, got, allow)
+		return errors.New(strings.Join(wrong, "\n"))
+	})
+	if err != nil {
+		t.Fatalf("reachability differs from the expected matrix:\n%v\n%s", err, last)
+	}
+}
+
+// renderMatrix prints observed vs expected per probe, upstream style:
+// rows are sources, columns destinations, "." connects, "X" does not,
+// and a wrong cell is shown as "!".
+func renderMatrix(grid []*netpolPod, probes []probe, got map[string]bool, allow func(from, to *netpolPod, p probe) bool) string {
+	var b strings.Builder
+	for _, p := range probes {
+		fmt.Fprintf(&b, "%s (! = differs from expected)\n      ", p)
+		for _, to := range grid {
+			fmt.Fprintf(&b, "%-4s", to.id())
+		}
+		b.WriteString("\n")
+		for _, from := range grid {
+			fmt.Fprintf(&b, "%-6s", from.id())
+			for _, to := range grid {
+				ok := got[from.id()+">"+to.id()+" "+p.String()]
+				want := from == to || allow(from, to, p)
+				cell := "X"
+				if ok {
+					cell = "."
+				}
+				if ok != want {
+					cell = "!"
+				}
+				fmt.Fprintf(&b, "%-4s", cell)
+			}
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
