@@ -185,7 +185,7 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 				return f.id() != "y/b" || to.id() == "y/c"
 			}},
 		{name: "pod label change: z/c relabelled pod=b is let in", probes: []probe{tcp80},
-			files: map[string]string{"p.yaml": netpol("from-b", "x", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {}\n      podSelector: {matchLabels: {pod: b}}\n")},
+			files:   map[string]string{"p.yaml": netpol("from-b", "x", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {}\n      podSelector: {matchLabels: {pod: b}}\n")},
 			relabel: func(t *testing.T) { relabel(t, "z/c", map[string]string{"pod": "b"}) },
 			allow:   func(f, to *netpolPod, _ probe) bool { return to.id() != "x/a" || f.name == "b" || f.id() == "z/c" }},
 		{name: "policy deleted: everything connects again", probes: []probe{tcp80, udp80},
