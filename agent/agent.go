@@ -157,6 +157,12 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 		a.policy.setObjects(objs)
 	}
+	if r.policySource == PolicySourceKubernetes {
+		if err := a.startKubernetesPolicies(ctx); err != nil {
+			return err
+		}
+		defer a.policy.kube.Stop()
+	}
 	if err := overlay.EnableForwarding(); err != nil {
 		return err
 	}

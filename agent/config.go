@@ -238,17 +238,22 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 	}
 	switch r.policySource = cfg.PolicySource; cfg.PolicySource {
 	case "", "auto":
-		r.policySource = PolicySourceNone
-		if cfg.PolicyDir != "" {
+		switch {
+		case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
+			r.policySource = PolicySourceKubernetes
+		case cfg.PolicyDir != "":
 			r.policySource = PolicySourceFiles
+		default:
+			r.policySource = PolicySourceNone
 		}
+	case PolicySourceKubernetes:
 	case PolicySourceFiles:
 		if cfg.PolicyDir == "" {
 			return nil, flagErr("policy-dir", "must be set with --policy-source files")
 		}
 	case PolicySourceNone:
 	default:
-		return nil, flagErr("policy-source", "%q: want files, none or auto", cfg.PolicySource)
+		return nil, flagErr("policy-source", "%q: want kubernetes, files, none or auto", cfg.PolicySource)
 	}
 	if r.policySource == PolicySourceFiles {
 		if st, err := os.Stat(cfg.PolicyDir); err != nil || !st.IsDir() {

@@ -16,12 +16,15 @@ import (
 	"github.com/loomnet/loom/overlay"
 	"github.com/loomnet/loom/policy"
 	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // Policy sources.
 const (
-	PolicySourceFiles = "files"
-	PolicySourceNone  = "none"
+	PolicySourceKubernetes = "kubernetes"
+	PolicySourceFiles      = "files"
+	PolicySourceNone       = "none"
 )
 
 // policyReloadInterval is how often the policy directory is checked for
@@ -33,6 +36,8 @@ const policyReloadInterval = 300 * time.Millisecond
 type policyState struct {
 	source string
 	dir    *policy.Directory
+	// kube is the Kubernetes source when policies come from the API.
+	kube *policy.KubernetesSource
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -154,6 +159,14 @@ func (a *Agent) compilePolicy(allocs []ipam.Allocation, peers []overlay.Peer) *p
 	if !p.enabled() {
 		return nil
 	}
+	var localPods []policy.Pod
+	for _, al := range allocs {
+		r := podRecord(al)
+		localPods = append(localPods, policy.Pod{Namespace: r.Namespace, Name: r.Name, IP: al.IP, Labels: al.Labels, HostIf: al.HostIf})
+	}
+	if p.kube != nil {
+		return a.compileKubernetes(localPods)
+	}
 	p.mu.Lock()
 	objs, loaded := p.objs, p.loaded
 	p.mu.Unlock()
@@ -162,11 +175,7 @@ func (a *Agent) compilePolicy(allocs []ipam.Allocation, peers []overlay.Peer) *p
 		// than guess.
 		return nil
 	}
-	snap := policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces}
-	for _, al := range allocs {
-		r := podRecord(al)
-		snap.Pods = append(snap.Pods, policy.Pod{Namespace: r.Namespace, Name: r.Name, IP: al.IP, Labels: al.Labels, HostIf: al.HostIf})
-	}
+	snap := policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces, Pods: localPods}
 	subnets := map[string]netip.Prefix{}
 	for _, peer := range peers {
 		subnets[peer.Name] = peer.Subnet
@@ -176,6 +185,35 @@ func (a *Agent) compilePolicy(allocs []ipam.Allocation, peers []overlay.Peer) *p
 			snap.Pods = append(snap.Pods, policy.Pod{Namespace: r.Namespace, Name: r.Name, IP: r.IP, Labels: r.Labels})
 		}
 	}
+	return a.finishCompile(snap)
+}
+
+// compileKubernetes compiles what the API server says: its policies,
+// namespaces and pods, with this node's attachments matched to their Pod
+// objects. Policies Loom cannot enforce are left out and reported.
+func (a *Agent) compileKubernetes(localPods []policy.Pod) *policy.Compiled {
+	p := a.policy
+	objs, err := p.kube.Objects()
+	if err != nil {
+		a.setPolicyError(err)
+	} else {
+		p.mu.Lock()
+		p.loadErr = nil
+		p.mu.Unlock()
+	}
+	cluster, err := p.kube.Pods()
+	if err != nil {
+		a.setPolicyError(err)
+	}
+	p.setObjects(objs)
+	return a.finishCompile(policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces,
+		Pods: policy.WithLocal(cluster, localPods), NamedPortsKnown: true})
+}
+
+// finishCompile compiles snap, keeps the result for loomctl policy and
+// logs new warnings.
+func (a *Agent) finishCompile(snap policy.Snapshot) *policy.Compiled {
+	p := a.policy
 	compiled := policy.Compile(snap)
 	p.mu.Lock()
 	old := p.compiled
@@ -246,4 +284,29 @@ func describeAllows(allows []policy.Allow, sets map[string][]netip.Addr) []strin
 		out = append(out, fmt.Sprintf("%s on %s (%s)", peer, ports, al.Policy))
 	}
 	return out
+}
+
+// startKubernetesPolicies connects to the API server from inside the
+// cluster and waits for the first full view of policies, pods and
+// namespaces, so no pod is ever served before its policies are known.
+func (a *Agent) startKubernetesPolicies(ctx context.Context) error {
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return flagErr("policy-source", "kubernetes: %v (outside a cluster use --policy-source files or none)", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return flagErr("policy-source", "kubernetes: %v", err)
+	}
+	src, err := policy.NewKubernetesSource(cs, a.trigger)
+	if err != nil {
+		return err
+	}
+	if err := src.StartWithTimeout(ctx); err != nil {
+		src.Stop()
+		return err
+	}
+	a.policy.kube = src
+	a.log.Info("following network policies from the Kubernetes API")
+	return nil
 }

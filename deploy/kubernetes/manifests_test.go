@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -44,6 +45,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 	typed := map[string]any{
 		"Namespace": &corev1.Namespace{}, "ServiceAccount": &corev1.ServiceAccount{}, "Secret": &corev1.Secret{},
 		"ConfigMap": &corev1.ConfigMap{}, "Service": &corev1.Service{}, "DaemonSet": &appsv1.DaemonSet{},
+		"ClusterRole": &rbacv1.ClusterRole{}, "ClusterRoleBinding": &rbacv1.ClusterRoleBinding{},
 	}
 	docs := documents(t)
 	for kind, doc := range docs {
