@@ -76,8 +76,12 @@ type compiler struct {
 	// sets are keyed by the canonical form of the selector they resolve.
 	sets    map[string]*AddrSet
 	out     *Compiled
-	warned  map[string]bool
-	nameSeq int
+	warned map[string]bool
+	// parsed caches selectors by address: the same selector is matched
+	// against every pod, and parsing dominates otherwise.
+	parsed map[*metav1.LabelSelector]labels.Selector
+	// nsLabels caches each namespace's labels with its name label.
+	nsLabels map[string]labels.Set
 }
 
 func policyName(p *networkingv1.NetworkPolicy) string { return p.Namespace + "/" + p.Name }
@@ -113,12 +117,32 @@ func (c *compiler) warn(format string, args ...any) {
 // selects reports whether sel matches set; a selector that does not parse
 // matches nothing.
 func (c *compiler) selects(sel *metav1.LabelSelector, set map[string]string) bool {
-	s, err := metav1.LabelSelectorAsSelector(sel)
-	if err != nil {
-		c.warn("label selector %v: %v", sel, err)
-		return false
+	s, ok := c.parsed[sel]
+	if !ok {
+		var err error
+		if s, err = metav1.LabelSelectorAsSelector(sel); err != nil {
+			c.warn("label selector %v: %v", sel, err)
+			s = labels.Nothing()
+		}
+		if c.parsed == nil {
+			c.parsed = map[*metav1.LabelSelector]labels.Selector{}
+		}
+		c.parsed[sel] = s
 	}
 	return s.Matches(labels.Set(set))
+}
+
+// namespaceLabels is Snapshot.namespaceLabels, computed once per namespace.
+func (c *compiler) namespaceLabels(ns string) labels.Set {
+	if l, ok := c.nsLabels[ns]; ok {
+		return l
+	}
+	if c.nsLabels == nil {
+		c.nsLabels = map[string]labels.Set{}
+	}
+	l := labels.Set(c.snap.namespaceLabels(ns))
+	c.nsLabels[ns] = l
+	return l
 }
 
 // rule turns one ingress or egress rule of pol, applied to pod, into allow
@@ -226,7 +250,7 @@ func (c *compiler) peerSelects(pol *networkingv1.NetworkPolicy, p *networkingv1.
 		if pod.Namespace != pol.Namespace {
 			return false
 		}
-	} else if !c.selects(p.NamespaceSelector, c.snap.namespaceLabels(pod.Namespace)) {
+	} else if !c.selects(p.NamespaceSelector, c.namespaceLabels(pod.Namespace)) {
 		return false
 	}
 	if p.PodSelector == nil {

@@ -62,6 +62,9 @@ func run(short bool, out string) error {
 	if err := scaleBench(rep, bin, short); err != nil {
 		return err
 	}
+	if err := policyBench(rep, bin); err != nil {
+		return err
+	}
 	if err := convergenceBench(rep, bin, sizes, window); err != nil {
 		return err
 	}
@@ -99,6 +102,19 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	if err != nil {
 		return err
 	}
+	// 100 NetworkPolicies selecting both pods; the last one allows them.
+	polDir, err := os.MkdirTemp("", "loom-bench-policies-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(polDir)
+	if err := os.WriteFile(filepath.Join(polDir, "bench.yaml"), []byte(bench.PolicyFile(100)), 0o644); err != nil {
+		return err
+	}
+	_, pp, err := fabric(r, "policy", []string{"--policy-dir", polDir})
+	if err != nil {
+		return err
+	}
 	var hn, hd [2]*rig.Node
 	for i := range hn {
 		if hn[i], err = r.AddNode(fmt.Sprintf("hand%d", i+1)); err != nil {
@@ -119,7 +135,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	for _, c := range []struct {
 		ns  string
 		dst netip.Addr
-	}{{pA.NS, pB.IP}, {pA.NS, pC.IP}, {rp[0].NS, rp[1].IP}, {dp[0].NS, dp[1].IP}, {hand[0].NS, hand[1].IP}, {handDirect[0].NS, handDirect[1].IP}, {loom[0].NS, loom[1].Addr}} {
+	}{{pA.NS, pB.IP}, {pA.NS, pC.IP}, {rp[0].NS, rp[1].IP}, {dp[0].NS, dp[1].IP}, {pp[0].NS, pp[1].IP}, {hand[0].NS, hand[1].IP}, {handDirect[0].NS, handDirect[1].IP}, {loom[0].NS, loom[1].Addr}} {
 		if err := rig.Eventually(30*time.Second, func() error { return rig.Ping(c.ns, c.dst) }); err != nil {
 			return err
 		}
@@ -137,6 +153,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 		{"Loom pod→pod, rp_filter anti-spoofing", rp[0].NS, rp[1].NS, rp[1].IP},
 		{"Loom pod→pod, direct routing", dp[0].NS, dp[1].NS, dp[1].IP},
 		{"hand-made direct route pod→pod", handDirect[0].NS, handDirect[1].NS, handDirect[1].IP},
+		{"Loom pod→pod, 100 policies selecting the pods", pp[0].NS, pp[1].NS, pp[1].IP},
 	}
 	for round := 0; round < rounds; round++ {
 		logf("data plane round %d/%d", round+1, rounds)
@@ -156,7 +173,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 				}
 				rep.Add("UDP 1 Gbit/s loss: "+p.name, "%", loss)
 			}
-			if p.name == paths[0].name || p.name == paths[2].name {
+			if p.name == paths[0].name || p.name == paths[2].name || p.name == paths[len(paths)-1].name {
 				p50, p99, err := bench.RTT(p.client, p.server, p.dst, 2000)
 				if err != nil {
 					return err
@@ -179,6 +196,9 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 		rep.Compare("TCP "+s+" stream(s): Loom pod→pod, direct routing", "TCP "+s+" stream(s): hand-made direct route pod→pod", "≥ 0.97")
 		rep.Compare("TCP "+s+" stream(s): hand-made direct route pod→pod", "TCP "+s+" stream(s): hand-made VXLAN pod→pod", "")
 	}
+	rep.Compare("TCP 1 stream(s): Loom pod→pod, 100 policies selecting the pods", "TCP 1 stream(s): Loom pod→pod", "≥ 0.95")
+	rep.Compare("TCP 4 stream(s): Loom pod→pod, 100 policies selecting the pods", "TCP 4 stream(s): Loom pod→pod", "≥ 0.95")
+	rep.Compare("TCP connect+close rate: Loom pod→pod, 100 policies selecting the pods", "TCP connect+close rate: Loom pod→pod", "")
 	rep.Compare("RTT p50: Loom pod→pod", "RTT p50: underlay node→node", "overhead ≤ 10 µs")
 	rep.Compare("RTT p99: Loom pod→pod", "RTT p99: underlay node→node", "")
 	rep.Compare("TCP connect+close rate: Loom pod→pod", "TCP connect+close rate: underlay node→node", "")
@@ -307,6 +327,31 @@ func scaleBench(rep *bench.Report, bin string, short bool) error {
 			rep.Add(fmt.Sprintf("no-op resync of %d peers: netlink writes", size), "writes", float64(res.NoopWrites))
 		}
 	}
+	return nil
+}
+
+// policyBench measures compiling and programming 100 policies over 1,000
+// pods (250 of them local) into a real nftables table.
+func policyBench(rep *bench.Report, bin string) error {
+	r, err := rig.New(rig.Options{BinDir: bin, Logf: logf})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	n, err := r.AddNode("policy")
+	if err != nil {
+		return err
+	}
+	for round := 0; round < 3; round++ {
+		res, err := bench.ProgramPolicy(n, 1000, 100)
+		if err != nil {
+			return err
+		}
+		rep.Add("policy: compile 100 policies over 1,000 pods", "ms", float64(res.Compile.Microseconds())/1e3)
+		rep.Add("policy: program 100 policies for 250 local pods (nftables)", "ms", float64(res.Program.Microseconds())/1e3)
+		rep.Add("policy: compiled form in memory", "KiB", float64(res.HeapBytes)/1024)
+	}
+	rep.Note("Policy programming target: compile + program < 1 s for 1,000 pods and 100 policies.")
 	return nil
 }
 
