@@ -74,8 +74,8 @@ type compiler struct {
 	snap *Snapshot
 	pods []Pod
 	// sets are keyed by the canonical form of the selector they resolve.
-	sets    map[string]*AddrSet
-	out     *Compiled
+	sets   map[string]*AddrSet
+	out    *Compiled
 	warned map[string]bool
 	// parsed caches selectors by address: the same selector is matched
 	// against every pod, and parsing dominates otherwise.
