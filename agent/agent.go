@@ -33,6 +33,9 @@ type Agent struct {
 	mac     net.HardwareAddr
 	metrics *metrics
 	policy  *policyState
+	// wg is the WireGuard backend (nil with VXLAN); wgPublic its key.
+	wg       *overlay.WireGuard
+	wgPublic []byte
 
 	// stateMu guards the fields below it.
 	stateMu     sync.Mutex
@@ -40,6 +43,7 @@ type Agent struct {
 	epoch       uint64
 	programmed  map[string]bool
 	refused     map[string]string // peers whose record lost its subnet, and why
+	excluded    map[string]string // peers not programmed at the last reconcile, and why
 	applied     bool
 	lastErr     error
 	serving     bool
@@ -123,17 +127,36 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		startedAt:  time.Now(),
 	}
 	a.metrics = newMetrics(a)
-	a.backend = overlay.NewVXLAN(a.kernel, overlay.VXLANConfig{
-		Name: overlay.DeviceName(r.VNI), VNI: r.VNI, Port: r.VXLANPort, MTU: r.mtu,
-		MAC: a.mac, UnderlayIndex: r.underlay.Attrs().Index, Local: r.advertise,
-	})
-	if r.DirectRouting {
-		a.backend = overlay.NewDirect(a.kernel, a.backend, r.Iface)
+	vxlanPort := r.VXLANPort
+	switch r.Backend {
+	case BackendWireGuard:
+		key, err := loadWireGuardKey(r.StateDir)
+		if err != nil {
+			return err
+		}
+		pub := key.PublicKey()
+		a.wgPublic = pub[:]
+		wg := overlay.NewWireGuard(a.kernel, overlay.WireGuardConfig{
+			Name: overlay.WireGuardDevice, Port: r.WireGuardPort, MTU: r.mtu, PrivateKey: key,
+			Keepalive: r.WireGuardKeepalive,
+		})
+		// The userspace device lives in this process: it stops with it.
+		defer wg.Close()
+		a.wg, a.backend = wg, wg
+		vxlanPort = 0 // no VXLAN socket to guard
+	default:
+		a.backend = overlay.NewVXLAN(a.kernel, overlay.VXLANConfig{
+			Name: overlay.DeviceName(r.VNI), VNI: r.VNI, Port: r.VXLANPort, MTU: r.mtu,
+			MAC: a.mac, UnderlayIndex: r.underlay.Attrs().Index, Local: r.advertise,
+		})
+		if r.DirectRouting {
+			a.backend = overlay.NewDirect(a.kernel, a.backend, r.Iface)
+		}
 	}
 	a.fw = overlay.NewNFTables()
 	a.dp = overlay.NewDataplane(overlay.DataplaneConfig{
 		Kernel: a.kernel, Backend: a.backend, Firewall: a.fw, Cluster: r.cluster,
-		VXLANPort: r.VXLANPort, PodToHost: r.podToHost,
+		VXLANPort: vxlanPort, PodToHost: r.podToHost,
 		AntiSpoof: r.PodAntiSpoof, Sysctl: overlay.SetSysctl,
 	})
 	a.leases = ipam.NewLeaseTable(r.space)
@@ -304,6 +327,7 @@ func (a *Agent) record() gossip.NodeRecord {
 	return gossip.NodeRecord{
 		Name: a.cfg.NodeName, Underlay: a.cfg.advertise, VTEPMAC: a.mac,
 		Subnet: a.subnet, LeaseEpoch: a.epoch, AgentVersion: Version, Backend: a.backend.Name(),
+		WGPublicKey: a.wgPublic,
 	}
 }
 
@@ -408,7 +432,7 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 		a.log.Error("read pod allocations", zap.Error(err))
 	}
 	now := time.Now()
-	d, next, excluded := desiredState(a.cfg.NodeName, subnet, a.cfg.advertise, a.members.Peers(), a.leases, allocs, now, a.cfg.DeadNodeGrace)
+	d, next, excluded := desiredState(a.cfg.NodeName, a.backend.Name(), subnet, a.cfg.advertise, a.members.Peers(), a.leases, allocs, now, a.cfg.DeadNodeGrace)
 	d.Policy = a.compilePolicy(allocs, d.Peers)
 	a.stateMu.Lock()
 	for name, why := range excluded {
@@ -420,6 +444,11 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 				a.log.Warn("refusing peer record: its subnet belongs to an older lease", zap.String("node", name), zap.String("reason", why))
 				a.metrics.gossip.Rejected.Inc()
 			}
+		case strings.HasPrefix(why, "refused: "):
+			if a.refused[name] != why {
+				a.log.Error("refusing peer: it cannot be connected to this node", zap.String("node", name), zap.String("reason", why))
+				a.metrics.gossip.Rejected.Inc()
+			}
 		case a.programmed[name]:
 			a.log.Info("withdrawing peer", zap.String("node", name), zap.String("reason", why))
 		default:
@@ -428,11 +457,12 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	}
 	refused := map[string]string{}
 	for name, why := range excluded {
-		if strings.HasPrefix(why, "lost ") {
+		if strings.HasPrefix(why, "lost ") || strings.HasPrefix(why, "refused: ") {
 			refused[name] = why
 		}
 	}
 	a.refused = refused
+	a.excluded = excluded
 	a.stateMu.Unlock()
 	if !a.settled() {
 		d.Adopt = true
@@ -494,7 +524,7 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 // local allocations. A dead peer stays for grace after its death so a quick
 // restart does not interrupt traffic; next says when the earliest grace
 // period ends.
-func desiredState(self string, subnet netip.Prefix, advertise netip.Addr, peers []gossip.Peer,
+func desiredState(self, backend string, subnet netip.Prefix, advertise netip.Addr, peers []gossip.Peer,
 	leases *ipam.LeaseTable, allocs []ipam.Allocation, now time.Time, grace time.Duration) (overlay.Desired, time.Time, map[string]string) {
 	d := overlay.Desired{Subnet: subnet, NodeAddrs: []netip.Addr{advertise}, NodeOverlays: []netip.Addr{subnet.Addr()}}
 	var next time.Time
@@ -525,6 +555,12 @@ func desiredState(self string, subnet netip.Prefix, advertise netip.Addr, peers 
 		case p.State == gossip.PeerLeft:
 			excluded[r.Name] = "left the fabric"
 			continue
+		case backendFamily(r.Backend) != backendFamily(backend):
+			excluded[r.Name] = fmt.Sprintf("refused: runs backend %s, this node runs %s (all nodes of a fabric need the same backend)", backendFamily(r.Backend), backendFamily(backend))
+			continue
+		case backendFamily(backend) == "wireguard" && len(r.WGPublicKey) != gossip.WGKeySize:
+			excluded[r.Name] = "refused: no WireGuard public key in its record"
+			continue
 		}
 		h, held := leases.Holder(r.Subnet, now)
 		if held && h.Owner != r.Name {
@@ -545,7 +581,7 @@ func desiredState(self string, subnet netip.Prefix, advertise netip.Addr, peers 
 				next = end
 			}
 		}
-		d.Peers = append(d.Peers, overlay.Peer{Name: r.Name, Underlay: r.Underlay, VTEPMAC: r.VTEPMAC, Subnet: r.Subnet})
+		d.Peers = append(d.Peers, overlay.Peer{Name: r.Name, Underlay: r.Underlay, VTEPMAC: r.VTEPMAC, Subnet: r.Subnet, WGPublicKey: r.WGPublicKey})
 		d.NodeAddrs = append(d.NodeAddrs, r.Underlay)
 		d.NodeOverlays = append(d.NodeOverlays, r.Subnet.Addr())
 	}
@@ -692,3 +728,15 @@ func (a *Agent) broadcastClaims(claims []ipam.Claim) {
 
 // errNotReady is returned by API calls that need a subnet.
 var errNotReady = errors.New("node has no subnet yet")
+
+// backendFamily is the backend a node's packets need: "vxlan+direct"
+// talks to "vxlan" (direct routing falls back to VXLAN), "wireguard" to
+// nothing else. An empty name is an agent from before backends were
+// gossiped: VXLAN.
+func backendFamily(name string) string {
+	family, _, _ := strings.Cut(name, "+")
+	if family == "" {
+		return "vxlan"
+	}
+	return family
+}

@@ -47,6 +47,12 @@ type Config struct {
 	VNI int
 	// VXLANPort is the VXLAN UDP port.
 	VXLANPort int
+	// Backend is the data plane between nodes: vxlan or wireguard.
+	Backend string
+	// WireGuardPort is the WireGuard UDP port, the same on every node.
+	WireGuardPort int
+	// WireGuardKeepalive keeps NAT mappings to peers open; 0 disables.
+	WireGuardKeepalive time.Duration
 	// MTU is the overlay and pod MTU. 0: underlay MTU - 50.
 	MTU int
 	// GossipKeyFile holds base64 gossip keys, one per line, first primary.
@@ -105,6 +111,8 @@ func DefaultConfig() Config {
 		SubnetPrefix:   24,
 		VNI:            1,
 		VXLANPort:      4789,
+		Backend:        BackendVXLAN,
+		WireGuardPort:  51820,
 		StateDir:       "/var/lib/loom",
 		Socket:         "/run/loom/loom.sock",
 		CNIConfDir:     "/etc/cni/net.d",
@@ -179,7 +187,7 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 	for _, p := range []struct {
 		flag string
 		v    int
-	}{{"gossip-port", cfg.GossipPort}, {"vxlan-port", cfg.VXLANPort}} {
+	}{{"gossip-port", cfg.GossipPort}, {"vxlan-port", cfg.VXLANPort}, {"wireguard-port", cfg.WireGuardPort}} {
 		if p.v < 1 || p.v > 65535 {
 			return nil, flagErr(p.flag, "%d is not a port (1..65535)", p.v)
 		}
@@ -218,6 +226,18 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 			return nil, flagErr("underlay-cidrs", "%q is not a network in CIDR form", c)
 		}
 		r.underlays = append(r.underlays, p)
+	}
+	switch cfg.Backend {
+	case BackendVXLAN:
+	case BackendWireGuard:
+		if cfg.DirectRouting {
+			return nil, flagErr("direct-routing", "is for the vxlan backend; --backend wireguard encrypts every peer")
+		}
+	default:
+		return nil, flagErr("backend", "%q: want vxlan or wireguard", cfg.Backend)
+	}
+	if cfg.WireGuardKeepalive < 0 || cfg.WireGuardKeepalive > 65535*time.Second {
+		return nil, flagErr("wireguard-keepalive", "%s is outside 0..65535s", cfg.WireGuardKeepalive)
 	}
 	switch cfg.PodAntiSpoof {
 	case "", overlay.AntiSpoofNFTables, overlay.AntiSpoofRPFilter:
@@ -333,12 +353,28 @@ func (r *resolved) resolveUnderlay(k overlay.Kernel) error {
 	}
 	r.mtu = r.MTU
 	if r.mtu == 0 {
-		r.mtu = l.Attrs().MTU - 50
+		r.mtu = l.Attrs().MTU - backendOverhead(r.Backend)
 	}
 	if r.mtu < 576 || r.mtu > 65535-50 {
 		return flagErr("mtu", "%d is outside 576..65485", r.mtu)
 	}
 	return nil
+}
+
+// Backends.
+const (
+	BackendVXLAN     = "vxlan"
+	BackendWireGuard = "wireguard"
+)
+
+// backendOverhead is what a backend's encapsulation adds to a packet:
+// VXLAN 50 bytes (outer Ethernet, IPv4, UDP, VXLAN); WireGuard 80, the
+// figure WireGuard recommends so an IPv6 underlay fits too.
+func backendOverhead(backend string) int {
+	if backend == BackendWireGuard {
+		return 80
+	}
+	return 50
 }
 
 // loadKeys reads the gossip keyring file, or returns nil for the explicit

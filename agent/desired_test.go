@@ -48,7 +48,7 @@ func TestDesiredStateFromMembershipLeasesAndPods(t *testing.T) {
 		{IP: netip.MustParseAddr("10.244.1.7"), HostIf: "loomaaaa"},
 		{IP: netip.MustParseAddr("10.244.77.7"), HostIf: "loombbbb"}, // a subnet this node lost
 	}
-	d, next, excluded := desiredState("self", own, netip.MustParseAddr("192.0.2.1"), peers, leases, allocs, now, 10*time.Second)
+	d, next, excluded := desiredState("self", "vxlan", own, netip.MustParseAddr("192.0.2.1"), peers, leases, allocs, now, 10*time.Second)
 	var names []string
 	for _, p := range d.Peers {
 		names = append(names, p.Name)
@@ -78,7 +78,7 @@ func TestDesiredStateFromMembershipLeasesAndPods(t *testing.T) {
 	}
 
 	// With no grace, a dead peer is withdrawn at once.
-	d, _, _ = desiredState("self", own, netip.MustParseAddr("192.0.2.1"), peers, leases, nil, now, 0)
+	d, _, _ = desiredState("self", "vxlan", own, netip.MustParseAddr("192.0.2.1"), peers, leases, nil, now, 0)
 	if len(d.Peers) != 2 {
 		t.Fatalf("with zero grace, peers = %+v", d.Peers)
 	}
@@ -97,7 +97,7 @@ func TestDesiredStateDrivesFakeKernelToExactEntries(t *testing.T) {
 		gp("b", "192.0.2.3", "10.244.3.0/24", gossip.PeerAlive, now),
 	}
 	own := netip.MustParsePrefix("10.244.1.0/24")
-	d, _, _ := desiredState("self", own, netip.MustParseAddr("192.0.2.1"), peers, ipam.NewLeaseTable(space), nil, now, 0)
+	d, _, _ := desiredState("self", "vxlan", own, netip.MustParseAddr("192.0.2.1"), peers, ipam.NewLeaseTable(space), nil, now, 0)
 	if _, err := dp.Apply(d); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestDesiredStateDrivesFakeKernelToExactEntries(t *testing.T) {
 		t.Fatalf("%d neighbour+fdb entries, want 4", n)
 	}
 	peers[1].State, peers[1].Since = gossip.PeerDead, now.Add(-time.Minute)
-	d, _, _ = desiredState("self", own, netip.MustParseAddr("192.0.2.1"), peers, ipam.NewLeaseTable(space), nil, now, 10*time.Second)
+	d, _, _ = desiredState("self", "vxlan", own, netip.MustParseAddr("192.0.2.1"), peers, ipam.NewLeaseTable(space), nil, now, 10*time.Second)
 	if _, err := dp.Apply(d); err != nil {
 		t.Fatal(err)
 	}

@@ -159,6 +159,22 @@ func newMetrics(a *Agent) *metrics {
 			ConstLabels: prometheus.Labels{"chain": chain},
 		}, func() float64 { return float64(m.dropped.total(a.fw, chain)) }))
 	}
+	for _, mode := range []string{"", overlay.WireGuardKernel, overlay.WireGuardUserspace} {
+		mode := mode
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "loom_backend_info", Help: "1 for the data plane backend in use and its mode (WireGuard: kernel or userspace).",
+			ConstLabels: prometheus.Labels{"mode": mode},
+		}, func() float64 {
+			got := ""
+			if a.wg != nil {
+				got = a.wg.Mode()
+			}
+			if got == mode {
+				return 1
+			}
+			return 0
+		}))
+	}
 	for _, st := range []string{"used", "free"} {
 		st := st
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

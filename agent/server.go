@@ -425,19 +425,19 @@ func (a *Agent) status() api.Status {
 	subnet := a.currentSubnet()
 	st := api.Status{Node: api.NodeStatus{
 		Name: a.cfg.NodeName, Version: Version, Underlay: a.cfg.advertise.String(),
-		Subnet: prefixString(subnet), VTEPMAC: a.mac.String(), Backend: a.backend.Name(),
+		Subnet: prefixString(subnet), VTEPMAC: a.mac.String(), Backend: a.backendDescription(),
 		Ready: len(why) == 0, NotReady: why, PodsUsed: used, PodsTotal: total,
 		GossipEncrypted: len(a.cfg.keys) > 0,
 	}}
 	a.stateMu.Lock()
-	programmed := a.programmed
+	programmed, excluded := a.programmed, a.excluded
 	st.Node.Conflicts = a.conflicts
 	a.stateMu.Unlock()
 	for _, p := range a.members.Peers() {
 		st.Peers = append(st.Peers, api.PeerStatus{
 			Name: p.Record.Name, Underlay: p.Record.Underlay.String(), Subnet: prefixString(p.Record.Subnet),
 			VTEPMAC: p.Record.VTEPMAC.String(), State: p.State.String(), Since: p.Since.UTC().Truncate(time.Second),
-			Programmed: programmed[p.Record.Name],
+			Programmed: programmed[p.Record.Name], Reason: excluded[p.Record.Name], Backend: backendFamily(p.Record.Backend),
 		})
 	}
 	return st
@@ -448,4 +448,12 @@ func prefixString(p netip.Prefix) string {
 		return ""
 	}
 	return p.String()
+}
+
+// backendDescription is the backend's name, with the WireGuard mode.
+func (a *Agent) backendDescription() string {
+	if a.wg != nil && a.wg.Mode() != "" {
+		return a.backend.Name() + " (" + a.wg.Mode() + ")"
+	}
+	return a.backend.Name()
 }

@@ -106,6 +106,10 @@ type PeerStatus struct {
 	Since    time.Time `json:"since"`
 	// Programmed is true when this node's kernel routes to the peer.
 	Programmed bool `json:"programmed"`
+	// Reason says why a known peer is not programmed.
+	Reason string `json:"reason,omitempty"`
+	// Backend is the data plane the peer runs.
+	Backend string `json:"backend,omitempty"`
 }
 
 // Status is the answer to GET /v1/status.

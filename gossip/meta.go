@@ -30,7 +30,11 @@ const (
 	tagVersion  = 6
 	tagBackend  = 7
 	tagLeaving  = 8
+	tagWGKey    = 9
 )
+
+// WGKeySize is the length of a WireGuard (Curve25519) public key.
+const WGKeySize = 32
 
 // ErrRecordTooLarge is returned when a record does not fit in MetaMaxSize.
 var ErrRecordTooLarge = errors.New("node record larger than memberlist metadata limit")
@@ -48,6 +52,8 @@ type NodeRecord struct {
 	// Leaving is set by a node about to leave the fabric on purpose, so
 	// peers record a departure rather than a failure.
 	Leaving bool
+	// WGPublicKey is the node's WireGuard public key (WireGuard backend).
+	WGPublicKey []byte
 }
 
 // HasSubnet reports whether the node has claimed a pod subnet yet.
@@ -94,6 +100,12 @@ func (r NodeRecord) Encode() ([]byte, error) {
 	}
 	if r.Leaving {
 		add(tagLeaving, []byte{1})
+	}
+	if r.WGPublicKey != nil {
+		if len(r.WGPublicKey) != WGKeySize {
+			return nil, fmt.Errorf("encode node record %q: WireGuard key has %d bytes, want %d", r.Name, len(r.WGPublicKey), WGKeySize)
+		}
+		add(tagWGKey, r.WGPublicKey)
 	}
 	if err != nil {
 		return nil, err
@@ -174,6 +186,11 @@ func DecodeNodeRecord(b []byte) (NodeRecord, error) {
 				return r, fmt.Errorf("decode node record: leaving flag malformed")
 			}
 			r.Leaving = v[0] == 1
+		case tagWGKey:
+			if n != WGKeySize {
+				return r, fmt.Errorf("decode node record: WireGuard key has %d bytes, want %d", n, WGKeySize)
+			}
+			r.WGPublicKey = append([]byte(nil), v...)
 		}
 	}
 	switch {

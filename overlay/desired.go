@@ -26,6 +26,8 @@ type Peer struct {
 	Underlay netip.Addr
 	VTEPMAC  net.HardwareAddr
 	Subnet   netip.Prefix
+	// WGPublicKey is the peer's WireGuard public key (WireGuard backend).
+	WGPublicKey []byte
 }
 
 // OverlayIP is the peer's overlay address: the first address of its subnet.

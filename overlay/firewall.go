@@ -14,6 +14,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/loomnet/loom/policy"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -113,7 +114,7 @@ func (f *NFTables) tableExists(c *nftables.Conn) (bool, error) {
 func (f *NFTables) Apply(spec FirewallSpec) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c, err := nftables.New()
+	c, err := nftables.New(nftables.WithSockOptions(largeBatchBuffers))
 	if err != nil {
 		return false, fmt.Errorf("open nftables: %w", err)
 	}
@@ -178,6 +179,36 @@ func (f *NFTables) Teardown() error {
 	}
 	f.applied = ""
 	return nil
+}
+
+// batchBufferSize bounds one atomic table replacement: a policy set of
+// thousands of rules is megabytes of netlink messages, sent in one batch
+// and acknowledged message by message.
+const batchBufferSize = 64 << 20
+
+// largeBatchBuffers lifts the socket's buffers above the system default
+// (net.core.wmem_max), which a large table exceeds with EMSGSIZE or
+// ENOBUFS. The forced variants need CAP_NET_ADMIN, which loomd has; the
+// kernel allocates only what a batch uses.
+func largeBatchBuffers(conn *netlink.Conn) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, batchBufferSize); e != nil {
+			serr = fmt.Errorf("netlink send buffer: %w", e)
+			return
+		}
+		if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, batchBufferSize); e != nil {
+			serr = fmt.Errorf("netlink receive buffer: %w", e)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
 
 func addrElements(addrs []netip.Addr) []nftables.SetElement {

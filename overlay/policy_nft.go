@@ -1,7 +1,9 @@
 package overlay
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -23,20 +25,59 @@ const (
 	policySetPrefix     = "pol-"
 )
 
-// PolicyChains returns the names of the per-pod verdict chains a
-// compiled policy set produces; their last rule counts drops.
+// policyChain is one verdict chain: pods whose rules in a direction are
+// the same share it, so the table grows with the number of distinct rule
+// sets, not with pods × policies.
+type policyChain struct {
+	name string
+	dir  *policy.Direction
+	// peerOffset is where the peer's address is in the IPv4 header: the
+	// destination for egress, the source for ingress.
+	peerOffset uint32
+}
+
+// policyLayout names the chain of each pod and direction.
+type policyLayout struct {
+	chains  []policyChain
+	ingress map[string]string // host veth → chain
+	egress  map[string]string
+}
+
+func layoutPolicy(c *policy.Compiled) policyLayout {
+	l := policyLayout{ingress: map[string]string{}, egress: map[string]string{}}
+	seen := map[string]bool{}
+	add := func(prefix string, offset uint32, d *policy.Direction) string {
+		h := sha256.New()
+		for _, a := range d.Allow {
+			fmt.Fprintf(h, "%s|%v|%s;", a.Peer, a.Ports, a.Policy)
+		}
+		name := prefix + hex.EncodeToString(h.Sum(nil))[:16]
+		if !seen[name] {
+			seen[name] = true
+			l.chains = append(l.chains, policyChain{name: name, dir: d, peerOffset: offset})
+		}
+		return name
+	}
+	for _, p := range c.Pods {
+		if p.Egress != nil {
+			l.egress[p.HostIf] = add(policyEgressPrefix, 16, p.Egress)
+		}
+		if p.Ingress != nil {
+			l.ingress[p.HostIf] = add(policyIngressPrefix, 12, p.Ingress)
+		}
+	}
+	return l
+}
+
+// PolicyChains returns the names of the verdict chains a compiled policy
+// set produces; their last rule counts drops.
 func PolicyChains(c *policy.Compiled) []string {
 	if c == nil {
 		return nil
 	}
 	var out []string
-	for _, p := range c.Pods {
-		if p.Ingress != nil {
-			out = append(out, policyIngressPrefix+p.HostIf)
-		}
-		if p.Egress != nil {
-			out = append(out, policyEgressPrefix+p.HostIf)
-		}
+	for _, ch := range layoutPolicy(c).chains {
+		out = append(out, ch.name)
 	}
 	return out
 }
@@ -67,37 +108,33 @@ func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled) e
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
 		&expr.Verdict{Kind: expr.VerdictAccept},
 	}})
-	for _, p := range compiled.Pods {
-		for _, d := range []struct {
-			dir    *policy.Direction
-			prefix string
-			ifKey  expr.MetaKey
-			// addrOffset is where the peer's address is: the destination
-			// for egress, the source for ingress.
-			addrOffset uint32
-		}{
-			{p.Egress, policyEgressPrefix, expr.MetaKeyIIFNAME, 16},
-			{p.Ingress, policyIngressPrefix, expr.MetaKeyOIFNAME, 12},
-		} {
-			if d.dir == nil {
-				continue
-			}
-			ch := c.AddChain(&nftables.Chain{Name: d.prefix + p.HostIf, Table: t})
-			c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: []expr.Any{
-				&expr.Meta{Key: d.ifKey, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(p.HostIf)},
-				&expr.Verdict{Kind: expr.VerdictJump, Chain: ch.Name},
-			}})
-			for _, a := range d.dir.Allow {
-				for _, peer := range peerMatches(a.Peer, d.addrOffset, sets) {
-					for _, ports := range portMatches(a.Ports) {
-						e := append(append([]expr.Any{}, peer...), ports...)
-						e = append(e, &expr.Verdict{Kind: expr.VerdictReturn})
-						c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: e, UserData: []byte(a.Policy)})
-					}
+	layout := layoutPolicy(compiled)
+	for _, pc := range layout.chains {
+		ch := c.AddChain(&nftables.Chain{Name: pc.name, Table: t})
+		for _, a := range pc.dir.Allow {
+			for _, peer := range peerMatches(a.Peer, pc.peerOffset, sets) {
+				for _, ports := range portMatches(a.Ports) {
+					e := append(append([]expr.Any{}, peer...), ports...)
+					e = append(e, &expr.Verdict{Kind: expr.VerdictReturn})
+					c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: e, UserData: []byte(a.Policy)})
 				}
 			}
-			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}})
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}})
+	}
+	for _, p := range compiled.Pods {
+		for _, j := range []struct {
+			chain string
+			ifKey expr.MetaKey
+		}{{layout.egress[p.HostIf], expr.MetaKeyIIFNAME}, {layout.ingress[p.HostIf], expr.MetaKeyOIFNAME}} {
+			if j.chain == "" {
+				continue
+			}
+			c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: []expr.Any{
+				&expr.Meta{Key: j.ifKey, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(p.HostIf)},
+				&expr.Verdict{Kind: expr.VerdictJump, Chain: j.chain},
+			}})
 		}
 	}
 	return nil

@@ -22,6 +22,7 @@ import (
 func main() {
 	short := flag.Bool("short", false, "reduced run (< 5 minutes): fewer rounds, shorter transfers, 10 nodes only")
 	out := flag.String("out", "bench", "directory for results.json and results.md")
+	flag.StringVar(&only, "only", "", "run only these sections, comma-separated: dataplane, cni, scale, policy, convergence")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "loombench: must run as root (network namespaces)")
@@ -31,6 +32,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "loombench:", err)
 		os.Exit(1)
 	}
+}
+
+// only lists the sections to run; empty runs all.
+var only string
+
+func section(name string) bool {
+	if only == "" {
+		return true
+	}
+	for _, s := range strings.Split(only, ",") {
+		if strings.TrimSpace(s) == name {
+			return true
+		}
+	}
+	return false
 }
 
 func logf(format string, a ...any) { fmt.Printf("bench: "+format+"\n", a...) }
@@ -53,20 +69,30 @@ func run(short bool, out string) error {
 	if err := rig.BuildReferencePlugins(".", filepath.Join(bin, "ref")); err != nil {
 		return err
 	}
-	if err := dataPlane(rep, bin, rounds, secs); err != nil {
-		return err
+	if section("dataplane") {
+		if err := dataPlane(rep, bin, rounds, secs); err != nil {
+			return err
+		}
 	}
-	if err := cniBench(rep, bin, rounds, cniCount); err != nil {
-		return err
+	if section("cni") {
+		if err := cniBench(rep, bin, rounds, cniCount); err != nil {
+			return err
+		}
 	}
-	if err := scaleBench(rep, bin, short); err != nil {
-		return err
+	if section("scale") {
+		if err := scaleBench(rep, bin, short); err != nil {
+			return err
+		}
 	}
-	if err := policyBench(rep, bin); err != nil {
-		return err
+	if section("policy") {
+		if err := policyBench(rep, bin); err != nil {
+			return err
+		}
 	}
-	if err := convergenceBench(rep, bin, sizes, window); err != nil {
-		return err
+	if section("convergence") {
+		if err := convergenceBench(rep, bin, sizes, window); err != nil {
+			return err
+		}
 	}
 	rep.Note("The namespace rig has no wire: throughput is CPU-bound and noisy (±10%% between runs); compare ratios within one run, never single figures.")
 	rep.Note("Not yet measured: VXLAN offload/GRO tuning options, WireGuard.")
