@@ -297,3 +297,71 @@ func parseIPv4(f []byte) (src, dst netip.Addr, proto byte, sport, dport uint16, 
 	dport = binary.BigEndian.Uint16(ip[ihl+2:])
 	return src, dst, proto, sport, dport, true
 }
+
+// TestWireGuardBehindNAT puts one node in a "cloud" segment behind a
+// router that masquerades it and forwards only the gossip and WireGuard
+// ports of its public address, as a cloud NAT gateway would; the node
+// advertises that public address, which it does not own. All pods must
+// reach all pods.
+func TestWireGuardBehindNAT(t *testing.T) {
+	r := newRig(t, "--backend", "wireguard", "--wireguard-keepalive", "25s")
+	nodes := startNodes(t, r, 2)
+	cloud, err := r.AddRoutedNode("cloud")
+	if err != nil {
+		t.Fatal(err)
+	}
+	router := r.Prefix + "-rt"
+	public := "10.200.0.254"
+	nat := fmt.Sprintf(`table ip nat {
+	chain prerouting {
+		type nat hook prerouting priority dstnat;
+		iifname "eth0" ip daddr %[1]s udp dport { 7946, 51820 } dnat to %[2]s
+		iifname "eth0" ip daddr %[1]s tcp dport 7946 dnat to %[2]s
+	}
+	chain postrouting {
+		type nat hook postrouting priority srcnat;
+		oifname "eth0" ip saddr 10.201.0.0/24 masquerade
+	}
+}
+table ip filter {
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+		iifname "eth1" accept
+		ct status dnat accept
+	}
+}
+`, public, cloud.Addr)
+	if out, err := rig.Run("ip", "netns", "exec", router, "sh", "-c", "nft -f - <<'EOF'\n"+nat+"EOF\n"); err != nil {
+		t.Fatalf("program the NAT router: %v: %s", err, out)
+	}
+	// The nodes on the switch know the cloud node only by its public
+	// address: no route into the cloud segment.
+	for _, n := range nodes {
+		if _, err := rig.Run("ip", "-n", n.NS, "route", "del", rig.RoutedSegment.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cloud.Args = append(cloud.Args, "--advertise-addr", public)
+	if err := cloud.Start(nodes[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := cloud.WaitReady(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, r.Nodes())
+	var pods []*rig.Pod
+	for _, n := range append(nodes, cloud) {
+		pods = append(pods, addPod(t, n, n.Name+"-natpod"))
+	}
+	waitAllReach(t, pods, 30*time.Second)
+	st, err := nodes[0].Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range st.Peers {
+		if p.Name == "cloud" && p.Underlay != public {
+			t.Fatalf("cloud node known at %s, want its public %s", p.Underlay, public)
+		}
+	}
+}
