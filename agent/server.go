@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,6 +57,7 @@ func (a *Agent) serveAPI() (func(), error) {
 	mux.HandleFunc("GET /v1/pods", a.handlePods)
 	mux.HandleFunc("POST /v1/pods/label", a.handleLabel)
 	mux.HandleFunc("GET /v1/policy", a.handlePolicy)
+	mux.HandleFunc("POST /v1/wireguard/rotate", a.handleWireGuardRotate)
 	mux.HandleFunc("GET /v1/status", a.handleStatus)
 	mux.HandleFunc("GET /v1/subnets", a.handleSubnets)
 	mux.HandleFunc("POST /v1/peers/remove", a.handleRemovePeer)
@@ -432,12 +434,14 @@ func (a *Agent) status() api.Status {
 	a.stateMu.Lock()
 	programmed, excluded := a.programmed, a.excluded
 	st.Node.Conflicts = a.conflicts
+	st.Node.WireGuardKey = wgKeyString(a.wgPublic)
 	a.stateMu.Unlock()
 	for _, p := range a.members.Peers() {
 		st.Peers = append(st.Peers, api.PeerStatus{
 			Name: p.Record.Name, Underlay: p.Record.Underlay.String(), Subnet: prefixString(p.Record.Subnet),
 			VTEPMAC: p.Record.VTEPMAC.String(), State: p.State.String(), Since: p.Since.UTC().Truncate(time.Second),
 			Programmed: programmed[p.Record.Name], Reason: excluded[p.Record.Name], Backend: backendFamily(p.Record.Backend),
+			WireGuardKey: wgKeyString(p.Record.WGPublicKey),
 		})
 	}
 	return st
@@ -456,4 +460,11 @@ func (a *Agent) backendDescription() string {
 		return a.backend.Name() + " (" + a.wg.Mode() + ")"
 	}
 	return a.backend.Name()
+}
+
+func wgKeyString(k []byte) string {
+	if len(k) == 0 {
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString(k)
 }

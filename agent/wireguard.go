@@ -4,9 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/loomnet/loom/api"
+	"go.uber.org/zap"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -19,8 +23,15 @@ const wireGuardKeyFile = "wireguard.key"
 // that exists but does not parse is an error: a new key would silently
 // change the node's identity for every peer.
 func loadWireGuardKey(stateDir string) (wgtypes.Key, error) {
+	return loadOrMakeWireGuardKey(stateDir, false)
+}
+
+func loadOrMakeWireGuardKey(stateDir string, fresh bool) (wgtypes.Key, error) {
 	path := filepath.Join(stateDir, wireGuardKeyFile)
 	b, err := os.ReadFile(path)
+	if fresh {
+		err = fs.ErrNotExist
+	}
 	if err == nil {
 		k, err := wgtypes.ParseKey(strings.TrimSpace(string(b)))
 		if err != nil {
@@ -46,4 +57,41 @@ func loadWireGuardKey(stateDir string) (wgtypes.Key, error) {
 		return wgtypes.Key{}, fmt.Errorf("store WireGuard key: %w", err)
 	}
 	return k, nil
+}
+
+// rotateWireGuardKey makes and stores a new key pair, puts it on the
+// device and gossips the new public key; peers reconfigure as soon as
+// they see it, so traffic pauses for about one gossip round and one
+// handshake.
+func (a *Agent) rotateWireGuardKey() (string, error) {
+	if a.wg == nil {
+		return "", errors.New("this node does not run the wireguard backend")
+	}
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
+	k, err := loadOrMakeWireGuardKey(a.cfg.StateDir, true)
+	if err != nil {
+		return "", err
+	}
+	pub := k.PublicKey()
+	a.wg.SetPrivateKey(k)
+	a.stateMu.Lock()
+	a.wgPublic = pub[:]
+	a.stateMu.Unlock()
+	if err := a.members.SetLocalRecord(a.record()); err != nil {
+		return "", fmt.Errorf("gossip the new WireGuard key: %w", err)
+	}
+	a.log.Info("WireGuard key rotated", zap.String("public_key", pub.String()))
+	a.trigger()
+	return pub.String(), nil
+}
+
+// handleWireGuardRotate serves POST /v1/wireguard/rotate.
+func (a *Agent) handleWireGuardRotate(w http.ResponseWriter, r *http.Request) {
+	pub, err := a.rotateWireGuardKey()
+	if err != nil {
+		writeError(w, http.StatusConflict, api.CodeBadRequest, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.WireGuardRotateResponse{PublicKey: pub})
 }

@@ -177,3 +177,10 @@ func (c *Client) Policy(ctx context.Context) (PolicyStatus, error) {
 	err := c.do(ctx, http.MethodGet, "/v1/policy", nil, &out)
 	return out, err
 }
+
+// RotateWireGuardKey makes the node switch to a new WireGuard key pair.
+func (c *Client) RotateWireGuardKey(ctx context.Context) (WireGuardRotateResponse, error) {
+	var out WireGuardRotateResponse
+	err := c.do(ctx, http.MethodPost, "/v1/wireguard/rotate", nil, &out)
+	return out, err
+}

@@ -94,6 +94,8 @@ type NodeStatus struct {
 	Conflicts int `json:"conflicts"`
 	// GossipEncrypted is false when the agent runs with --insecure-gossip.
 	GossipEncrypted bool `json:"gossipEncrypted"`
+	// WireGuardKey is the node's WireGuard public key (base64).
+	WireGuardKey string `json:"wireguardKey,omitempty"`
 }
 
 // PeerStatus describes one remote node.
@@ -110,6 +112,8 @@ type PeerStatus struct {
 	Reason string `json:"reason,omitempty"`
 	// Backend is the data plane the peer runs.
 	Backend string `json:"backend,omitempty"`
+	// WireGuardKey is the peer's WireGuard public key (base64).
+	WireGuardKey string `json:"wireguardKey,omitempty"`
 }
 
 // Status is the answer to GET /v1/status.
@@ -211,4 +215,9 @@ type PodPolicy struct {
 	Ingress         []string `json:"ingress"`
 	EgressIsolated  bool     `json:"egressIsolated"`
 	Egress          []string `json:"egress"`
+}
+
+// WireGuardRotateResponse carries the node's new WireGuard public key.
+type WireGuardRotateResponse struct {
+	PublicKey string `json:"publicKey"`
 }

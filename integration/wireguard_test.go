@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -214,6 +215,77 @@ func TestWireGuardBackend(t *testing.T) {
 		if err := vx.Stop(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
+	})
+
+	t.Run("key rotation: peers pick up the new key", func(t *testing.T) {
+		before, err := nodes[0].Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Pings every 100 ms across the rotation; the longest run of
+		// losses is reported (a measurement, not a pass criterion).
+		stop := make(chan struct{})
+		gapDone := make(chan time.Duration, 1)
+		go func() {
+			var worst, cur time.Duration
+			for {
+				select {
+				case <-stop:
+					gapDone <- max(worst, cur)
+					return
+				default:
+				}
+				start := time.Now()
+				if rig.Ping(pods[2].NS, pods[0].IP) != nil {
+					cur += time.Since(start)
+				} else {
+					worst, cur = max(worst, cur), 0
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
+		res, err := nodes[0].Client().RotateWireGuardKey(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.PublicKey == before.Node.WireGuardKey || res.PublicKey == "" {
+			t.Fatalf("rotate returned %q, the key before was %q", res.PublicKey, before.Node.WireGuardKey)
+		}
+		err = rig.Eventually(20*time.Second, func() error {
+			for _, n := range nodes[1:] {
+				st, err := n.Status()
+				if err != nil {
+					return err
+				}
+				for _, p := range st.Peers {
+					if p.Name == nodes[0].Name && p.WireGuardKey != res.PublicKey {
+						return fmt.Errorf("%s still has key %s for %s", n.Name, p.WireGuardKey, p.Name)
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitAllReach(t, pods, 20*time.Second)
+		close(stop)
+		t.Logf("longest connectivity gap during rotation: %s", <-gapDone)
+		// The new key survives a restart of the agent.
+		if err := nodes[0].Stop(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := nodes[0].Start(nodes[1]); err != nil {
+			t.Fatal(err)
+		}
+		if err := nodes[0].WaitReady(60 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		st, err := nodes[0].Status()
+		if err != nil || st.Node.WireGuardKey != res.PublicKey {
+			t.Fatalf("after restart key = %q (%v), want %q", st.Node.WireGuardKey, err, res.PublicKey)
+		}
+		waitAllReach(t, pods, 30*time.Second)
 	})
 
 	t.Run("agent restart: pods reach each other again", func(t *testing.T) {

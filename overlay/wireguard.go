@@ -166,6 +166,14 @@ func (w *WireGuard) create() error {
 	return nil
 }
 
+// SetPrivateKey replaces the device's key at the next AddPeers.
+func (w *WireGuard) SetPrivateKey(k wgtypes.Key) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.cfg.PrivateKey = k
+	w.applied = ""
+}
+
 // configure applies c to the device, whichever mode it runs in.
 func (w *WireGuard) configure(c wgtypes.Config) error {
 	if w.mode == WireGuardUserspace {

@@ -304,6 +304,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	label.Flags().StringVar(&labelIf, "ifname", "eth0", "the pod's interface (CNI_IFNAME)")
 	pods.AddCommand(label)
 	root.AddCommand(pods)
+	wg := &cobra.Command{Use: "wg", Short: "WireGuard backend operations"}
+	wg.AddCommand(&cobra.Command{
+		Use:   "rotate",
+		Short: "Switch this node to a new WireGuard key pair; peers pick up the new public key by gossip",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			res, err := client().RotateWireGuardKey(context.Background())
+			if err != nil {
+				return err
+			}
+			return show(res, func() error {
+				_, err := fmt.Fprintf(stdout, "new WireGuard public key: %s\n", res.PublicKey)
+				return err
+			})
+		},
+	})
+	root.AddCommand(wg)
 	root.AddCommand(&cobra.Command{
 		Use:   "policy",
 		Short: "Show the network policies in force and, per local pod, what they allow",
