@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -136,12 +137,17 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 		pub := key.PublicKey()
 		a.wgPublic = pub[:]
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find loomd's own binary for the WireGuard helper: %w", err)
+		}
 		wg := overlay.NewWireGuard(a.kernel, overlay.WireGuardConfig{
 			Name: overlay.WireGuardDevice, Port: r.WireGuardPort, MTU: r.mtu, PrivateKey: key,
 			Keepalive: r.WireGuardKeepalive,
+			Helper:    []string{self, "wireguard-device"},
+			Socket:    filepath.Join(r.StateDir, "wireguard.sock"),
+			HelperLog: filepath.Join(r.StateDir, "wireguard-device.log"),
 		})
-		// The userspace device lives in this process: it stops with it.
-		defer wg.Close()
 		a.wg, a.backend = wg, wg
 		vxlanPort = 0 // no VXLAN socket to guard
 	default:

@@ -16,7 +16,14 @@ import (
 // as fast as they can be issued, then checks that every live node's kernel
 // holds exactly the entries the live membership implies (full dumps, not
 // counts) and that no subnet has two owners.
-func TestChurn(t *testing.T) {
+func TestChurn(t *testing.T) { churn(t) }
+
+// TestChurnWireGuard is TestChurn over the WireGuard backend; the kernel
+// check expects routes through loom-wg, and pods on every live node must
+// then reach each other, which needs every device's peers to be right.
+func TestChurnWireGuard(t *testing.T) { churn(t, "--backend", "wireguard") }
+
+func churn(t *testing.T, agentArgs ...string) {
 	seed := time.Now().UnixNano()
 	if s := os.Getenv("LOOM_CHURN_SEED"); s != "" {
 		seed, _ = strconv.ParseInt(s, 10, 64)
@@ -24,7 +31,7 @@ func TestChurn(t *testing.T) {
 	t.Logf("churn seed %d (set LOOM_CHURN_SEED to replay)", seed)
 	rnd := rand.New(rand.NewSource(seed))
 
-	r := newRig(t, "--dead-node-grace", "0s")
+	r := newRig(t, append([]string{"--dead-node-grace", "0s"}, agentArgs...)...)
 	nodes := startNodes(t, r, 8)
 	ctl := filepath.Join(binaries(t), "loomctl")
 	running := func() []*rig.Node {
@@ -94,4 +101,9 @@ func TestChurn(t *testing.T) {
 	for _, n := range live {
 		waitKernelMatches(t, n, live, nil, 60*time.Second)
 	}
+	var pods []*rig.Pod
+	for _, n := range live {
+		pods = append(pods, addPod(t, n, n.Name+"-afterchurn"))
+	}
+	waitAllReach(t, pods, 30*time.Second)
 }

@@ -17,8 +17,14 @@ import (
 // TestHitlessRestart pings between pods on two nodes at 100 packets/s while
 // both agents are killed and restarted, then stopped with SIGTERM and
 // restarted: not one packet may be lost.
-func TestHitlessRestart(t *testing.T) {
-	r := newRig(t)
+func TestHitlessRestart(t *testing.T) { hitlessRestart(t) }
+
+// TestHitlessRestartWireGuard is the same over the WireGuard backend,
+// whose userspace device lives in a helper process the agent adopts.
+func TestHitlessRestartWireGuard(t *testing.T) { hitlessRestart(t, "--backend", "wireguard") }
+
+func hitlessRestart(t *testing.T, agentArgs ...string) {
+	r := newRig(t, agentArgs...)
 	nodes := startNodes(t, r, 2)
 	a, b := addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b")
 	waitAllReach(t, []*rig.Pod{a, b}, 30*time.Second)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -299,6 +300,36 @@ func TestWireGuardBackend(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitAllReach(t, pods, 30*time.Second)
+	})
+
+	t.Run("leave removes the device and ends the userspace helper", func(t *testing.T) {
+		n := nodes[2]
+		st, err := n.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		userspace := st.Node.Backend == "wireguard (userspace)"
+		helper := "wireguard-device --name loom-wg --mtu [0-9]+ --socket " + filepath.Join(n.Dir, "state")
+		if out, _ := rig.Run("pgrep", "-f", helper); userspace && strings.TrimSpace(out) == "" {
+			t.Fatalf("no userspace helper running for %s before leave", n.Name)
+		}
+		if _, err := rig.Run(filepath.Join(binaries(t), "loomctl"), "--socket", n.Socket, "leave"); err != nil {
+			t.Fatal(err)
+		}
+		n.Stop(syscall.SIGTERM)
+		err = rig.Eventually(10*time.Second, func() error {
+			if _, err := n.Exec("ip", "link", "show", "loom-wg"); err == nil {
+				return fmt.Errorf("loom-wg still exists on %s", n.Name)
+			}
+			out, _ := rig.Run("pgrep", "-f", helper)
+			if strings.TrimSpace(out) != "" {
+				return fmt.Errorf("helper still running: pid %s", out)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	})
 }
 

@@ -1,21 +1,20 @@
 package overlay
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/conn"
-	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -41,22 +40,29 @@ type WireGuardConfig struct {
 	Keepalive time.Duration
 	// ForceUserspace skips the kernel module (tests, benchmarks).
 	ForceUserspace bool
+	// Helper is the command that runs a userspace device (loomd's
+	// "wireguard-device"); it gets --name, --mtu and --socket appended.
+	Helper []string
+	// Socket is where the userspace device serves the UAPI.
+	Socket string
+	// HelperLog receives the helper's output.
+	HelperLog string
 }
 
 // WireGuard routes each peer's pod subnet through one WireGuard device,
-// encrypted and authenticated by the peers' keys. Both modes are
-// configured with the same wgtypes.Config: wgctrl for the kernel device,
-// the same configuration as UAPI text for the userspace one.
+// encrypted and authenticated by the peers' keys. Both modes are read and
+// configured as wgtypes: wgctrl for the kernel device, the UAPI socket
+// of the helper process for the userspace one. The userspace device runs
+// in its own long-lived process, so an agent restart adopts it and pod
+// traffic never stops.
 type WireGuard struct {
 	k   Kernel
 	cfg WireGuardConfig
 
 	// mu guards the fields below.
-	mu      sync.Mutex
-	mode    string
-	index   int
-	user    *device.Device
-	applied string // fingerprint of the peer configuration in force
+	mu    sync.Mutex
+	mode  string
+	index int
 }
 
 var _ Backend = (*WireGuard)(nil)
@@ -96,20 +102,12 @@ func (w *WireGuard) EnsureDevice(overlayIP netip.Addr) (bool, error) {
 	case err != nil:
 		return false, fmt.Errorf("look up %s: %w", w.cfg.Name, err)
 	}
-	if l != nil && w.mode == "" {
-		// Left by an earlier run. A kernel device can be reused; a TUN
-		// nobody serves any more carries nothing, so it is replaced.
-		if l.Type() == "wireguard" && !w.cfg.ForceUserspace {
-			w.mode = WireGuardKernel
-		} else {
-			if err := w.k.LinkDel(l); err != nil {
-				return false, fmt.Errorf("delete stale %s: %w", w.cfg.Name, err)
-			}
-			l = nil
+	if l != nil && !w.adoptable(l) {
+		// A TUN whose helper is gone carries nothing: replace it.
+		if err := w.k.LinkDel(l); err != nil {
+			return false, fmt.Errorf("delete stale %s: %w", w.cfg.Name, err)
 		}
-	}
-	if l != nil && w.mode == WireGuardUserspace && w.user == nil {
-		l = nil
+		l, changed = nil, true
 	}
 	if l == nil {
 		if err := w.create(); err != nil {
@@ -118,7 +116,6 @@ func (w *WireGuard) EnsureDevice(overlayIP netip.Addr) (bool, error) {
 		if l, err = w.k.LinkByName(w.cfg.Name); err != nil {
 			return false, fmt.Errorf("look up created %s: %w", w.cfg.Name, err)
 		}
-		w.applied = ""
 		changed = true
 	}
 	w.index = l.Attrs().Index
@@ -141,6 +138,21 @@ func (w *WireGuard) EnsureDevice(overlayIP netip.Addr) (bool, error) {
 	return changed || addrChanged, nil
 }
 
+// adoptable reports whether an existing device can be used as it is: a
+// kernel WireGuard device, or a TUN whose helper answers on the socket.
+// Called with mu held; sets the mode.
+func (w *WireGuard) adoptable(l netlink.Link) bool {
+	if l.Type() == "wireguard" && !w.cfg.ForceUserspace {
+		w.mode = WireGuardKernel
+		return true
+	}
+	if _, err := uapiGet(w.cfg.Socket); err == nil {
+		w.mode = WireGuardUserspace
+		return true
+	}
+	return false
+}
+
 // create makes the device, kernel first. Called with mu held.
 func (w *WireGuard) create() error {
 	if !w.cfg.ForceUserspace {
@@ -153,31 +165,63 @@ func (w *WireGuard) create() error {
 			return fmt.Errorf("create WireGuard device %s: %w", w.cfg.Name, err)
 		}
 	}
-	t, err := tun.CreateTUN(w.cfg.Name, w.cfg.MTU)
-	if err != nil {
-		return fmt.Errorf("create TUN %s for userspace WireGuard: %w", w.cfg.Name, err)
+	if len(w.cfg.Helper) == 0 {
+		return errors.New("no WireGuard kernel module and no userspace helper configured")
 	}
-	dev := device.NewDevice(t, conn.NewDefaultBind(), device.NewLogger(device.LogLevelSilent, ""))
-	if err := dev.Up(); err != nil {
-		dev.Close()
-		return fmt.Errorf("start userspace WireGuard on %s: %w", w.cfg.Name, err)
+	args := append(slices.Clone(w.cfg.Helper[1:]), "--name", w.cfg.Name, "--mtu", fmt.Sprint(w.cfg.MTU), "--socket", w.cfg.Socket)
+	cmd := exec.Command(w.cfg.Helper[0], args...)
+	if w.cfg.HelperLog != "" {
+		f, err := os.OpenFile(w.cfg.HelperLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", w.cfg.HelperLog, err)
+		}
+		defer f.Close()
+		cmd.Stdout, cmd.Stderr = f, f
 	}
-	w.user, w.mode = dev, WireGuardUserspace
+	// Its own session: it must outlive this agent, whatever signal the
+	// agent's process group gets.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start userspace WireGuard helper: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }() // reap it whenever it ends
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := uapiGet(w.cfg.Socket); err == nil {
+			break
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("userspace WireGuard helper exited: %v (see %s)", err, w.cfg.HelperLog)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			return fmt.Errorf("userspace WireGuard helper did not serve %s within 10s", w.cfg.Socket)
+		}
+	}
+	w.mode = WireGuardUserspace
 	return nil
 }
 
-// SetPrivateKey replaces the device's key at the next AddPeers.
-func (w *WireGuard) SetPrivateKey(k wgtypes.Key) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.cfg.PrivateKey = k
-	w.applied = ""
+// device reads the device's configuration, whichever mode it runs in.
+func (w *WireGuard) device() (*wgtypes.Device, error) {
+	if w.mode == WireGuardUserspace {
+		return uapiGet(w.cfg.Socket)
+	}
+	client, err := wgctrl.New()
+	if err != nil {
+		return nil, fmt.Errorf("open wgctrl: %w", err)
+	}
+	defer client.Close()
+	return client.Device(w.cfg.Name)
 }
 
 // configure applies c to the device, whichever mode it runs in.
 func (w *WireGuard) configure(c wgtypes.Config) error {
 	if w.mode == WireGuardUserspace {
-		return w.user.IpcSet(uapiText(c))
+		return uapiSet(w.cfg.Socket, c)
 	}
 	client, err := wgctrl.New()
 	if err != nil {
@@ -187,60 +231,37 @@ func (w *WireGuard) configure(c wgtypes.Config) error {
 	return client.ConfigureDevice(w.cfg.Name, c)
 }
 
-// uapiText renders a configuration in WireGuard's cross-platform UAPI
-// "set" format, which the userspace device reads.
-func uapiText(c wgtypes.Config) string {
-	var b strings.Builder
-	if c.PrivateKey != nil {
-		fmt.Fprintf(&b, "private_key=%s\n", hex.EncodeToString(c.PrivateKey[:]))
-	}
-	if c.ListenPort != nil {
-		fmt.Fprintf(&b, "listen_port=%d\n", *c.ListenPort)
-	}
-	if c.ReplacePeers {
-		b.WriteString("replace_peers=true\n")
-	}
-	for _, p := range c.Peers {
-		fmt.Fprintf(&b, "public_key=%s\n", hex.EncodeToString(p.PublicKey[:]))
-		if p.Remove {
-			b.WriteString("remove=true\n")
-			continue
-		}
-		if p.Endpoint != nil {
-			fmt.Fprintf(&b, "endpoint=%s\n", p.Endpoint)
-		}
-		if p.PersistentKeepaliveInterval != nil {
-			fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", int(p.PersistentKeepaliveInterval.Seconds()))
-		}
-		if p.ReplaceAllowedIPs {
-			b.WriteString("replace_allowed_ips=true\n")
-		}
-		for _, ip := range p.AllowedIPs {
-			fmt.Fprintf(&b, "allowed_ip=%s\n", ip.String())
-		}
-	}
-	return b.String()
-}
-
-// AddPeers implements Backend: the device's peers become exactly peers,
-// each allowed its pod subnet (its overlay address included) and reached
-// at its advertised address. Nothing is written when they already are.
+// AddPeers implements Backend: the device gets this node's key and port,
+// and each peer its pod subnet (its overlay address included) as allowed
+// IPs and its advertised address as endpoint. It only adds and updates:
+// removing is RemoveStale's, which a restarted agent that has not heard
+// from its peers yet does not run. The device is read first and nothing is
+// written when it already holds all of this, so a restarted agent adopts a
+// running device without a single write.
 func (w *WireGuard) AddPeers(peers []Peer) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	have, err := w.device()
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", w.cfg.Name, err)
+	}
+	current := map[wgtypes.Key]string{}
+	for _, p := range have.Peers {
+		current[p.PublicKey] = peerFingerprint(p)
+	}
 	port := w.cfg.Port
-	c := wgtypes.Config{PrivateKey: &w.cfg.PrivateKey, ListenPort: &port, ReplacePeers: true}
-	var fp strings.Builder
-	sorted := slices.Clone(peers)
-	slices.SortFunc(sorted, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
-	for _, p := range sorted {
+	c := wgtypes.Config{}
+	if have.PrivateKey != w.cfg.PrivateKey || have.ListenPort != port {
+		c.PrivateKey, c.ListenPort = &w.cfg.PrivateKey, &port
+	}
+	for _, p := range peers {
 		key, err := wgtypes.NewKey(p.WGPublicKey)
 		if err != nil {
 			continue // validated before it gets here; never configure half a peer
 		}
 		pc := wgtypes.PeerConfig{
 			PublicKey:         key,
-			Endpoint:          &net.UDPAddr{IP: ipOf(p.Underlay), Port: w.cfg.Port},
+			Endpoint:          &net.UDPAddr{IP: ipOf(p.Underlay).To4(), Port: w.cfg.Port},
 			ReplaceAllowedIPs: true,
 			AllowedIPs:        []net.IPNet{*ipNetOf(p.Subnet)},
 		}
@@ -248,17 +269,25 @@ func (w *WireGuard) AddPeers(peers []Peer) (int, error) {
 			ka := w.cfg.Keepalive
 			pc.PersistentKeepaliveInterval = &ka
 		}
-		c.Peers = append(c.Peers, pc)
-		fmt.Fprintf(&fp, "%s %s %s;", key, pc.Endpoint, p.Subnet)
+		want := wgtypes.Peer{PublicKey: key, Endpoint: pc.Endpoint, PersistentKeepaliveInterval: w.cfg.Keepalive, AllowedIPs: pc.AllowedIPs}
+		if current[key] != peerFingerprint(want) {
+			c.Peers = append(c.Peers, pc)
+		}
 	}
-	if w.applied == fp.String() {
+	if c.PrivateKey == nil && len(c.Peers) == 0 {
 		return 0, nil
 	}
 	if err := w.configure(c); err != nil {
 		return 0, fmt.Errorf("configure %s peers: %w", w.cfg.Name, err)
 	}
-	w.applied = fp.String()
-	return 1, nil
+	return len(c.Peers) + btoi(c.PrivateKey != nil), nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // PeerRoutes implements Backend: each peer's subnet through the device.
@@ -272,17 +301,41 @@ func (w *WireGuard) PeerRoutes(peers []Peer) []netlink.Route {
 	return out
 }
 
-// RemoveStale implements Backend; AddPeers already replaced the peer list.
-func (w *WireGuard) RemoveStale([]Peer) (int, error) { return 0, nil }
+// RemoveStale implements Backend: device peers whose key belongs to no
+// current peer (departed nodes, rotated keys) are removed.
+func (w *WireGuard) RemoveStale(peers []Peer) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	have, err := w.device()
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", w.cfg.Name, err)
+	}
+	keep := map[wgtypes.Key]bool{}
+	for _, p := range peers {
+		if k, err := wgtypes.NewKey(p.WGPublicKey); err == nil {
+			keep[k] = true
+		}
+	}
+	var c wgtypes.Config
+	for _, p := range have.Peers {
+		if !keep[p.PublicKey] {
+			c.Peers = append(c.Peers, wgtypes.PeerConfig{PublicKey: p.PublicKey, Remove: true})
+		}
+	}
+	if len(c.Peers) == 0 {
+		return 0, nil
+	}
+	if err := w.configure(c); err != nil {
+		return 0, fmt.Errorf("remove stale %s peers: %w", w.cfg.Name, err)
+	}
+	return len(c.Peers), nil
+}
 
-// Teardown implements Backend.
+// Teardown implements Backend. Deleting the device also ends a
+// userspace helper, which exits when its TUN goes away.
 func (w *WireGuard) Teardown() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.user != nil {
-		w.user.Close() // removes the TUN device
-		w.user = nil
-	}
 	l, err := w.k.LinkByName(w.cfg.Name)
 	if errors.Is(err, ErrLinkNotFound) {
 		return nil
@@ -293,13 +346,9 @@ func (w *WireGuard) Teardown() error {
 	return w.k.LinkDel(l)
 }
 
-// Close stops a userspace device; the kernel device stays for the next
-// run, as the VXLAN device does.
-func (w *WireGuard) Close() {
+// SetPrivateKey makes the next AddPeers put k on the device.
+func (w *WireGuard) SetPrivateKey(k wgtypes.Key) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.user != nil {
-		w.user.Close()
-		w.user = nil
-	}
+	w.cfg.PrivateKey = k
 }

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/loomnet/loom/agent"
+	"github.com/loomnet/loom/overlay"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -119,6 +120,21 @@ file, and the file over the environment.`,
 			return fmt.Errorf("unknown shell %q (bash, zsh, fish, powershell)", args[0])
 		},
 	})
+	var wgName, wgSocket string
+	var wgMTU int
+	wgDevice := &cobra.Command{
+		Use:    "wireguard-device",
+		Short:  "Run a userspace WireGuard device for loomd (started by loomd itself)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return overlay.RunWireGuardDevice(wgName, wgMTU, wgSocket)
+		},
+	}
+	wgDevice.Flags().StringVar(&wgName, "name", overlay.WireGuardDevice, "device name")
+	wgDevice.Flags().IntVar(&wgMTU, "mtu", 1420, "device MTU")
+	wgDevice.Flags().StringVar(&wgSocket, "socket", "", "UAPI socket to serve")
+	cmd.AddCommand(wgDevice)
 	cmd.SetArgs(args)
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "loomd:", err)
