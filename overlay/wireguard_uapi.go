@@ -167,3 +167,21 @@ func peerFingerprint(p wgtypes.Peer) string {
 	}
 	return fmt.Sprintf("%s %s %s", ep, p.PersistentKeepaliveInterval, strings.Join(ips, ","))
 }
+
+// ConfigureUserspaceWireGuard applies c to the userspace device serving
+// socket (a `loomd wireguard-device`); benchmarks build hand-made tunnels
+// with the same implementation Loom runs.
+func ConfigureUserspaceWireGuard(socket string, c wgtypes.Config) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := uapiGet(socket)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("userspace WireGuard at %s: %w", socket, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return uapiSet(socket, c)
+}

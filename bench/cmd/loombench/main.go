@@ -95,7 +95,8 @@ func run(short bool, out string) error {
 		}
 	}
 	rep.Note("The namespace rig has no wire: throughput is CPU-bound and noisy (±10%% between runs); compare ratios within one run, never single figures.")
-	rep.Note("Not yet measured: VXLAN offload/GRO tuning options, WireGuard.")
+	rep.Note("WireGuard runs in userspace here (no kernel module): Loom's backend and the hand-made tunnel both use loomd's wireguard-go helper.")
+	rep.Note("Not yet measured: VXLAN offload/GRO tuning options.")
 	return rep.Write(out)
 }
 
@@ -141,6 +142,20 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	if err != nil {
 		return err
 	}
+	_, wgp, err := fabric(r, "wg", []string{"--backend", "wireguard"})
+	if err != nil {
+		return err
+	}
+	var hw [2]*rig.Node
+	for i := range hw {
+		if hw[i], err = r.AddNode(fmt.Sprintf("handwg%d", i+1)); err != nil {
+			return err
+		}
+	}
+	handWG, err := bench.BuildHandWireGuard(hw, filepath.Join(bin, "loomd"), r.Dir, 1420)
+	if err != nil {
+		return err
+	}
 	var hn, hd [2]*rig.Node
 	for i := range hn {
 		if hn[i], err = r.AddNode(fmt.Sprintf("hand%d", i+1)); err != nil {
@@ -161,7 +176,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	for _, c := range []struct {
 		ns  string
 		dst netip.Addr
-	}{{pA.NS, pB.IP}, {pA.NS, pC.IP}, {rp[0].NS, rp[1].IP}, {dp[0].NS, dp[1].IP}, {pp[0].NS, pp[1].IP}, {hand[0].NS, hand[1].IP}, {handDirect[0].NS, handDirect[1].IP}, {loom[0].NS, loom[1].Addr}} {
+	}{{pA.NS, pB.IP}, {pA.NS, pC.IP}, {rp[0].NS, rp[1].IP}, {dp[0].NS, dp[1].IP}, {pp[0].NS, pp[1].IP}, {wgp[0].NS, wgp[1].IP}, {handWG[0].NS, handWG[1].IP}, {hand[0].NS, hand[1].IP}, {handDirect[0].NS, handDirect[1].IP}, {loom[0].NS, loom[1].Addr}} {
 		if err := rig.Eventually(30*time.Second, func() error { return rig.Ping(c.ns, c.dst) }); err != nil {
 			return err
 		}
@@ -180,6 +195,8 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 		{"Loom pod→pod, direct routing", dp[0].NS, dp[1].NS, dp[1].IP},
 		{"hand-made direct route pod→pod", handDirect[0].NS, handDirect[1].NS, handDirect[1].IP},
 		{"Loom pod→pod, 100 policies selecting the pods", pp[0].NS, pp[1].NS, pp[1].IP},
+		{"Loom pod→pod, WireGuard backend", wgp[0].NS, wgp[1].NS, wgp[1].IP},
+		{"hand-made WireGuard pod→pod", handWG[0].NS, handWG[1].NS, handWG[1].IP},
 	}
 	for round := 0; round < rounds; round++ {
 		logf("data plane round %d/%d", round+1, rounds)
@@ -199,7 +216,8 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 				}
 				rep.Add("UDP 1 Gbit/s loss: "+p.name, "%", loss)
 			}
-			if p.name == paths[0].name || p.name == paths[2].name || p.name == paths[len(paths)-1].name {
+			if rtt := map[string]bool{paths[0].name: true, paths[2].name: true, "Loom pod→pod, 100 policies selecting the pods": true,
+				"Loom pod→pod, WireGuard backend": true, "hand-made WireGuard pod→pod": true}; rtt[p.name] {
 				p50, p99, err := bench.RTT(p.client, p.server, p.dst, 2000)
 				if err != nil {
 					return err
@@ -225,6 +243,10 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	rep.Compare("TCP 1 stream(s): Loom pod→pod, 100 policies selecting the pods", "TCP 1 stream(s): Loom pod→pod", "≥ 0.95")
 	rep.Compare("TCP 4 stream(s): Loom pod→pod, 100 policies selecting the pods", "TCP 4 stream(s): Loom pod→pod", "≥ 0.95")
 	rep.Compare("TCP connect+close rate: Loom pod→pod, 100 policies selecting the pods", "TCP connect+close rate: Loom pod→pod", "")
+	for _, s := range []string{"1", "4"} {
+		rep.Compare("TCP "+s+" stream(s): Loom pod→pod, WireGuard backend", "TCP "+s+" stream(s): hand-made WireGuard pod→pod", "≥ 0.95")
+	}
+	rep.Compare("RTT p50: Loom pod→pod, WireGuard backend", "RTT p50: hand-made WireGuard pod→pod", "")
 	rep.Compare("RTT p50: Loom pod→pod", "RTT p50: underlay node→node", "overhead ≤ 10 µs")
 	rep.Compare("RTT p99: Loom pod→pod", "RTT p99: underlay node→node", "")
 	rep.Compare("TCP connect+close rate: Loom pod→pod", "TCP connect+close rate: underlay node→node", "")
