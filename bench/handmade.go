@@ -47,6 +47,15 @@ func BuildHandDirect(nodes [2]*rig.Node, mtu int) ([2]HandPod, error) {
 }
 
 func buildHand(nodes [2]*rig.Node, mtu int, direct bool) ([2]HandPod, error) {
+	return buildHandOpts(nodes, mtu, direct, false)
+}
+
+// buildHandWith is the VXLAN tunnel with the outer UDP checksum on or off.
+func buildHandWith(nodes [2]*rig.Node, mtu int, udpCsum bool) ([2]HandPod, error) {
+	return buildHandOpts(nodes, mtu, false, udpCsum)
+}
+
+func buildHandOpts(nodes [2]*rig.Node, mtu int, direct, udpCsum bool) ([2]HandPod, error) {
 	var pods [2]HandPod
 	for i, n := range nodes {
 		if _, err := rig.Run("ip", "netns", "exec", n.NS, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"); err != nil {
@@ -67,7 +76,7 @@ func buildHand(nodes [2]*rig.Node, mtu int, direct bool) ([2]HandPod, error) {
 				h.AddrAdd(lo, &netlink.Addr{IPNet: host32(handSubnet(i).Addr())})
 				return h.RouteReplace(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: net24(handSubnet(1 - i)), Gw: nodes[1-i].Addr.AsSlice()})
 			}
-			return addHandVXLAN(h, eth0, n.Addr, nodes[1-i].Addr, i, mtu)
+			return addHandVXLAN(h, eth0, n.Addr, nodes[1-i].Addr, i, mtu, udpCsum)
 		}); err != nil {
 			return pods, err
 		}
@@ -92,9 +101,9 @@ func withHandle(nsName string, f func(*netlink.Handle) error) error {
 	return f(h)
 }
 
-func addHandVXLAN(h *netlink.Handle, eth0 netlink.Link, local, remote netip.Addr, i, mtu int) error {
+func addHandVXLAN(h *netlink.Handle, eth0 netlink.Link, local, remote netip.Addr, i, mtu int, udpCsum bool) error {
 	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "hand.1", MTU: mtu, HardwareAddr: handMACs[i]},
-		VxlanId: 42, VtepDevIndex: eth0.Attrs().Index, SrcAddr: local.AsSlice(), Port: 4789}
+		VxlanId: 42, VtepDevIndex: eth0.Attrs().Index, SrcAddr: local.AsSlice(), Port: 4789, UDPCSum: udpCsum}
 	if err := h.LinkAdd(vx); err != nil {
 		return fmt.Errorf("hand vxlan: %w", err)
 	}

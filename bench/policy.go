@@ -7,10 +7,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/loomnet/loom/integration/rig"
 	"github.com/loomnet/loom/overlay"
 	"github.com/loomnet/loom/policy"
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -93,31 +93,18 @@ func ProgramPolicy(node *rig.Node, pods, policies int) (PolicyResult, error) {
 		res.HeapBytes = after.HeapAlloc - before.HeapAlloc
 	}
 	res.LocalPods = len(compiled.Pods)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return res, err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(node.NS)
-	if err != nil {
-		return res, err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return res, err
-	}
-	defer netns.Set(orig)
-	fw := overlay.NewNFTables()
-	spec := overlay.FirewallSpec{Cluster: netip.MustParsePrefix("10.244.0.0/16"), Policy: compiled}
-	start = time.Now()
-	if _, err := fw.Apply(spec); err != nil {
-		return res, fmt.Errorf("program policy: %w", err)
-	}
-	res.Program = time.Since(start)
-	runtime.KeepAlive(compiled)
-	return res, fw.Teardown()
+	err := ns.WithNetNSPath("/run/netns/"+node.NS, func(ns.NetNS) error {
+		fw := overlay.NewNFTables()
+		spec := overlay.FirewallSpec{Cluster: netip.MustParsePrefix("10.244.0.0/16"), Policy: compiled}
+		start := time.Now()
+		if _, err := fw.Apply(spec); err != nil {
+			return fmt.Errorf("program policy: %w", err)
+		}
+		res.Program = time.Since(start)
+		runtime.KeepAlive(compiled)
+		return fw.Teardown()
+	})
+	return res, err
 }
 
 // PolicyFile renders n NetworkPolicies in namespace default that all

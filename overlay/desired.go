@@ -3,9 +3,10 @@ package overlay
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"github.com/loomnet/loom/policy"
 	"net"
 	"net/netip"
+
+	"github.com/loomnet/loom/policy"
 )
 
 // RouteProtocol tags every route Loom installs (see /etc/iproute2/rt_protos),

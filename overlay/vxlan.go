@@ -96,19 +96,28 @@ func (v *VXLAN) EnsureDevice(overlayIP netip.Addr) (bool, error) {
 		changed = true
 	}
 	v.index.Store(int64(l.Attrs().Index))
-	if l.Attrs().MTU != v.cfg.MTU {
-		if err := v.k.LinkSetMTU(l, v.cfg.MTU); err != nil {
-			return changed, fmt.Errorf("set %s mtu %d: %w", v.cfg.Name, v.cfg.MTU, err)
+	linkChanged, err := ensureDeviceUp(v.k, l, v.cfg.MTU, overlayIP)
+	return changed || linkChanged, err
+}
+
+// ensureDeviceUp gives an overlay device its MTU, the node's overlay
+// address as its only address, and brings it up; it reports whether it
+// had to change anything.
+func ensureDeviceUp(k Kernel, l netlink.Link, mtu int, overlayIP netip.Addr) (bool, error) {
+	name, changed := l.Attrs().Name, false
+	if l.Attrs().MTU != mtu {
+		if err := k.LinkSetMTU(l, mtu); err != nil {
+			return changed, fmt.Errorf("set %s mtu %d: %w", name, mtu, err)
 		}
 		changed = true
 	}
-	addrChanged, err := ensureOnlyAddr(v.k, l, netip.PrefixFrom(overlayIP, 32))
+	addrChanged, err := ensureOnlyAddr(k, l, netip.PrefixFrom(overlayIP, 32))
 	if err != nil {
 		return changed, err
 	}
 	if l.Attrs().Flags&net.FlagUp == 0 {
-		if err := v.k.LinkSetUp(l); err != nil {
-			return changed, fmt.Errorf("set %s up: %w", v.cfg.Name, err)
+		if err := k.LinkSetUp(l); err != nil {
+			return changed, fmt.Errorf("set %s up: %w", name, err)
 		}
 		changed = true
 	}

@@ -119,23 +119,8 @@ func (w *WireGuard) EnsureDevice(overlayIP netip.Addr) (bool, error) {
 		changed = true
 	}
 	w.index = l.Attrs().Index
-	if l.Attrs().MTU != w.cfg.MTU {
-		if err := w.k.LinkSetMTU(l, w.cfg.MTU); err != nil {
-			return changed, fmt.Errorf("set %s mtu %d: %w", w.cfg.Name, w.cfg.MTU, err)
-		}
-		changed = true
-	}
-	addrChanged, err := ensureOnlyAddr(w.k, l, netip.PrefixFrom(overlayIP, 32))
-	if err != nil {
-		return changed, err
-	}
-	if l.Attrs().Flags&net.FlagUp == 0 {
-		if err := w.k.LinkSetUp(l); err != nil {
-			return changed, fmt.Errorf("set %s up: %w", w.cfg.Name, err)
-		}
-		changed = true
-	}
-	return changed || addrChanged, nil
+	linkChanged, err := ensureDeviceUp(w.k, l, w.cfg.MTU, overlayIP)
+	return changed || linkChanged, err
 }
 
 // adoptable reports whether an existing device can be used as it is: a

@@ -222,6 +222,9 @@ func (n *Node) agentArgs(join []*Node) []string {
 	return append(args, n.Args...)
 }
 
+// SwitchPort is the name of the node's port on the underlay switch.
+func (n *Node) SwitchPort() string { return n.port }
+
 // LogPath is where the node's agent logs go.
 func (n *Node) LogPath() string { return filepath.Join(n.Dir, "loomd.log") }
 

@@ -22,7 +22,7 @@ import (
 func main() {
 	short := flag.Bool("short", false, "reduced run (< 5 minutes): fewer rounds, shorter transfers, 10 nodes only")
 	out := flag.String("out", "bench", "directory for results.json and results.md")
-	flag.StringVar(&only, "only", "", "run only these sections, comma-separated: dataplane, cni, scale, policy, convergence")
+	flag.StringVar(&only, "only", "", "run only these sections, comma-separated: dataplane, cni, scale, offload, policy, convergence")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "loombench: must run as root (network namespaces)")
@@ -81,6 +81,13 @@ func run(short bool, out string) error {
 	}
 	if section("scale") {
 		if err := scaleBench(rep, bin, short); err != nil {
+			return err
+		}
+	}
+	// bench-short stays under 5 minutes without the option sweep; -only
+	// offload runs it anyway.
+	if section("offload") && (!short || only != "") {
+		if err := offloadBench(rep, bin, rounds, secs); err != nil {
 			return err
 		}
 	}
@@ -373,6 +380,51 @@ func scaleBench(rep *bench.Report, bin string, short bool) error {
 			rep.Add(fmt.Sprintf("program %d peers", size), "ms", float64(res.Program.Microseconds())/1e3)
 			rep.Add(fmt.Sprintf("no-op resync of %d peers", size), "ms", float64(res.NoopResync.Microseconds())/1e3)
 			rep.Add(fmt.Sprintf("no-op resync of %d peers: netlink writes", size), "writes", float64(res.NoopWrites))
+		}
+	}
+	return nil
+}
+
+// offloadBench measures the hand-made VXLAN tunnel under each kernel
+// option set, in alternating rounds, against the defaults.
+func offloadBench(rep *bench.Report, bin string, rounds, secs int) error {
+	r, err := rig.New(rig.Options{BinDir: bin, Logf: logf})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	pods := make([][2]bench.HandPod, len(bench.VXLANVariants))
+	for i, v := range bench.VXLANVariants {
+		var nodes [2]*rig.Node
+		for j := range nodes {
+			if nodes[j], err = r.AddNode(fmt.Sprintf("off%d-%d", i, j+1)); err != nil {
+				return err
+			}
+		}
+		if pods[i], err = bench.BuildHandVariant(r, nodes, v); err != nil {
+			return fmt.Errorf("variant %q: %w", v.Name, err)
+		}
+		p := pods[i]
+		if err := rig.Eventually(30*time.Second, func() error { return rig.Ping(p[0].NS, p[1].IP) }); err != nil {
+			return fmt.Errorf("variant %q: %w", v.Name, err)
+		}
+	}
+	for round := 0; round < rounds; round++ {
+		logf("offload round %d/%d", round+1, rounds)
+		for k := range bench.VXLANVariants {
+			i := (k + round) % len(bench.VXLANVariants)
+			for _, streams := range []int{1, 4} {
+				g, _, err := bench.Iperf(pods[i][0].NS, pods[i][1].NS, pods[i][1].IP, streams, secs, "")
+				if err != nil {
+					return err
+				}
+				rep.Add(fmt.Sprintf("VXLAN option: TCP %d stream(s), %s", streams, bench.VXLANVariants[i].Name), "Gbit/s", g)
+			}
+		}
+	}
+	for _, v := range bench.VXLANVariants[1:] {
+		for _, s := range []string{"1", "4"} {
+			rep.Compare("VXLAN option: TCP "+s+" stream(s), "+v.Name, "VXLAN option: TCP "+s+" stream(s), defaults", "")
 		}
 	}
 	return nil

@@ -1,0 +1,87 @@
+package bench
+
+import (
+	"fmt"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/loomnet/loom/integration/rig"
+	"github.com/safchain/ethtool"
+	"github.com/vishvananda/netlink"
+)
+
+// VXLANVariant is one kernel option set tried on the hand-made VXLAN
+// tunnel, to learn which the overlay should use by default.
+type VXLANVariant struct {
+	Name string
+	// UDPCsum computes outer UDP checksums on transmit (off by default).
+	UDPCsum bool
+	// Features are ethtool features switched on every node's underlay
+	// interface and pod veth host end, e.g. rx-udp-gro-forwarding, gro.
+	Features map[string]bool
+	// UnderlayMTU, when set, is the underlay's MTU; the tunnel and pods
+	// get 50 bytes less.
+	UnderlayMTU int
+}
+
+// VXLANVariants are the options measured by make bench.
+var VXLANVariants = []VXLANVariant{
+	{Name: "defaults"},
+	{Name: "outer UDP checksum on", UDPCsum: true},
+	{Name: "underlay rx-udp-gro-forwarding on", Features: map[string]bool{"rx-udp-gro-forwarding": true}},
+	{Name: "GRO on veths (NAPI)", Features: map[string]bool{"gro": true}},
+	{Name: "underlay MTU 9000", UnderlayMTU: 9000},
+}
+
+// BuildHandVariant builds the hand-made VXLAN tunnel with v applied. The
+// switch ports of the two nodes follow a larger underlay MTU.
+func BuildHandVariant(r *rig.Rig, nodes [2]*rig.Node, v VXLANVariant) ([2]HandPod, error) {
+	mtu := 1450
+	if v.UnderlayMTU != 0 {
+		mtu = v.UnderlayMTU - 50
+		for _, n := range nodes {
+			if err := setMTU(r.Switch, n.SwitchPort(), v.UnderlayMTU); err != nil {
+				return [2]HandPod{}, err
+			}
+			if err := setMTU(n.NS, "eth0", v.UnderlayMTU); err != nil {
+				return [2]HandPod{}, err
+			}
+		}
+	}
+	pods, err := buildHandWith(nodes, mtu, v.UDPCsum)
+	if err != nil {
+		return pods, err
+	}
+	if len(v.Features) > 0 {
+		for _, n := range nodes {
+			for _, dev := range []string{"eth0", "handveth"} {
+				if err := setFeatures(n.NS, dev, v.Features); err != nil {
+					return pods, fmt.Errorf("%s on %s of %s: %w", v.Name, dev, n.Name, err)
+				}
+			}
+		}
+	}
+	return pods, nil
+}
+
+func setMTU(nsName, dev string, mtu int) error {
+	return withHandle(nsName, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(dev)
+		if err != nil {
+			return err
+		}
+		return h.LinkSetMTU(l, mtu)
+	})
+}
+
+// setFeatures switches ethtool features of dev inside a namespace: the
+// ethtool ioctl works on the calling thread's namespace.
+func setFeatures(nsName, dev string, features map[string]bool) error {
+	return ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
+		e, err := ethtool.NewEthtool()
+		if err != nil {
+			return err
+		}
+		defer e.Close()
+		return e.Change(dev, features)
+	})
+}
