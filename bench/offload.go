@@ -28,7 +28,7 @@ var VXLANVariants = []VXLANVariant{
 	{Name: "defaults"},
 	{Name: "outer UDP checksum on", UDPCsum: true},
 	{Name: "underlay rx-udp-gro-forwarding on", Features: map[string]bool{"rx-udp-gro-forwarding": true}},
-	{Name: "GRO on veths (NAPI)", Features: map[string]bool{"gro": true}},
+	{Name: "GRO on veths and underlay (rx-gro)", Features: map[string]bool{"rx-gro": true}},
 	{Name: "underlay MTU 9000", UnderlayMTU: 9000},
 }
 

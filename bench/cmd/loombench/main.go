@@ -103,7 +103,7 @@ func run(short bool, out string) error {
 	}
 	rep.Note("The namespace rig has no wire: throughput is CPU-bound and noisy (±10%% between runs); compare ratios within one run, never single figures.")
 	rep.Note("WireGuard runs in userspace here (no kernel module): Loom's backend and the hand-made tunnel both use loomd's wireguard-go helper.")
-	rep.Note("Not yet measured: VXLAN offload/GRO tuning options.")
+	rep.Note("VXLAN option sweep (offload section): make bench only, or -only offload.")
 	return rep.Write(out)
 }
 
