@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -177,9 +178,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	defer a.store.Close()
+	var policyLoadedFrom [sha256.Size]byte
 	if r.policySource == PolicySourceFiles {
 		// Load before the first reconcile rewrites the firewall: starting
 		// with no policy would open every pod until the first reload.
+		policyLoadedFrom, _ = dirFingerprint(r.PolicyDir)
 		objs, err := policy.LoadDir(r.PolicyDir)
 		if err != nil {
 			return flagErr("policy-dir", "%v", err)
@@ -269,7 +272,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	if r.policySource == PolicySourceFiles {
-		go a.watchPolicyDir(watchCtx, true)
+		go a.watchPolicyDir(watchCtx, policyLoadedFrom)
 	}
 	if err := overlay.Watch(watchCtx, a.backend.DeviceIndex, a.trigger, func(err error) {
 		a.log.Warn("kernel change notifications lost; relying on periodic resync", zap.Error(err))

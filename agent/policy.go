@@ -54,17 +54,14 @@ func (p *policyState) enabled() bool { return p.source != PolicySourceNone }
 // watchPolicyDir reloads the policy directory whenever its contents
 // change. A bad file leaves the last good set in force; the error is
 // logged once and shown in `loomctl policy`.
-func (a *Agent) watchPolicyDir(ctx context.Context, loaded bool) {
+//
+// loadedFrom is the fingerprint taken before the set in force was read
+// (zero: nothing loaded yet): a change made while it was being read shows
+// as a difference and is loaded again, never missed.
+func (a *Agent) watchPolicyDir(ctx context.Context, loadedFrom [sha256.Size]byte) {
 	dir := a.cfg.PolicyDir
-	var last [sha256.Size]byte
-	first := true
-	if loaded {
-		// The set loaded at start is in force; remember what it was read
-		// from so the first tick does not reload it.
-		if sum, err := dirFingerprint(dir); err == nil {
-			last, first = sum, false
-		}
-	}
+	last := loadedFrom
+	first := loadedFrom == [sha256.Size]byte{}
 	t := time.NewTicker(policyReloadInterval)
 	defer t.Stop()
 	for {

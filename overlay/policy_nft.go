@@ -122,20 +122,25 @@ func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled) e
 		}
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}})
 	}
-	for _, p := range compiled.Pods {
-		for _, j := range []struct {
-			chain string
-			ifKey expr.MetaKey
-		}{{layout.egress[p.HostIf], expr.MetaKeyIIFNAME}, {layout.ingress[p.HostIf], expr.MetaKeyOIFNAME}} {
-			if j.chain == "" {
-				continue
-			}
-			c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: []expr.Any{
-				&expr.Meta{Key: j.ifKey, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(p.HostIf)},
-				&expr.Verdict{Kind: expr.VerdictJump, Chain: j.chain},
-			}})
+	// One verdict-map lookup per direction sends a packet to its pod's
+	// chain, however many pods are isolated.
+	for _, m := range []struct {
+		name   string
+		ifKey  expr.MetaKey
+		chains map[string]string
+	}{{"policy-egress", expr.MetaKeyIIFNAME, layout.egress}, {"policy-ingress", expr.MetaKeyOIFNAME, layout.ingress}} {
+		vmap := &nftables.Set{Table: t, Name: m.name, IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict}
+		elems := make([]nftables.SetElement, 0, len(m.chains))
+		for hostIf, chain := range m.chains {
+			elems = append(elems, nftables.SetElement{Key: ifname(hostIf), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}})
 		}
+		if err := c.AddSet(vmap, elems); err != nil {
+			return fmt.Errorf("build nftables map %s: %w", m.name, err)
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: []expr.Any{
+			&expr.Meta{Key: m.ifKey, Register: 1},
+			&expr.Lookup{SourceRegister: 1, SetName: vmap.Name, SetID: vmap.ID, DestRegister: 0, IsDestRegSet: true},
+		}})
 	}
 	return nil
 }
