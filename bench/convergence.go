@@ -123,3 +123,38 @@ func cpuSeconds(pid int) float64 {
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100 // USER_HZ
 }
+
+// neighThresholds are the kernel's ARP table limits. The table is shared
+// by every network namespace of the host, so a rig of n nodes that all
+// talk to each other holds about n² dynamic entries: at 50 nodes more than
+// the default limit of 1024, and the kernel then drops new entries
+// ("neighbor table overflow") and nodes cannot reach each other. On real
+// hosts each node has its own table and needs an entry per peer only.
+var neighThresholds = []string{"gc_thresh1", "gc_thresh2", "gc_thresh3"}
+
+// RaiseNeighborLimits lifts the host's ARP table limits for a rig of n
+// nodes, if they are lower, and returns a function that restores them.
+func RaiseNeighborLimits(n int) (restore func(), err error) {
+	want := []int{n * n, 2 * n * n, 4 * n * n}
+	var old []string
+	for i, name := range neighThresholds {
+		path := "/proc/sys/net/ipv4/neigh/default/" + name
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return func() {}, err
+		}
+		cur := strings.TrimSpace(string(b))
+		old = append(old, cur)
+		if v, _ := strconv.Atoi(cur); v < want[i] {
+			if err := os.WriteFile(path, []byte(strconv.Itoa(want[i])), 0o644); err != nil {
+				return func() {}, fmt.Errorf("raise %s: %w", name, err)
+			}
+		}
+	}
+	return func() {
+		// Highest first going down, so thresh1 <= thresh2 <= thresh3 holds.
+		for i := len(neighThresholds) - 1; i >= 0; i-- {
+			os.WriteFile("/proc/sys/net/ipv4/neigh/default/"+neighThresholds[i], []byte(old[i]), 0o644)
+		}
+	}, nil
+}

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -458,6 +459,11 @@ func policyBench(rep *bench.Report, bin string) error {
 // convergenceBench grows a fabric to each size and measures a join and a
 // crash at that size; footprint and gossip traffic at the largest.
 func convergenceBench(rep *bench.Report, bin string, sizes []int, window time.Duration) error {
+	restore, err := bench.RaiseNeighborLimits(slices.Max(sizes) + 1)
+	if err != nil {
+		return err
+	}
+	defer restore()
 	r, err := rig.New(rig.Options{BinDir: bin, Logf: func(string, ...any) {}, AgentArgs: []string{"--dead-node-grace", "0s", "--metrics-addr", "127.0.0.1:9641"}})
 	if err != nil {
 		return err
@@ -481,7 +487,7 @@ func convergenceBench(rep *bench.Report, bin string, sizes []int, window time.Du
 		}
 		for _, n := range nodes {
 			if err := n.WaitReady(60 * time.Second); err != nil {
-				return err
+				return fmt.Errorf("%w\n--- last lines of %s's log ---\n%s", err, n.Name, rig.Tail(n.LogPath(), 30))
 			}
 		}
 		logf("convergence at %d nodes", size)
