@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -117,6 +118,52 @@ func TestDesiredStateDrivesFakeKernelToExactEntries(t *testing.T) {
 	for _, r := range k.Routes() {
 		if r.Dst.String() == "10.244.3.0/24" {
 			t.Fatal("route of dead peer b left behind")
+		}
+	}
+}
+
+// TestDesiredStateRefusesOtherBackends: a fabric runs one backend; a peer
+// on another one, or a WireGuard peer without a key, is never programmed
+// and the reason says why. Direct routing still talks to plain VXLAN.
+func TestDesiredStateRefusesOtherBackends(t *testing.T) {
+	space, _ := ipam.NewSubnetSpace(netip.MustParsePrefix("10.244.0.0/16"), 24)
+	now := time.Unix(1_000_000, 0)
+	key := make([]byte, gossip.WGKeySize)
+	peer := func(name, addr, subnet, backend string, wgKey []byte) gossip.Peer {
+		p := gp(name, addr, subnet, gossip.PeerAlive, now)
+		p.Record.Backend, p.Record.WGPublicKey = backend, wgKey
+		return p
+	}
+	peers := []gossip.Peer{
+		peer("vx", "192.0.2.2", "10.244.2.0/24", "vxlan", nil),
+		peer("direct", "192.0.2.3", "10.244.3.0/24", "vxlan+direct", nil),
+		peer("old", "192.0.2.4", "10.244.4.0/24", "", nil),
+		peer("wg", "192.0.2.5", "10.244.5.0/24", "wireguard", key),
+		peer("wg-nokey", "192.0.2.6", "10.244.6.0/24", "wireguard", nil),
+	}
+	own := netip.MustParsePrefix("10.244.1.0/24")
+	for _, tc := range []struct {
+		backend    string
+		programmed []string
+		refused    map[string]string
+	}{
+		{"vxlan", []string{"direct", "old", "vx"}, map[string]string{"wg": "runs backend wireguard, this node runs vxlan", "wg-nokey": "runs backend wireguard"}},
+		{"vxlan+direct", []string{"direct", "old", "vx"}, map[string]string{"wg": "runs backend wireguard"}},
+		{"wireguard", []string{"wg"}, map[string]string{"vx": "runs backend vxlan, this node runs wireguard", "wg-nokey": "no WireGuard public key"}},
+	} {
+		d, _, excluded := desiredState("self", tc.backend, own, netip.MustParseAddr("192.0.2.1"), peers, ipam.NewLeaseTable(space), nil, now, 0)
+		var got []string
+		for _, p := range d.Peers {
+			got = append(got, p.Name)
+		}
+		slices.Sort(got)
+		if strings.Join(got, ",") != strings.Join(tc.programmed, ",") {
+			t.Errorf("%s: programmed %v, want %v", tc.backend, got, tc.programmed)
+		}
+		for name, want := range tc.refused {
+			if why := excluded[name]; !strings.HasPrefix(why, "refused: ") || !strings.Contains(why, want) {
+				t.Errorf("%s: %s excluded for %q, want it refused with %q", tc.backend, name, why, want)
+			}
 		}
 	}
 }

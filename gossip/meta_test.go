@@ -78,9 +78,36 @@ func TestDecodeNodeRecordSkipsUnknownFields(t *testing.T) {
 	}
 }
 
+func TestNodeRecordWireGuardKey(t *testing.T) {
+	r := sampleRecord()
+	r.Backend = "wireguard"
+	r.WGPublicKey = bytes.Repeat([]byte{7}, WGKeySize)
+	enc, err := r.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeNodeRecord(enc)
+	if err != nil || !bytes.Equal(got.WGPublicKey, r.WGPublicKey) || got.Backend != "wireguard" {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	r.WGPublicKey = r.WGPublicKey[:31]
+	if _, err := r.Encode(); err == nil {
+		t.Fatal("a 31-byte key was encoded")
+	}
+	short := append(append([]byte(nil), enc[:len(enc)-WGKeySize-2]...), tagWGKey, 3, 1, 2, 3)
+	if _, err := DecodeNodeRecord(short); err == nil || !strings.Contains(err.Error(), "WireGuard key has 3 bytes") {
+		t.Fatalf("short key: err = %v", err)
+	}
+}
+
 func FuzzDecodeNodeRecord(f *testing.F) {
 	good, _ := sampleRecord().Encode()
 	f.Add(good)
+	wg := sampleRecord()
+	wg.Backend, wg.WGPublicKey = "wireguard", bytes.Repeat([]byte{9}, WGKeySize)
+	if enc, err := wg.Encode(); err == nil {
+		f.Add(enc)
+	}
 	f.Add([]byte{recordVersion})
 	f.Add([]byte{recordVersion, tagSubnet, 17})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -94,7 +121,7 @@ func FuzzDecodeNodeRecord(f *testing.F) {
 			return
 		}
 		r2, err := DecodeNodeRecord(enc)
-		if err != nil || r2.Name != r.Name || r2.Subnet != r.Subnet || r2.Underlay != r.Underlay {
+		if err != nil || r2.Name != r.Name || r2.Subnet != r.Subnet || r2.Underlay != r.Underlay || !bytes.Equal(r2.WGPublicKey, r.WGPublicKey) {
 			t.Fatalf("re-decode mismatch: %+v vs %+v (%v)", r, r2, err)
 		}
 	})

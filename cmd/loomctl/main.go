@@ -51,9 +51,13 @@ func printStatus(stdout io.Writer, st api.Status) error {
 
 func printPeers(w io.Writer, peers []api.PeerStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tUNDERLAY\tSUBNET\tVTEP MAC\tSTATE\tSINCE\tPROGRAMMED")
+	fmt.Fprintln(tw, "PEER\tUNDERLAY\tSUBNET\tVTEP MAC\tSTATE\tSINCE\tPROGRAMMED\tWHY NOT")
 	for _, p := range peers {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\n", p.Name, p.Underlay, p.Subnet, p.VTEPMAC, p.State, p.Since.Format(time.RFC3339), p.Programmed)
+		why := "-"
+		if !p.Programmed && p.Reason != "" {
+			why = p.Reason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\n", p.Name, p.Underlay, p.Subnet, p.VTEPMAC, p.State, p.Since.Format(time.RFC3339), p.Programmed, why)
 	}
 	return tw.Flush()
 }
