@@ -26,14 +26,22 @@ func Convergence(r *rig.Rig, existing []*rig.Node, name string) (join, withdraw 
 	if err := n.Start(existing[0]); err != nil {
 		return 0, 0, err
 	}
-	if err := n.WaitReady(60 * time.Second); err != nil {
+	// Poll readiness and pings fast: the rig's own helpers back off and
+	// wait a second per missed ping, which would quantise the figure.
+	if err := everyone([]*rig.Node{n}, func(o *rig.Node) error {
+		st, err := o.Status()
+		if err == nil && !st.Node.Ready {
+			err = fmt.Errorf("%s not ready", o.Name)
+		}
+		return err
+	}); err != nil {
 		return 0, 0, err
 	}
 	pod, err := n.AddPod(context.Background(), "first")
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := everyone(existing, func(o *rig.Node) error { return rig.Ping(o.NS, pod.IP) }); err != nil {
+	if err := everyone(existing, func(o *rig.Node) error { return rig.PingWithin(o.NS, pod.IP, 100*time.Millisecond) }); err != nil {
 		return 0, 0, err
 	}
 	join = time.Since(start)

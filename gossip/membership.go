@@ -115,6 +115,11 @@ func Start(cfg Config, local NodeRecord) (*Membership, error) {
 		// 30 s: a node that missed a peer's update catches up within that.
 		// memberlist still stretches the interval for clusters above 32 nodes.
 		mlc.PushPullInterval = 10 * time.Second
+		// A change (a new node's record and lease) reaches everyone in about
+		// log₃ N gossip rounds; 100 ms rounds instead of 200 ms bring a join
+		// at N = 50 under a second. memberlist gossips only when something
+		// is queued, so an idle fabric sends no more than before.
+		mlc.GossipInterval = 100 * time.Millisecond
 	case "wan":
 		mlc = memberlist.DefaultWANConfig()
 	default:

@@ -6,8 +6,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -125,8 +127,12 @@ func (p *Pod) Exec(name string, args ...string) (string, error) {
 }
 
 // Ping sends one echo request from namespace ns to dst and waits 1 s.
-func Ping(ns string, dst netip.Addr) error {
-	out, err := Run("nsenter", "--net=/run/netns/"+ns, "--", "ping", "-c", "1", "-W", "1", "-q", dst.String())
+func Ping(ns string, dst netip.Addr) error { return PingWithin(ns, dst, time.Second) }
+
+// PingWithin sends one echo request and waits at most timeout for the
+// reply; measurements use a short one so a miss costs little.
+func PingWithin(ns string, dst netip.Addr, timeout time.Duration) error {
+	out, err := Run("nsenter", "--net=/run/netns/"+ns, "--", "ping", "-c", "1", "-W", strconv.FormatFloat(timeout.Seconds(), 'f', 3, 64), "-q", dst.String())
 	if err != nil {
 		return err
 	}
