@@ -182,7 +182,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if r.policySource == PolicySourceFiles {
 		// Load before the first reconcile rewrites the firewall: starting
 		// with no policy would open every pod until the first reload.
-		policyLoadedFrom, _ = dirFingerprint(r.PolicyDir)
+		policyLoadedFrom, _ = policy.DirFingerprint(r.PolicyDir)
 		objs, err := policy.LoadDir(r.PolicyDir)
 		if err != nil {
 			return flagErr("policy-dir", "%v", err)

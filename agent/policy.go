@@ -3,10 +3,10 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -65,12 +65,12 @@ func (a *Agent) watchPolicyDir(ctx context.Context, loadedFrom [sha256.Size]byte
 	t := time.NewTicker(policyReloadInterval)
 	defer t.Stop()
 	for {
-		sum, err := dirFingerprint(dir)
+		sum, err := policy.DirFingerprint(dir)
 		if err == nil && (first || sum != last) {
 			first, last = false, sum
 			a.reloadPolicies(dir)
 		} else if err != nil {
-			a.setPolicyError(err)
+			a.policyLoaded(err)
 		}
 		select {
 		case <-ctx.Done():
@@ -80,53 +80,37 @@ func (a *Agent) watchPolicyDir(ctx context.Context, loadedFrom [sha256.Size]byte
 	}
 }
 
-// dirFingerprint hashes the names and contents of the files LoadDir reads.
-func dirFingerprint(dir string) ([sha256.Size]byte, error) {
-	h := sha256.New()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return [sha256.Size]byte{}, fmt.Errorf("read policy directory: %w", err)
-	}
-	for _, e := range entries {
-		// Reading follows symlinks, as in ConfigMap mounts.
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue // a directory, or a file removed meanwhile
-		}
-		fmt.Fprintf(h, "%s\x00%d\x00", e.Name(), len(b))
-		h.Write(b)
-	}
-	var out [sha256.Size]byte
-	copy(out[:], h.Sum(nil))
-	return out, nil
-}
-
 func (a *Agent) reloadPolicies(dir string) {
 	objs, err := policy.LoadDir(dir)
 	if err != nil {
-		a.setPolicyError(err)
+		a.policyLoaded(err)
 		return
 	}
 	a.policy.setObjects(objs)
+	a.policyLoaded(nil)
 	a.log.Info("network policies loaded", zap.String("dir", dir), zap.Int("policies", len(objs.Policies)),
 		zap.Int("namespaces", len(objs.Namespaces)))
 	a.trigger()
 }
 
+// setObjects puts a policy set in force.
 func (p *policyState) setObjects(objs policy.Objects) {
 	p.mu.Lock()
-	p.objs, p.loaded, p.loadErr, p.loadedAt = objs, true, nil, time.Now()
+	p.objs, p.loaded, p.loadedAt = objs, true, time.Now()
 	p.mu.Unlock()
 }
 
-func (a *Agent) setPolicyError(err error) {
+// policyLoaded records the outcome of reading the policy source: nil
+// clears the last error; an error is logged and counted once, not on every
+// attempt that fails the same way.
+func (a *Agent) policyLoaded(err error) {
 	p := a.policy
 	p.mu.Lock()
-	changed := p.loadErr == nil || p.loadErr.Error() != err.Error()
+	changed := err != nil && (p.loadErr == nil || p.loadErr.Error() != err.Error())
 	p.loadErr = err
 	p.mu.Unlock()
 	if changed {
-		a.log.Error("network policies not reloaded; the last good set stays in force", zap.Error(err))
+		a.log.Error("network policies not (all) loaded; the last good set stays in force", zap.Error(err))
 		a.metrics.policyLoadErrors.Inc()
 	}
 }
@@ -146,20 +130,18 @@ func podRecord(al ipam.Allocation) policy.PodRecord {
 // node's subnet is ignored). Called with dpMu held.
 func (a *Agent) compilePolicy(allocs []ipam.Allocation, peers []overlay.Peer) *policy.Compiled {
 	p := a.policy
-	local := make([]policy.PodRecord, 0, len(allocs))
+	records := make([]policy.PodRecord, 0, len(allocs))
+	localPods := make([]policy.Pod, 0, len(allocs))
 	for _, al := range allocs {
-		local = append(local, podRecord(al))
+		r := podRecord(al)
+		records = append(records, r)
+		localPods = append(localPods, policy.Pod{Namespace: r.Namespace, Name: r.Name, IP: r.IP, Labels: r.Labels, HostIf: al.HostIf})
 	}
-	for _, msg := range p.dir.Publish(local) {
+	for _, msg := range p.dir.Publish(records) {
 		a.members.BroadcastPods(msg)
 	}
 	if !p.enabled() {
 		return nil
-	}
-	var localPods []policy.Pod
-	for _, al := range allocs {
-		r := podRecord(al)
-		localPods = append(localPods, policy.Pod{Namespace: r.Namespace, Name: r.Name, IP: al.IP, Labels: al.Labels, HostIf: al.HostIf})
 	}
 	if p.kube != nil {
 		return a.compileKubernetes(localPods)
@@ -190,19 +172,10 @@ func (a *Agent) compilePolicy(allocs []ipam.Allocation, peers []overlay.Peer) *p
 // objects. Policies Loom cannot enforce are left out and reported.
 func (a *Agent) compileKubernetes(localPods []policy.Pod) *policy.Compiled {
 	p := a.policy
-	objs, err := p.kube.Objects()
-	if err != nil {
-		a.setPolicyError(err)
-	} else {
-		p.mu.Lock()
-		p.loadErr = nil
-		p.mu.Unlock()
-	}
-	cluster, err := p.kube.Pods()
-	if err != nil {
-		a.setPolicyError(err)
-	}
+	objs, objsErr := p.kube.Objects()
+	cluster, podsErr := p.kube.Pods()
 	p.setObjects(objs)
+	a.policyLoaded(errors.Join(objsErr, podsErr))
 	return a.finishCompile(policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces,
 		Pods: policy.WithLocal(cluster, localPods), NamedPortsKnown: true})
 }
@@ -216,7 +189,7 @@ func (a *Agent) finishCompile(snap policy.Snapshot) *policy.Compiled {
 	old := p.compiled
 	p.compiled = compiled
 	p.mu.Unlock()
-	if old == nil || len(old.Warnings) != len(compiled.Warnings) {
+	if old == nil || !slices.Equal(old.Warnings, compiled.Warnings) {
 		for _, w := range compiled.Warnings {
 			a.log.Warn("network policy not enforced as written", zap.String("warning", w))
 		}
@@ -268,17 +241,7 @@ func describeAllows(allows []policy.Allow, sets map[string][]netip.Addr) []strin
 		if al.Peer.Set != "" {
 			peer = fmt.Sprint(sets[al.Peer.Set])
 		}
-		ports := "all ports"
-		if len(al.Ports) > 0 {
-			ports = ""
-			for i, r := range al.Ports {
-				if i > 0 {
-					ports += " "
-				}
-				ports += r.String()
-			}
-		}
-		out = append(out, fmt.Sprintf("%s on %s (%s)", peer, ports, al.Policy))
+		out = append(out, fmt.Sprintf("%s on %s (%s)", peer, al.PortsText(), al.Policy))
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // Compile resolves the snapshot's policies against its pods and returns
@@ -162,7 +163,7 @@ func (c *compiler) rule(pol *networkingv1.NetworkPolicy, pod Pod, peers []networ
 		switch {
 		case p.Port == nil:
 			numeric = append(numeric, PortRange{Protocol: proto})
-		case p.Port.Type == 0: // intstr.Int
+		case p.Port.Type == intstr.Int:
 			r := PortRange{Protocol: proto, Port: uint16(p.Port.IntVal)}
 			if p.EndPort != nil && *p.EndPort > p.Port.IntVal {
 				r.EndPort = uint16(*p.EndPort)
@@ -193,8 +194,8 @@ func (c *compiler) rule(pol *networkingv1.NetworkPolicy, pod Pod, peers []networ
 	portList := slices.Clone(numeric)
 	if ingress {
 		for _, n := range names {
-			if np, ok := pod.NamedPorts[n.name]; ok && np.Protocol == n.proto {
-				portList = append(portList, PortRange{Protocol: np.Protocol, Port: np.Port})
+			if r, ok := pod.namedPort(n.proto, n.name); ok {
+				portList = append(portList, r)
 			}
 		}
 	}
@@ -211,10 +212,10 @@ func (c *compiler) rule(pol *networkingv1.NetworkPolicy, pod Pod, peers []networ
 				continue
 			}
 			for _, n := range names {
-				if np, ok := dst.NamedPorts[n.name]; ok && np.Protocol == n.proto {
+				if r, ok := dst.namedPort(n.proto, n.name); ok {
 					out = append(out, Allow{Policy: name,
 						Peer:  Peer{Prefixes: []netip.Prefix{netip.PrefixFrom(dst.IP, 32)}},
-						Ports: []PortRange{{Protocol: np.Protocol, Port: np.Port}}})
+						Ports: []PortRange{r}})
 				}
 			}
 		}

@@ -58,6 +58,19 @@ type Allow struct {
 	Ports []PortRange `json:"ports,omitempty"`
 }
 
+// PortsText is the allowed ports for people: "all ports", or the ranges
+// separated by spaces ("tcp/80-81 udp/53").
+func (a Allow) PortsText() string {
+	if len(a.Ports) == 0 {
+		return "all ports"
+	}
+	ps := make([]string, len(a.Ports))
+	for i, r := range a.Ports {
+		ps[i] = r.String()
+	}
+	return strings.Join(ps, " ")
+}
+
 // Peer is the other end of a connection: pods in a named set, or address
 // blocks, or (both empty) anyone.
 type Peer struct {
@@ -125,15 +138,7 @@ func (c *Compiled) Render() string {
 			}
 			fmt.Fprintf(&b, "  %s: isolated\n", d.name)
 			for _, a := range d.dir.Allow {
-				ports := "all ports"
-				if len(a.Ports) > 0 {
-					ps := make([]string, len(a.Ports))
-					for i, r := range a.Ports {
-						ps[i] = r.String()
-					}
-					ports = strings.Join(ps, " ")
-				}
-				fmt.Fprintf(&b, "    allow %s %s on %s (%s)\n", d.peer, a.Peer, ports, a.Policy)
+				fmt.Fprintf(&b, "    allow %s %s on %s (%s)\n", d.peer, a.Peer, a.PortsText(), a.Policy)
 			}
 			fmt.Fprintf(&b, "    drop\n")
 		}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,18 +34,13 @@ const MaxPolicyFileSize = 4 << 20
 // field, another kind, a duplicate or an invalid policy is an error that
 // names the file and the line of the document.
 func LoadDir(dir string) (Objects, error) {
-	entries, err := os.ReadDir(dir)
+	paths, err := policyFiles(dir)
 	if err != nil {
-		return Objects{}, fmt.Errorf("read policy directory: %w", err)
+		return Objects{}, err
 	}
 	objs := Objects{Namespaces: map[string]map[string]string{}}
 	seen := map[string]string{}
-	for _, e := range entries {
-		name := e.Name()
-		if e.IsDir() || strings.HasPrefix(name, ".") || !isPolicyFile(name) {
-			continue
-		}
-		path := filepath.Join(dir, name)
+	for _, path := range paths {
 		data, err := readLimited(path)
 		if err != nil {
 			return Objects{}, err
@@ -57,6 +53,47 @@ func LoadDir(dir string) (Objects, error) {
 		return strings.Compare(policyName(&a), policyName(&b))
 	})
 	return objs, nil
+}
+
+// policyFiles lists, in name order, the files of dir that LoadDir reads:
+// *.yaml, *.yml and *.json, hidden ones (editors' temporaries, the
+// "..data" links of ConfigMap mounts) skipped.
+func policyFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read policy directory: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || strings.HasPrefix(name, ".") || !isPolicyFile(name) {
+			continue
+		}
+		out = append(out, filepath.Join(dir, name))
+	}
+	return out, nil
+}
+
+// DirFingerprint hashes the names and contents of the files LoadDir reads,
+// so a watcher can tell when the directory needs loading again. Reading
+// follows symlinks, as in ConfigMap mounts.
+func DirFingerprint(dir string) ([sha256.Size]byte, error) {
+	paths, err := policyFiles(dir)
+	if err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	h := sha256.New()
+	for _, path := range paths {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // removed meanwhile: the next look sees the change
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(path), len(b))
+		h.Write(b)
+	}
+	var out [sha256.Size]byte
+	copy(out[:], h.Sum(nil))
+	return out, nil
 }
 
 func isPolicyFile(name string) bool {
@@ -134,11 +171,9 @@ func decodeObject(raw []byte, objs *Objects, seen map[string]string, where strin
 		if err := Validate(&p); err != nil {
 			return fmt.Errorf("NetworkPolicy %s: %w", policyName(&p), err)
 		}
-		id := "NetworkPolicy " + policyName(&p)
-		if prev, dup := seen[id]; dup {
-			return fmt.Errorf("%s is also declared at %s", id, prev)
+		if err := declare(seen, "NetworkPolicy "+policyName(&p), where); err != nil {
+			return err
 		}
-		seen[id] = where
 		objs.Policies = append(objs.Policies, p)
 	case tm.Kind == "Namespace" && tm.APIVersion == "v1":
 		var ns corev1.Namespace
@@ -148,11 +183,9 @@ func decodeObject(raw []byte, objs *Objects, seen map[string]string, where strin
 		if err := ValidPodMeta(ns.Name, "", ns.Labels); err != nil {
 			return fmt.Errorf("Namespace: %w", err)
 		}
-		id := "Namespace " + ns.Name
-		if prev, dup := seen[id]; dup {
-			return fmt.Errorf("%s is also declared at %s", id, prev)
+		if err := declare(seen, "Namespace "+ns.Name, where); err != nil {
+			return err
 		}
-		seen[id] = where
 		lbls := map[string]string{}
 		for k, v := range ns.Labels {
 			lbls[k] = v
@@ -161,5 +194,15 @@ func decodeObject(raw []byte, objs *Objects, seen map[string]string, where strin
 	default:
 		return fmt.Errorf("unsupported object apiVersion %q kind %q (want networking.k8s.io/v1 NetworkPolicy or v1 Namespace)", tm.APIVersion, tm.Kind)
 	}
+	return nil
+}
+
+// declare records that object id is declared at where, refusing a second
+// declaration of the same object.
+func declare(seen map[string]string, id, where string) error {
+	if prev, dup := seen[id]; dup {
+		return fmt.Errorf("%s is also declared at %s", id, prev)
+	}
+	seen[id] = where
 	return nil
 }

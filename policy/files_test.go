@@ -87,3 +87,31 @@ func FuzzDecodePolicyFile(f *testing.F) {
 		_ = Compile(Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces, Pods: truthPods()})
 	})
 }
+
+// TestDirFingerprintFollowsWhatLoadDirReads: the fingerprint changes with
+// a policy file and not with files LoadDir skips (an editor's temporary).
+func TestDirFingerprintFollowsWhatLoadDirReads(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("p.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: y}\n")
+	before, err := DirFingerprint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(".p.yaml.swp", "partial")
+	write("README", "notes")
+	if got, _ := DirFingerprint(dir); got != before {
+		t.Fatal("a file LoadDir skips changed the fingerprint")
+	}
+	write("p.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: z}\n")
+	if got, _ := DirFingerprint(dir); got == before {
+		t.Fatal("a changed policy file left the fingerprint as it was")
+	}
+	if _, err := DirFingerprint(filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("a missing directory has a fingerprint")
+	}
+}

@@ -38,6 +38,16 @@ type Pod struct {
 // Local reports whether the pod runs on this node.
 func (p Pod) Local() bool { return p.HostIf != "" }
 
+// namedPort resolves a port a policy names with its protocol to the
+// pod's number for it.
+func (p Pod) namedPort(proto, name string) (PortRange, bool) {
+	np, ok := p.NamedPorts[name]
+	if !ok || np.Protocol != proto {
+		return PortRange{}, false
+	}
+	return PortRange{Protocol: np.Protocol, Port: np.Port}, true
+}
+
 // NamedPort is a container port a policy may name.
 type NamedPort struct {
 	Protocol string // TCP, UDP or SCTP
