@@ -11,7 +11,6 @@ import (
 
 	"github.com/loomnet/loom/api"
 	"go.uber.org/zap"
-
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -23,25 +22,24 @@ const wireGuardKeyFile = "wireguard.key"
 // that exists but does not parse is an error: a new key would silently
 // change the node's identity for every peer.
 func loadWireGuardKey(stateDir string) (wgtypes.Key, error) {
-	return loadOrMakeWireGuardKey(stateDir, false)
-}
-
-func loadOrMakeWireGuardKey(stateDir string, fresh bool) (wgtypes.Key, error) {
 	path := filepath.Join(stateDir, wireGuardKeyFile)
 	b, err := os.ReadFile(path)
-	if fresh {
-		err = fs.ErrNotExist
-	}
-	if err == nil {
-		k, err := wgtypes.ParseKey(strings.TrimSpace(string(b)))
-		if err != nil {
-			return wgtypes.Key{}, fmt.Errorf("WireGuard key %s: %v (move it aside to make a new one)", path, err)
-		}
-		return k, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return makeWireGuardKey(stateDir)
+	case err != nil:
 		return wgtypes.Key{}, fmt.Errorf("read WireGuard key: %w", err)
 	}
+	k, err := wgtypes.ParseKey(strings.TrimSpace(string(b)))
+	if err != nil {
+		return wgtypes.Key{}, fmt.Errorf("WireGuard key %s: %v (move it aside to make a new one)", path, err)
+	}
+	return k, nil
+}
+
+// makeWireGuardKey generates a private key and stores it in the state
+// directory, replacing any earlier one atomically.
+func makeWireGuardKey(stateDir string) (wgtypes.Key, error) {
 	k, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
 		return wgtypes.Key{}, fmt.Errorf("generate WireGuard key: %w", err)
@@ -49,6 +47,7 @@ func loadOrMakeWireGuardKey(stateDir string, fresh bool) (wgtypes.Key, error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return wgtypes.Key{}, err
 	}
+	path := filepath.Join(stateDir, wireGuardKeyFile)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(k.String()+"\n"), 0o600); err != nil {
 		return wgtypes.Key{}, fmt.Errorf("store WireGuard key: %w", err)
@@ -69,7 +68,7 @@ func (a *Agent) rotateWireGuardKey() (string, error) {
 	}
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
-	k, err := loadOrMakeWireGuardKey(a.cfg.StateDir, true)
+	k, err := makeWireGuardKey(a.cfg.StateDir)
 	if err != nil {
 		return "", err
 	}

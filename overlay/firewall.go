@@ -150,8 +150,9 @@ func (f *NFTables) Apply(spec FirewallSpec) (bool, error) {
 	if spec.PodToHost != nil {
 		addPodToHost(c, t, spec, overlays)
 	}
+	var policyChains []string
 	if spec.Policy != nil {
-		if err := addPolicy(c, t, spec.Policy); err != nil {
+		if policyChains, err = addPolicy(c, t, spec.Policy); err != nil {
 			return false, err
 		}
 	}
@@ -159,7 +160,7 @@ func (f *NFTables) Apply(spec FirewallSpec) (bool, error) {
 		return false, fmt.Errorf("program nftables table %s: %w", FirewallTable, err)
 	}
 	f.applied = fp
-	f.policyChains = PolicyChains(spec.Policy)
+	f.policyChains = policyChains
 	return true, nil
 }
 
@@ -315,21 +316,11 @@ func addPodToHost(c *nftables.Conn, t *nftables.Table, spec FirewallSpec, overla
 	add(append(matchPrefix(12, spec.Cluster, true), ret)...)
 	add(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 		&expr.Lookup{SourceRegister: 1, SetName: overlays.Name, SetID: overlays.ID}, ret)
-	add(&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binary.NativeEndian.AppendUint32(nil, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), Xor: []byte{0, 0, 0, 0}},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}}, ret)
+	add(append(ctEstablishedOrRelated(), ret)...)
 	add(&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMP}}, ret)
 	for _, r := range spec.PodToHost {
-		proto := byte(unix.IPPROTO_TCP)
-		if r.Proto == "udp" {
-			proto = unix.IPPROTO_UDP
-		}
-		add(&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, r.Port)}, ret)
+		add(append(portMatch(policy.PortRange{Protocol: r.Proto, Port: r.Port}), ret)...)
 	}
 	add(&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
 }
@@ -372,6 +363,17 @@ func (f *NFTables) Dropped() (map[string]uint64, error) {
 		}
 	}
 	return out, nil
+}
+
+// ctEstablishedOrRelated matches packets of flows conntrack has already
+// seen both ways, or that belong to one (replies, ICMP errors).
+func ctEstablishedOrRelated() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binary.NativeEndian.AppendUint32(nil, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), Xor: []byte{0, 0, 0, 0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
+	}
 }
 
 // matchPrefix matches the IPv4 address at offset (12 source, 16

@@ -69,30 +69,18 @@ func layoutPolicy(c *policy.Compiled) policyLayout {
 	return l
 }
 
-// PolicyChains returns the names of the verdict chains a compiled policy
-// set produces; their last rule counts drops.
-func PolicyChains(c *policy.Compiled) []string {
-	if c == nil {
-		return nil
-	}
-	var out []string
-	for _, ch := range layoutPolicy(c).chains {
-		out = append(out, ch.name)
-	}
-	return out
-}
-
 // addPolicy programs compiled network policy: ingress is enforced on the
 // node of the destination pod (packets leaving through its host veth),
 // egress on the node of the source pod (packets arriving from its host
 // veth). Replies of allowed flows pass on conntrack state, so a policy
-// change never cuts an established connection.
-func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled) error {
+// change never cuts an established connection. It returns the names of
+// the verdict chains, whose last rule counts drops.
+func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled) ([]string, error) {
 	sets := map[string]*nftables.Set{}
 	for _, s := range compiled.Sets {
 		set := &nftables.Set{Table: t, Name: policySetPrefix + s.Name, KeyType: nftables.TypeIPAddr}
 		if err := c.AddSet(set, addrElements(s.Addrs)); err != nil {
-			return fmt.Errorf("build nftables set %s: %w", set.Name, err)
+			return nil, fmt.Errorf("build nftables set %s: %w", set.Name, err)
 		}
 		sets[s.Name] = set
 	}
@@ -101,15 +89,11 @@ func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled) e
 		Name: ChainPolicy, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept,
 	})
-	c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binary.NativeEndian.AppendUint32(nil, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), Xor: []byte{0, 0, 0, 0}},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	}})
+	c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: append(ctEstablishedOrRelated(), &expr.Verdict{Kind: expr.VerdictAccept})})
 	layout := layoutPolicy(compiled)
+	names := make([]string, 0, len(layout.chains))
 	for _, pc := range layout.chains {
+		names = append(names, pc.name)
 		ch := c.AddChain(&nftables.Chain{Name: pc.name, Table: t})
 		for _, a := range pc.dir.Allow {
 			for _, peer := range peerMatches(a.Peer, pc.peerOffset, sets) {
@@ -135,14 +119,14 @@ func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled) e
 			elems = append(elems, nftables.SetElement{Key: ifname(hostIf), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}})
 		}
 		if err := c.AddSet(vmap, elems); err != nil {
-			return fmt.Errorf("build nftables map %s: %w", m.name, err)
+			return nil, fmt.Errorf("build nftables map %s: %w", m.name, err)
 		}
 		c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: []expr.Any{
 			&expr.Meta{Key: m.ifKey, Register: 1},
 			&expr.Lookup{SourceRegister: 1, SetName: vmap.Name, SetID: vmap.ID, DestRegister: 0, IsDestRegSet: true},
 		}})
 	}
-	return nil
+	return names, nil
 }
 
 var policyAccept = nftables.ChainPolicyAccept
@@ -177,23 +161,29 @@ func portMatches(ports []policy.PortRange) [][]expr.Any {
 	}
 	out := make([][]expr.Any, 0, len(ports))
 	for _, r := range ports {
-		e := []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{l4proto(r.Protocol)}},
-		}
-		if r.Port != 0 {
-			// TCP, UDP and SCTP all carry the destination port at offset 2.
-			e = append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
-			from := binary.BigEndian.AppendUint16(nil, r.Port)
-			if r.EndPort > r.Port {
-				e = append(e, &expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: from, ToData: binary.BigEndian.AppendUint16(nil, r.EndPort)})
-			} else {
-				e = append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: from})
-			}
-		}
-		out = append(out, e)
+		out = append(out, portMatch(r))
 	}
 	return out
+}
+
+// portMatch matches a protocol and, unless Port is 0, a destination port
+// or inclusive range.
+func portMatch(r policy.PortRange) []expr.Any {
+	e := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{l4proto(r.Protocol)}},
+	}
+	if r.Port != 0 {
+		// TCP, UDP and SCTP all carry the destination port at offset 2.
+		e = append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+		from := binary.BigEndian.AppendUint16(nil, r.Port)
+		if r.EndPort > r.Port {
+			e = append(e, &expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: from, ToData: binary.BigEndian.AppendUint16(nil, r.EndPort)})
+		} else {
+			e = append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: from})
+		}
+	}
+	return e
 }
 
 func l4proto(p string) byte {

@@ -171,20 +171,9 @@ func (w *WireGuard) create() error {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }() // reap it whenever it ends
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := uapiGet(w.cfg.Socket); err == nil {
-			break
-		}
-		select {
-		case err := <-exited:
-			return fmt.Errorf("userspace WireGuard helper exited: %v (see %s)", err, w.cfg.HelperLog)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			return fmt.Errorf("userspace WireGuard helper did not serve %s within 10s", w.cfg.Socket)
-		}
+	if err := waitForUAPI(w.cfg.Socket, 10*time.Second, exited); err != nil {
+		cmd.Process.Kill()
+		return fmt.Errorf("%w (see %s)", err, w.cfg.HelperLog)
 	}
 	w.mode = WireGuardUserspace
 	return nil

@@ -172,16 +172,28 @@ func peerFingerprint(p wgtypes.Peer) string {
 // socket (a `loomd wireguard-device`); benchmarks build hand-made tunnels
 // with the same implementation Loom runs.
 func ConfigureUserspaceWireGuard(socket string, c wgtypes.Config) error {
-	deadline := time.Now().Add(10 * time.Second)
+	if err := waitForUAPI(socket, 10*time.Second, nil); err != nil {
+		return err
+	}
+	return uapiSet(socket, c)
+}
+
+// waitForUAPI waits until a userspace device answers on socket, giving up
+// after timeout or when its process exits (exited may be nil).
+func waitForUAPI(socket string, timeout time.Duration, exited <-chan error) error {
+	deadline := time.Now().Add(timeout)
 	for {
 		_, err := uapiGet(socket)
 		if err == nil {
-			break
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("userspace WireGuard at %s: %w", socket, err)
+			return fmt.Errorf("userspace WireGuard did not serve %s within %s: %w", socket, timeout, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case err := <-exited:
+			return fmt.Errorf("userspace WireGuard helper exited: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return uapiSet(socket, c)
 }
