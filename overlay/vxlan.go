@@ -64,21 +64,7 @@ func (v *VXLAN) matches(l netlink.Link) bool {
 // kind or parameters is recreated: reusing it would silently send pod
 // traffic with the wrong VNI, port or source.
 func (v *VXLAN) EnsureDevice(overlayIP netip.Addr) (bool, error) {
-	changed := false
-	l, err := v.k.LinkByName(v.cfg.Name)
-	switch {
-	case errors.Is(err, ErrLinkNotFound):
-		l = nil
-	case err != nil:
-		return false, fmt.Errorf("look up %s: %w", v.cfg.Name, err)
-	}
-	if l != nil && !v.matches(l) {
-		if err := v.k.LinkDel(l); err != nil {
-			return false, fmt.Errorf("delete mismatched %s: %w", v.cfg.Name, err)
-		}
-		l, changed = nil, true
-	}
-	if l == nil {
+	l, changed, err := ensureLink(v.k, v.cfg.Name, v.matches, func() error {
 		dev := &netlink.Vxlan{
 			LinkAttrs:    netlink.LinkAttrs{Name: v.cfg.Name, MTU: v.cfg.MTU, HardwareAddr: v.cfg.MAC},
 			VxlanId:      v.cfg.VNI,
@@ -88,16 +74,57 @@ func (v *VXLAN) EnsureDevice(overlayIP netip.Addr) (bool, error) {
 			Learning:     false,
 		}
 		if err := v.k.LinkAdd(dev); err != nil {
-			return false, fmt.Errorf("create %s (vni %d, port %d): %w", v.cfg.Name, v.cfg.VNI, v.cfg.Port, err)
+			return fmt.Errorf("create %s (vni %d, port %d): %w", v.cfg.Name, v.cfg.VNI, v.cfg.Port, err)
 		}
-		if l, err = v.k.LinkByName(v.cfg.Name); err != nil {
-			return false, fmt.Errorf("look up created %s: %w", v.cfg.Name, err)
-		}
-		changed = true
+		return nil
+	})
+	if err != nil {
+		return false, err
 	}
 	v.index.Store(int64(l.Attrs().Index))
 	linkChanged, err := ensureDeviceUp(v.k, l, v.cfg.MTU, overlayIP)
 	return changed || linkChanged, err
+}
+
+// ensureLink returns the device name, replacing one that reusable refuses
+// (wrong kind or parameters, or nobody serving it) and making it with
+// create when there is none. changed reports whether it did either.
+func ensureLink(k Kernel, name string, reusable func(netlink.Link) bool, create func() error) (l netlink.Link, changed bool, err error) {
+	l, err = k.LinkByName(name)
+	switch {
+	case errors.Is(err, ErrLinkNotFound):
+		l = nil
+	case err != nil:
+		return nil, false, fmt.Errorf("look up %s: %w", name, err)
+	}
+	if l != nil && !reusable(l) {
+		if err := k.LinkDel(l); err != nil {
+			return nil, false, fmt.Errorf("delete %s, which cannot be reused: %w", name, err)
+		}
+		l, changed = nil, true
+	}
+	if l != nil {
+		return l, changed, nil
+	}
+	if err := create(); err != nil {
+		return nil, false, err
+	}
+	if l, err = k.LinkByName(name); err != nil {
+		return nil, false, fmt.Errorf("look up created %s: %w", name, err)
+	}
+	return l, true, nil
+}
+
+// deleteLink removes the device name if it exists.
+func deleteLink(k Kernel, name string) error {
+	l, err := k.LinkByName(name)
+	if errors.Is(err, ErrLinkNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return k.LinkDel(l)
 }
 
 // ensureDeviceUp gives an overlay device its MTU, the node's overlay
@@ -258,13 +285,4 @@ func (v *VXLAN) RemoveStale(peers []Peer) (int, error) {
 }
 
 // Teardown implements Backend.
-func (v *VXLAN) Teardown() error {
-	l, err := v.k.LinkByName(v.cfg.Name)
-	if errors.Is(err, ErrLinkNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return v.k.LinkDel(l)
-}
+func (v *VXLAN) Teardown() error { return deleteLink(v.k, v.cfg.Name) }

@@ -94,29 +94,9 @@ func (w *WireGuard) DeviceIndex() int {
 func (w *WireGuard) EnsureDevice(overlayIP netip.Addr) (bool, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	changed := false
-	l, err := w.k.LinkByName(w.cfg.Name)
-	switch {
-	case errors.Is(err, ErrLinkNotFound):
-		l = nil
-	case err != nil:
-		return false, fmt.Errorf("look up %s: %w", w.cfg.Name, err)
-	}
-	if l != nil && !w.adoptable(l) {
-		// A TUN whose helper is gone carries nothing: replace it.
-		if err := w.k.LinkDel(l); err != nil {
-			return false, fmt.Errorf("delete stale %s: %w", w.cfg.Name, err)
-		}
-		l, changed = nil, true
-	}
-	if l == nil {
-		if err := w.create(); err != nil {
-			return false, err
-		}
-		if l, err = w.k.LinkByName(w.cfg.Name); err != nil {
-			return false, fmt.Errorf("look up created %s: %w", w.cfg.Name, err)
-		}
-		changed = true
+	l, changed, err := ensureLink(w.k, w.cfg.Name, w.adoptable, w.create)
+	if err != nil {
+		return false, err
 	}
 	w.index = l.Attrs().Index
 	linkChanged, err := ensureDeviceUp(w.k, l, w.cfg.MTU, overlayIP)
@@ -310,14 +290,7 @@ func (w *WireGuard) RemoveStale(peers []Peer) (int, error) {
 func (w *WireGuard) Teardown() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	l, err := w.k.LinkByName(w.cfg.Name)
-	if errors.Is(err, ErrLinkNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return w.k.LinkDel(l)
+	return deleteLink(w.k, w.cfg.Name)
 }
 
 // SetPrivateKey makes the next AddPeers put k on the device.
