@@ -165,6 +165,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		Kernel: a.kernel, Backend: a.backend, Firewall: a.fw, Cluster: r.cluster,
 		VXLANPort: vxlanPort, PodToHost: r.podToHost,
 		AntiSpoof: r.PodAntiSpoof, Sysctl: overlay.SetSysctl,
+		OnDetachError: func(hostIf string, err error) {
+			a.log.Warn("pod veth not deleted; it stays down until its netns goes or CNI GC runs", zap.String("host_if", hostIf), zap.Error(err))
+		},
 	})
 	a.leases = ipam.NewLeaseTable(r.space)
 	a.policy = &policyState{source: r.policySource, dir: policy.NewDirectory(r.NodeName, func(rec policy.PodRecord) error {
@@ -274,7 +277,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if r.policySource == PolicySourceFiles {
 		go a.watchPolicyDir(watchCtx, policyLoadedFrom)
 	}
-	if err := overlay.Watch(watchCtx, a.backend.DeviceIndex, a.trigger, func(err error) {
+	if err := overlay.Watch(watchCtx, a.backend.DeviceIndex, a.dp.Detaching, a.trigger, func(err error) {
 		a.log.Warn("kernel change notifications lost; relying on periodic resync", zap.Error(err))
 	}); err != nil {
 		a.log.Warn("cannot watch kernel changes; drift is repaired on the periodic resync only", zap.Error(err))

@@ -211,9 +211,13 @@ func (a *Agent) handleAllocate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
 		return
 	}
+	hostIf := overlay.HostVethName(req.ContainerID, req.IfName)
+	// An ADD right after a DEL of the same attachment would find the old
+	// veth still being destroyed and fail to create its own.
+	a.dp.WaitDetached(hostIf, req.Netns)
 	al, existing, err := a.store.Allocate(subnet, ipam.Allocation{
 		ContainerID: req.ContainerID, IfName: req.IfName, Netns: req.Netns,
-		HostIf:    overlay.HostVethName(req.ContainerID, req.IfName),
+		HostIf:    hostIf,
 		Namespace: meta.Namespace, Name: meta.Name, Labels: meta.Labels,
 	})
 	switch {
@@ -265,6 +269,16 @@ func (a *Agent) handleAttach(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, api.CodeInternal, fmt.Errorf("attach pod %s: %w", al.IP, err))
 		return
 	}
+	if a.policy.enabled() {
+		// The pod may be selected by a policy: its rules must be in force
+		// before ADD returns and the runtime starts the pod's processes.
+		if _, err := a.reconcile("pod attached"); err != nil {
+			writeError(w, http.StatusInternalServerError, api.CodeInternal, fmt.Errorf("program network policy for pod %s: %w", al.IP, err))
+			return
+		}
+	} else {
+		a.trigger() // publishes the pod to the pod directory
+	}
 	a.log.Info("pod attached", zap.String("container", al.ContainerID), zap.String("ifname", al.IfName),
 		zap.Stringer("ip", al.IP), zap.String("host_if", al.HostIf))
 	w.WriteHeader(http.StatusNoContent)
@@ -280,16 +294,22 @@ func (a *Agent) handleRelease(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
 		return
 	}
-	// Remove the host side first: if that fails the allocation stays, and a
-	// retried DEL finds both again rather than a veth nobody accounts for.
+	// Cut the host side off first: if that fails the allocation stays, and
+	// a retried DEL finds both again rather than a veth nobody accounts for.
+	// Both under dpMu, so no reconcile sees the allocation without its veth.
 	a.dpMu.Lock()
-	err := a.dp.DetachPod(overlay.HostVethName(ref.ContainerID, ref.IfName))
-	a.dpMu.Unlock()
+	netns := ""
+	if al, ok, err := a.store.Get(ref.ContainerID, ref.IfName); err == nil && ok {
+		netns = al.Netns
+	}
+	err := a.dp.DetachPod(overlay.HostVethName(ref.ContainerID, ref.IfName), netns)
 	if err != nil {
+		a.dpMu.Unlock()
 		writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
 		return
 	}
 	al, ok, err := a.store.Release(ref.ContainerID, ref.IfName)
+	a.dpMu.Unlock()
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
 		return
@@ -332,7 +352,7 @@ func (a *Agent) handleGC(w http.ResponseWriter, r *http.Request) {
 			keep[al.HostIf] = true
 			continue
 		}
-		if err := a.dp.DetachPod(al.HostIf); err != nil {
+		if err := a.dp.DetachPod(al.HostIf, al.Netns); err != nil {
 			writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
 			return
 		}
@@ -342,6 +362,7 @@ func (a *Agent) handleGC(w http.ResponseWriter, r *http.Request) {
 		}
 		resp.Released = append(resp.Released, a.toAPI(al))
 	}
+	a.dp.WaitDetached("", "")
 	leftovers, err := a.dp.PodVeths()
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
@@ -351,12 +372,13 @@ func (a *Agent) handleGC(w http.ResponseWriter, r *http.Request) {
 		if keep[name] {
 			continue
 		}
-		if err := a.dp.DetachPod(name); err != nil {
+		if err := a.dp.DetachPod(name, ""); err != nil {
 			writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
 			return
 		}
 		resp.Leftovers = append(resp.Leftovers, name)
 	}
+	a.dp.WaitDetached("", "") // GC answers when the kernel is clean
 	if len(resp.Released)+len(resp.Leftovers) > 0 {
 		a.log.Info("garbage collected pod attachments", zap.Int("released", len(resp.Released)), zap.Strings("leftover_veths", resp.Leftovers))
 		a.trigger()

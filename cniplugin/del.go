@@ -2,13 +2,8 @@ package cniplugin
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
-	"github.com/containernetworking/plugins/pkg/ip"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/loomnet/loom/api"
 )
 
@@ -22,18 +17,9 @@ func cmdDel(args *skel.CmdArgs) error {
 	if _, err := validateArgs(args, false); err != nil {
 		return err
 	}
-	if args.Netns != "" {
-		err := ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
-			if err := ip.DelLinkByName(args.IfName); err != nil && !errors.Is(err, ip.ErrLinkNotFound) {
-				return err
-			}
-			return nil
-		})
-		var nsErr ns.NSPathNotExistErr
-		if err != nil && !errors.As(err, &nsErr) {
-			return types.NewError(types.ErrInternal, fmt.Sprintf("delete %s in %s", args.IfName, args.Netns), err.Error())
-		}
-	}
+	// The agent deletes the veth pair by its host end, in the background
+	// after cutting the pod off: the pod end goes with it, so DEL never
+	// enters the netns (which may be gone) nor waits for the kernel.
 	client := api.NewClient(conf.Socket, apiTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()

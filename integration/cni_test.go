@@ -325,8 +325,14 @@ func assertNoPodState(t *testing.T, n *rig.Node) {
 	if err != nil || len(allocs) != 0 {
 		t.Fatalf("allocations left: %d (%v)", len(allocs), err)
 	}
-	if veths := podVeths(t, n); len(veths) != 0 {
-		t.Fatalf("pod veths left: %v", veths)
+	// DEL destroys veths in the background, right after it returns.
+	if err := rig.Eventually(5*time.Second, func() error {
+		if veths := podVeths(t, n); len(veths) != 0 {
+			return fmt.Errorf("pod veths left: %v", veths)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	routes := mustExec(t, n, "ip", "-4", "route", "show", "proto", "76")
 	if strings.Count(strings.TrimSpace(routes), "\n") != 0 || !strings.Contains(routes, "unreachable") {

@@ -172,11 +172,17 @@ func TestFabric(t *testing.T) {
 				t.Fatalf("allocation of deleted pod still present: %+v", a)
 			}
 		}
-		if out, err := nodes[1].Exec("ip", "link", "show", alloc.HostIf); err == nil {
-			t.Fatalf("host veth of deleted pod left behind: %s", out)
-		}
+		// The route goes with DEL; the veth is destroyed right after it.
 		if out, _ := nodes[1].Exec("ip", "-4", "route", "show", p.IP.String()+"/32"); strings.TrimSpace(out) != "" {
 			t.Fatalf("route to deleted pod left behind: %s", out)
+		}
+		if err := rig.Eventually(5*time.Second, func() error {
+			if out, err := nodes[1].Exec("ip", "link", "show", alloc.HostIf); err == nil {
+				return fmt.Errorf("host veth of deleted pod left behind: %s", out)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
 	})
 

@@ -188,38 +188,65 @@ func testPodCannotSpoof(t *testing.T, mode string) {
 			t.Fatal(err)
 		}
 	}
-	before := droppedIn(t, nodes[0], "pod-antispoof")
-	for i := 0; i < 3; i++ {
-		sendFrom(spoofed, "spoofed")
-	}
-	// The genuine datagrams follow the spoofed ones on the same path, so
-	// by the time one arrives any spoofed datagram that got through has.
-	spoofedArrived := ""
-	if err := rig.Eventually(10*time.Second, func() error {
-		sendFrom(a.IP, "genuine")
-		for {
-			select {
-			case m := <-got:
-				if m == "spoofed" {
-					spoofedArrived = m
-					continue
+	// expectOnly sends three datagrams from spoofed, then from genuine
+	// until one arrives: by then any spoofed one that got through has.
+	expectOnly := func(genuine, spoofed netip.Addr) {
+		t.Helper()
+		before := droppedIn(t, nodes[0], "pod-antispoof")
+		for i := 0; i < 3; i++ {
+			sendFrom(spoofed, "spoofed")
+		}
+		spoofedArrived := ""
+		if err := rig.Eventually(10*time.Second, func() error {
+			sendFrom(genuine, "genuine")
+			for {
+				select {
+				case m := <-got:
+					if m == "spoofed" {
+						spoofedArrived = m
+						continue
+					}
+					return nil
+				case <-time.After(300 * time.Millisecond):
+					return fmt.Errorf("datagram from the pod's own address did not arrive")
 				}
-				return nil
-			case <-time.After(300 * time.Millisecond):
-				return fmt.Errorf("datagram from the pod's own address did not arrive")
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if spoofedArrived != "" {
+			t.Fatalf("b received %q from %s: spoofing got through", spoofedArrived, spoofed)
+		}
+		if mode == "nftables" {
+			if n := droppedIn(t, nodes[0], "pod-antispoof"); n < before+3 {
+				t.Fatalf("spoofed packets not counted: %v -> %v", before, n)
 			}
 		}
-	}); err != nil {
+	}
+	expectOnly(a.IP, spoofed)
+
+	// The same attachment deleted and added again with another address
+	// must not keep its old one: the old address is now another pod's.
+	ctx := context.Background()
+	cni, list, err := nodes[0].CNI()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if spoofedArrived != "" {
-		t.Fatalf("b received %q: spoofing got through", spoofedArrived)
+	if err := cni.DelNetworkList(ctx, list, a.RuntimeConf()); err != nil {
+		t.Fatal(err)
 	}
-	if mode == "nftables" {
-		if n := droppedIn(t, nodes[0], "pod-antispoof"); n < before+3 {
-			t.Fatalf("spoofed packets not counted: %v -> %v", before, n)
-		}
+	old := a.IP
+	addPod(t, nodes[0], "takes-the-old-address")
+	if err := a.Add(ctx); err != nil {
+		t.Fatal(err)
 	}
+	if a.IP == old {
+		t.Fatalf("re-added pod got its old address %s again; the test needs another", old)
+	}
+	if _, err := a.Exec("ip", "addr", "add", old.String()+"/32", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	expectOnly(a.IP, old)
 }
 
 // TestPodsKeptOffHostPorts: pods reach their node with ICMP and on ports

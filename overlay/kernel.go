@@ -23,6 +23,7 @@ type Kernel interface {
 	LinkAdd(link netlink.Link) error
 	LinkDel(link netlink.Link) error
 	LinkSetUp(link netlink.Link) error
+	LinkSetDown(link netlink.Link) error
 	LinkSetMTU(link netlink.Link, mtu int) error
 
 	AddrList(link netlink.Link) ([]netlink.Addr, error)
@@ -84,6 +85,11 @@ func (w *WriteCounter) LinkDel(l netlink.Link) error {
 func (w *WriteCounter) LinkSetUp(l netlink.Link) error {
 	w.links.Add(1)
 	return w.note(0, w.Kernel.LinkSetUp(l))
+}
+
+func (w *WriteCounter) LinkSetDown(l netlink.Link) error {
+	w.links.Add(1)
+	return w.note(0, w.Kernel.LinkSetDown(l))
 }
 func (w *WriteCounter) LinkSetMTU(l netlink.Link, mtu int) error {
 	w.links.Add(1)

@@ -104,6 +104,23 @@ func (f *FakeKernel) LinkSetUp(l netlink.Link) error {
 	return unix.ENODEV
 }
 
+// LinkSetDown also drops the routes through the link, as the kernel does.
+func (f *FakeKernel) LinkSetDown(l netlink.Link) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cur, ok := f.links[l.Attrs().Name]
+	if !ok {
+		return unix.ENODEV
+	}
+	cur.Attrs().Flags &^= net.FlagUp
+	for k, r := range f.routes {
+		if r.LinkIndex == cur.Attrs().Index {
+			delete(f.routes, k)
+		}
+	}
+	return nil
+}
+
 func (f *FakeKernel) LinkSetMTU(l netlink.Link, mtu int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

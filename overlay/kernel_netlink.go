@@ -78,6 +78,7 @@ func (k *NetlinkKernel) LinkList() ([]netlink.Link, error) {
 func (k *NetlinkKernel) LinkAdd(l netlink.Link) error           { return k.h.LinkAdd(l) }
 func (k *NetlinkKernel) LinkDel(l netlink.Link) error           { return ignoreGone(k.h.LinkDel(l)) }
 func (k *NetlinkKernel) LinkSetUp(l netlink.Link) error         { return k.h.LinkSetUp(l) }
+func (k *NetlinkKernel) LinkSetDown(l netlink.Link) error       { return k.h.LinkSetDown(l) }
 func (k *NetlinkKernel) LinkSetMTU(l netlink.Link, m int) error { return k.h.LinkSetMTU(l, m) }
 
 func (k *NetlinkKernel) AddrList(l netlink.Link) ([]netlink.Addr, error) {

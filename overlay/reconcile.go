@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -17,6 +18,10 @@ import (
 type Firewaller interface {
 	// Apply makes Loom's table match the spec; it writes only on change.
 	Apply(spec FirewallSpec) (changed bool, err error)
+	// AddPod and RemovePod change one pod's anti-spoof entries in the
+	// table in force, the fast path of attaching and detaching a pod.
+	AddPod(p PodRoute) error
+	RemovePod(hostIf string) error
 }
 
 // Result says what one Apply did.
@@ -43,6 +48,12 @@ type Dataplane struct {
 	// applyMu serialises Apply: reconciling from two goroutines at once
 	// would interleave diffs against a kernel both are changing.
 	applyMu sync.Mutex
+
+	onDetachError func(hostIf string, err error)
+	// detachMu guards detaching: host veths cut off and being deleted in
+	// the background.
+	detachMu  sync.Mutex
+	detaching map[string]detachment
 }
 
 // DataplaneConfig wires a Dataplane.
@@ -57,12 +68,16 @@ type DataplaneConfig struct {
 	// nil turns that filter off.
 	PodToHost []PortRule
 	// AntiSpoof is how pods are kept to their own source address:
-	// AntiSpoofNFTables (a rule per pod) or AntiSpoofRPFilter (strict
+	// AntiSpoofNFTables (set entries per pod) or AntiSpoofRPFilter (strict
 	// reverse-path filtering on each host veth). Empty: nftables.
 	AntiSpoof string
 	// Sysctl sets a /proc/sys key and reports whether it wrote; needed for
 	// AntiSpoofRPFilter (nil in unit tests).
 	Sysctl func(key, value string) (bool, error)
+	// OnDetachError hears of a pod veth the background deletion could not
+	// remove (it stays down, routeless, for the runtime's netns removal or
+	// CNI GC); nil ignores it.
+	OnDetachError func(hostIf string, err error)
 }
 
 // NewDataplane returns a reconciler.
@@ -71,7 +86,8 @@ func NewDataplane(cfg DataplaneConfig) *Dataplane {
 		cfg.AntiSpoof = AntiSpoofNFTables
 	}
 	return &Dataplane{k: cfg.Kernel, backend: cfg.Backend, fw: cfg.Firewall, cluster: cfg.Cluster,
-		vxlanPort: cfg.VXLANPort, podToHost: cfg.PodToHost, antiSpoof: cfg.AntiSpoof, sysctl: cfg.Sysctl}
+		vxlanPort: cfg.VXLANPort, podToHost: cfg.PodToHost, antiSpoof: cfg.AntiSpoof, sysctl: cfg.Sysctl,
+		onDetachError: cfg.OnDetachError, detaching: map[string]detachment{}}
 }
 
 type routeKey struct {
@@ -184,6 +200,9 @@ func (dp *Dataplane) podRoutes(pods []PodRoute, overlayIP netip.Addr) ([]netlink
 	var errs []error
 	writes := 0
 	for _, p := range pods {
+		if dp.Detaching(p.HostIf) {
+			continue // cut off for good; bringing it up again would revive it
+		}
 		l, n, err := dp.ensurePodHost(p.HostIf)
 		writes += n
 		if errors.Is(err, ErrLinkNotFound) {
@@ -296,9 +315,20 @@ func (dp *Dataplane) syncRoutes(want []netlink.Route, remove bool) (added, remov
 	return added, removed, errors.Join(errs...)
 }
 
-// DetachPod removes a pod's host veth (which also removes its route and the
-// pod end); it is a no-op when the veth is already gone.
-func (dp *Dataplane) DetachPod(hostIf string) error {
+// DetachPod cuts a pod off at once and deletes its host veth (with the
+// pod end) in the background. Setting the veth down takes its route with
+// it and stops every packet, and the anti-spoof entries go; destroying a
+// network device, though, waits for an RCU grace period in the kernel,
+// tens of milliseconds that a CNI DEL need not spend (the runtime's netns
+// removal pays it again anyway). netns is the pod's network namespace
+// path, if known. WaitDetached waits for the deletion. A veth already
+// gone, or already detaching, is a no-op.
+func (dp *Dataplane) DetachPod(hostIf, netns string) error {
+	dp.applyMu.Lock()
+	defer dp.applyMu.Unlock()
+	if dp.Detaching(hostIf) {
+		return nil
+	}
 	l, err := dp.k.LinkByName(hostIf)
 	if errors.Is(err, ErrLinkNotFound) {
 		return nil
@@ -306,10 +336,75 @@ func (dp *Dataplane) DetachPod(hostIf string) error {
 	if err != nil {
 		return fmt.Errorf("look up %s: %w", hostIf, err)
 	}
-	if err := dp.k.LinkDel(l); err != nil {
-		return fmt.Errorf("delete %s: %w", hostIf, err)
+	if err := dp.k.LinkSetDown(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("set %s down: %w", hostIf, err)
 	}
+	if dp.fw != nil && dp.antiSpoof == AntiSpoofNFTables {
+		if err := dp.fw.RemovePod(hostIf); err != nil {
+			return err
+		}
+	}
+	d := detachment{netns: netns, done: make(chan struct{}), now: make(chan struct{}), expedite: new(sync.Once)}
+	dp.detachMu.Lock()
+	dp.detaching[hostIf] = d
+	dp.detachMu.Unlock()
+	go func() {
+		// The runtime removes the pod's netns right after DEL, and the
+		// kernel then destroys the pair together with the namespace's other
+		// devices, one grace period for all; deleting it first would pay
+		// one more. So wait a little, unless an ADD needs the name.
+		select {
+		case <-time.After(detachDelay):
+		case <-d.now:
+		}
+		err := dp.k.LinkDel(l) // by index: never a newer veth of the same name
+		dp.detachMu.Lock()
+		delete(dp.detaching, hostIf)
+		dp.detachMu.Unlock()
+		close(d.done)
+		if err != nil && dp.onDetachError != nil {
+			dp.onDetachError(hostIf, fmt.Errorf("delete %s: %w", hostIf, err))
+		}
+	}()
 	return nil
+}
+
+// Detaching reports whether hostIf is cut off and awaiting deletion.
+func (dp *Dataplane) Detaching(hostIf string) bool {
+	dp.detachMu.Lock()
+	defer dp.detachMu.Unlock()
+	_, ok := dp.detaching[hostIf]
+	return ok
+}
+
+// detachDelay is how long a detached pod veth is left for the runtime's
+// netns removal to destroy before Loom deletes it itself.
+const detachDelay = 2 * time.Second
+
+// detachment is a pod veth being deleted in the background.
+type detachment struct {
+	netns    string        // the pod end's namespace path, "" if unknown
+	done     chan struct{} // closed once the veth is gone
+	now      chan struct{} // closed to delete without waiting out detachDelay
+	expedite *sync.Once
+}
+
+// WaitDetached returns once the background deletions of hostIf and of any
+// pod veth whose pod end is in netns have finished, so an ADD finds
+// neither name taken; with both empty it waits for every deletion.
+func (dp *Dataplane) WaitDetached(hostIf, netns string) {
+	dp.detachMu.Lock()
+	var pending []chan struct{}
+	for name, d := range dp.detaching {
+		if hostIf == "" && netns == "" || name == hostIf || netns != "" && d.netns == netns {
+			d.expedite.Do(func() { close(d.now) })
+			pending = append(pending, d.done)
+		}
+	}
+	dp.detachMu.Unlock()
+	for _, done := range pending {
+		<-done
+	}
 }
 
 // PodVeths lists the host ends of pod veths present in the kernel.
@@ -327,9 +422,9 @@ func (dp *Dataplane) PodVeths() ([]string, error) {
 	return out, nil
 }
 
-// AttachPod prepares a pod's host veth and installs its /32 route now,
-// rather than waiting for the next reconcile, so ADD returns a pod that is
-// already reachable.
+// AttachPod prepares a pod's host veth, installs its /32 route and its
+// anti-spoof entries now, rather than waiting for the next reconcile, so
+// ADD returns a pod that is already reachable and already guarded.
 func (dp *Dataplane) AttachPod(p PodRoute, overlayIP netip.Addr) error {
 	dp.applyMu.Lock()
 	defer dp.applyMu.Unlock()
@@ -342,6 +437,9 @@ func (dp *Dataplane) AttachPod(p PodRoute, overlayIP netip.Addr) error {
 	}
 	if err := dp.k.RouteReplace(&routes[0]); err != nil {
 		return fmt.Errorf("program route to pod %s via %s: %w", p.IP, p.HostIf, err)
+	}
+	if dp.fw != nil && dp.antiSpoof == AntiSpoofNFTables {
+		return dp.fw.AddPod(p)
 	}
 	return nil
 }

@@ -11,12 +11,19 @@ import (
 
 // Watch subscribes to the kernel's link, route and neighbour notifications
 // in the current network namespace and calls notify whenever something
-// that may be Loom's changed: a link named loom*, a Loom-tagged route, any
-// entry on the tunnel device. Drift made by hand is thus repaired within
-// one reconcile instead of waiting for the periodic resync. notify must not
-// block. Watch returns once subscribed; it stops when ctx ends, and reports
-// a dead subscription through onError (the resync still covers it).
-func Watch(ctx context.Context, deviceIndex func() int, notify func(), onError func(error)) error {
+// that may be Loom's changed: a Loom link deleted or set down, a
+// Loom-tagged route deleted, any entry on the tunnel device. Drift made by
+// hand is thus repaired within one reconcile instead of waiting for the
+// periodic resync. notify must not block. Watch returns once subscribed;
+// it stops when ctx ends, and reports a dead subscription through onError
+// (the resync still covers it).
+//
+// A pod veth's own life is not drift: it is born down (ADD attaches it),
+// and Loom itself sets it down and deletes it on DEL (detaching says which
+// ones). Only someone else setting a pod veth down asks for a repair;
+// reconciling on every veth event would make each ADD wait for a
+// reconcile it does not need.
+func Watch(ctx context.Context, deviceIndex func() int, detaching func(hostIf string) bool, notify func(), onError func(error)) error {
 	done := make(chan struct{})
 	go func() { <-ctx.Done(); close(done) }()
 	links := make(chan netlink.LinkUpdate, 256)
@@ -41,7 +48,7 @@ func Watch(ctx context.Context, deviceIndex func() int, notify func(), onError f
 				if !ok {
 					return
 				}
-				if strings.HasPrefix(u.Attrs().Name, "loom") && (u.Header.Type == unix.RTM_DELLINK || u.Attrs().Flags&unix.IFF_UP == 0) {
+				if linkNeedsRepair(u, detaching) {
 					notify()
 				}
 			case u, ok := <-routes:
@@ -62,4 +69,21 @@ func Watch(ctx context.Context, deviceIndex func() int, notify func(), onError f
 		}
 	}()
 	return nil
+}
+
+// linkNeedsRepair decides whether a link notification may be drift of
+// Loom's: see Watch.
+func linkNeedsRepair(u netlink.LinkUpdate, detaching func(string) bool) bool {
+	name := u.Attrs().Name
+	if !strings.HasPrefix(name, "loom") {
+		return false
+	}
+	down := u.IfInfomsg.Flags&unix.IFF_UP == 0
+	if !IsPodVethName(name) {
+		return u.Header.Type == unix.RTM_DELLINK || down
+	}
+	// Change has IFF_UP set when this message reports the flag flipping;
+	// a new link reports every bit (^0), so it must be excluded.
+	flipped := u.Header.Type == unix.RTM_NEWLINK && u.Change != ^uint32(0) && u.Change&unix.IFF_UP != 0
+	return flipped && down && !detaching(name)
 }

@@ -1,0 +1,97 @@
+package overlay
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+)
+
+// elements renders a change as "+key"/"-key" strings, keys as the set
+// would print them.
+func elements(t *testing.T, ch setChange) []string {
+	t.Helper()
+	render := func(k []byte) string {
+		switch ch.set.Name {
+		case setNodes, setNodeOverlays:
+			a, _ := netip.AddrFromSlice(k)
+			return a.String()
+		case setPodVeths:
+			return string(trimNUL(k))
+		default: // ifname . address
+			a, _ := netip.AddrFromSlice(k[16:])
+			return string(trimNUL(k[:16])) + "." + a.String()
+		}
+	}
+	var out []string
+	for _, e := range ch.del {
+		out = append(out, "-"+render(e.Key))
+	}
+	for _, e := range ch.add {
+		out = append(out, "+"+render(e.Key))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func trimNUL(b []byte) []byte {
+	if i := slices.Index(b, 0); i >= 0 {
+		return b[:i]
+	}
+	return b
+}
+
+func TestSetChanges(t *testing.T) {
+	a := netip.MustParseAddr
+	pod := func(hostIf, ip string) PodRoute { return PodRoute{HostIf: hostIf, IP: a(ip)} }
+	was := FirewallSpec{
+		NodeAddrs:    []netip.Addr{a("10.0.0.1"), a("10.0.0.2")},
+		NodeOverlays: []netip.Addr{a("10.244.1.0")},
+		Pods:         []PodRoute{pod("loomaaa", "10.244.1.2"), pod("loombbb", "10.244.1.3")},
+	}
+	stale := map[string]PodRoute{"loomccc": pod("loomccc", "10.244.1.4"), "loomddd": pod("loomddd", "10.244.1.5")}
+	want := FirewallSpec{
+		NodeAddrs:    []netip.Addr{a("10.0.0.2"), a("10.0.0.3"), a("10.0.0.3")},
+		NodeOverlays: []netip.Addr{a("10.244.1.0")},
+		Pods: []PodRoute{
+			pod("loomaaa", "10.244.1.2"), // unchanged
+			pod("loomccc", "10.244.1.9"), // stale name back with another address
+			pod("loomddd", "10.244.1.5"), // stale name back with its address
+			pod("loomeee", "10.244.1.6"), // new
+		}, // loombbb left
+	}
+	changes, newStale := setChanges(was, stale, want)
+	got := map[string][]string{}
+	for _, ch := range changes {
+		got[ch.set.Name] = elements(t, ch)
+	}
+	expect := map[string][]string{
+		setNodes:        {"+10.0.0.3", "-10.0.0.1"},
+		setNodeOverlays: nil,
+		setPodVeths:     {"+loomccc", "+loomddd", "+loomeee"},
+		setPodSources:   {"+loomccc.10.244.1.9", "+loomddd.10.244.1.5", "+loomeee.10.244.1.6", "-loomccc.10.244.1.4"},
+	}
+	for name, w := range expect {
+		if !slices.Equal(got[name], w) {
+			t.Errorf("set %s: changes %v, want %v", name, got[name], w)
+		}
+	}
+	if len(newStale) != 1 || newStale["loombbb"] != pod("loombbb", "10.244.1.3") {
+		t.Errorf("stale after = %v, want only loombbb", newStale)
+	}
+	if len(stale) != 2 {
+		t.Errorf("setChanges modified the stale map it was given: %v", stale)
+	}
+}
+
+// The anti-spoof sets' element keys are what the rule looks up: the
+// 16-byte interface name, then the 4-byte address.
+func TestPodElementsLayout(t *testing.T) {
+	v, src := podElements(PodRoute{HostIf: "loom0123456789a", IP: netip.MustParseAddr("10.244.1.2")})
+	if len(v.Key) != 16 || len(src.Key) != 20 {
+		t.Fatalf("key lengths %d and %d, want 16 and 20", len(v.Key), len(src.Key))
+	}
+	_, sources := podSets(loomTable())
+	if !sources.Concatenation || sources.KeyType.Bytes != 20 {
+		t.Fatalf("pod-sources key type %+v, want a 20-byte concatenation", sources.KeyType)
+	}
+}
