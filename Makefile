@@ -55,6 +55,7 @@ image: build
 
 # Benchmarks with their baselines in the same run (root; not part of test).
 bench: deps
+	@scripts/deps.sh perf
 	$(GO) run ./bench/cmd/loombench -out bench
 	$(GO) test -run '^$$' -bench . -benchmem ./gossip ./ipam ./overlay
 

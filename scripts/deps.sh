@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system tools Loom's demo, tests and benchmarks use, if any is
 # missing. Idempotent; needs root (apt-get) only when something is missing.
+# Arguments name optional tools to check as well: perf (make bench's kernel
+# profile).
 set -euo pipefail
 
 # tool -> Debian package
@@ -15,6 +17,16 @@ declare -A pkgs=(
 	[iperf3]=iperf3
 	[bash]=bash
 )
+declare -A optional=(
+	[perf]=linux-perf
+)
+for tool in "$@"; do
+	if [ -z "${optional[$tool]:-}" ]; then
+		echo "deps: unknown optional tool $tool" >&2
+		exit 1
+	fi
+	pkgs[$tool]=${optional[$tool]}
+done
 missing=()
 for tool in "${!pkgs[@]}"; do
 	command -v "$tool" >/dev/null 2>&1 || missing+=("${pkgs[$tool]}")

@@ -23,7 +23,7 @@ import (
 func main() {
 	short := flag.Bool("short", false, "reduced run (< 5 minutes): fewer rounds, shorter transfers, 10 nodes only")
 	out := flag.String("out", "bench", "directory for results.json and results.md")
-	flag.StringVar(&only, "only", "", "run only these sections, comma-separated: dataplane, cni, scale, offload, policy, convergence")
+	flag.StringVar(&only, "only", "", "run only these sections, comma-separated: dataplane, cni, scale, offload, profile, policy, convergence")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "loombench: must run as root (network namespaces)")
@@ -92,6 +92,11 @@ func run(short bool, out string) error {
 			return err
 		}
 	}
+	if section("profile") && (!short || only != "") {
+		if err := profileBench(rep, bin, rounds, secs); err != nil {
+			return err
+		}
+	}
 	if section("policy") {
 		if err := policyBench(rep, bin); err != nil {
 			return err
@@ -104,7 +109,7 @@ func run(short bool, out string) error {
 	}
 	rep.Note("The namespace rig has no wire: throughput is CPU-bound and noisy (±10%% between runs); compare ratios within one run, never single figures.")
 	rep.Note("WireGuard runs in userspace here (no kernel module): Loom's backend and the hand-made tunnel both use loomd's wireguard-go helper.")
-	rep.Note("VXLAN option sweep (offload section): make bench only, or -only offload.")
+	rep.Note("VXLAN option sweep (offload section) and kernel profile (profile section): make bench only, or -only offload,profile.")
 	return rep.Write(out)
 }
 
@@ -127,7 +132,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	if err != nil {
 		return err
 	}
-	// Reverse-path filtering instead of per-pod nftables rules for
+	// Reverse-path filtering instead of nftables set lookups for
 	// anti-spoofing, to measure which costs less.
 	_, rp, err := fabric(r, "rpf", []string{"--pod-antispoof", "rp_filter"})
 	if err != nil {
@@ -507,5 +512,69 @@ func convergenceBench(rep *bench.Report, bin string, sizes []int, window time.Du
 	}
 	rep.Add(fmt.Sprintf("loomd RSS, idle, %d nodes", len(nodes)), "MiB", rss)
 	rep.Add(fmt.Sprintf("loomd CPU, idle, %d nodes", len(nodes)), "%", cpu)
+	return nil
+}
+
+// profileBench samples the kernel (perf, every CPU) while 4 TCP streams
+// run pod to pod over Loom and over the hand-made tunnel, in alternating
+// rounds, and records where the CPU goes: what Loom's path costs beyond
+// the kernel's own VXLAN cost shows up by category.
+func profileBench(rep *bench.Report, bin string, rounds, secs int) error {
+	if !bench.PerfAvailable() {
+		rep.Note("Kernel profile skipped: perf is not installed (Debian: apt-get install linux-perf).")
+		return nil
+	}
+	r, err := rig.New(rig.Options{BinDir: bin, Logf: logf})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	_, lp, err := fabric(r, "node", nil)
+	if err != nil {
+		return err
+	}
+	var hn [2]*rig.Node
+	for i := range hn {
+		if hn[i], err = r.AddNode(fmt.Sprintf("hand%d", i+1)); err != nil {
+			return err
+		}
+	}
+	hand, err := bench.BuildHandTunnel(hn, 1450)
+	if err != nil {
+		return err
+	}
+	paths := []struct {
+		name           string
+		client, server string
+		dst            netip.Addr
+	}{
+		{"Loom pod→pod", lp[0].NS, lp[1].NS, lp[1].IP},
+		{"hand-made VXLAN pod→pod", hand[0].NS, hand[1].NS, hand[1].IP},
+	}
+	for _, p := range paths {
+		if err := rig.Eventually(30*time.Second, func() error { return rig.Ping(p.client, p.dst) }); err != nil {
+			return err
+		}
+	}
+	for round := 0; round < rounds; round++ {
+		logf("kernel profile round %d/%d", round+1, rounds)
+		for i := range paths {
+			p := paths[(i+round)%len(paths)]
+			var gbps float64
+			shares, err := bench.ProfileKernel(func() error {
+				var err error
+				gbps, _, err = bench.Iperf(p.client, p.server, p.dst, 4, secs, "")
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			rep.Add("TCP 4 stream(s) while profiled: "+p.name, "Gbit/s", gbps)
+			for _, c := range bench.KernelCategories {
+				rep.Add(fmt.Sprintf("CPU share, %s: %s", c.Name, p.name), "%", shares[c.Name])
+			}
+		}
+	}
+	rep.Compare("TCP 4 stream(s) while profiled: Loom pod→pod", "TCP 4 stream(s) while profiled: hand-made VXLAN pod→pod", "")
 	return nil
 }
