@@ -269,19 +269,33 @@ func (a *Agent) handleAttach(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, api.CodeInternal, fmt.Errorf("attach pod %s: %w", al.IP, err))
 		return
 	}
-	if a.policy.enabled() {
-		// The pod may be selected by a policy: its rules must be in force
-		// before ADD returns and the runtime starts the pod's processes.
+	// With policies, the pod may be selected by one: its rules must be in
+	// force before ADD returns and the runtime starts the pod's processes.
+	reconciled := a.policy.enabled()
+	if reconciled {
 		if _, err := a.reconcile("pod attached"); err != nil {
 			writeError(w, http.StatusInternalServerError, api.CodeInternal, fmt.Errorf("program network policy for pod %s: %w", al.IP, err))
 			return
 		}
-	} else {
-		a.trigger() // publishes the pod to the pod directory
 	}
 	a.log.Info("pod attached", zap.String("container", al.ContainerID), zap.String("ifname", al.IfName),
 		zap.Stringer("ip", al.IP), zap.String("host_if", al.HostIf))
+	if reconciled {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	answerThenReconcile(w, a) // publishes the pod to the pod directory
+}
+
+// answerThenReconcile sends a 204 at once and only then asks for a
+// reconcile: on a busy node the reconcile would otherwise compete with the
+// answer the CNI plugin, and so the runtime, is waiting for.
+func answerThenReconcile(w http.ResponseWriter, a *Agent) {
 	w.WriteHeader(http.StatusNoContent)
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	a.trigger()
 }
 
 func (a *Agent) handleRelease(w http.ResponseWriter, r *http.Request) {
@@ -316,7 +330,8 @@ func (a *Agent) handleRelease(w http.ResponseWriter, r *http.Request) {
 	}
 	if ok {
 		a.log.Info("pod released", zap.String("container", al.ContainerID), zap.String("ifname", al.IfName), zap.Stringer("ip", al.IP))
-		a.trigger()
+		answerThenReconcile(w, a)
+		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
