@@ -93,9 +93,18 @@ func everyone(nodes []*rig.Node, check func(*rig.Node) error) error {
 	return <-errs
 }
 
-// Footprint returns the average resident memory (MiB) and CPU share (%)
-// of the nodes' agents over window.
-func Footprint(nodes []*rig.Node, window time.Duration) (rssMiB, cpuPct float64, err error) {
+// AgentFootprint is the average use of the nodes' agents.
+type AgentFootprint struct {
+	// RSSMiB is resident memory; AnonMiB the part of it that is the
+	// process's own (heap, stacks), the rest being clean pages of the
+	// binary, which the kernel can drop and re-read.
+	RSSMiB, AnonMiB float64
+	CPUPct          float64 // of one core
+}
+
+// Footprint measures the nodes' agents over window.
+func Footprint(nodes []*rig.Node, window time.Duration) (AgentFootprint, error) {
+	var fp AgentFootprint
 	cpu0 := map[int]float64{}
 	for _, n := range nodes {
 		cpu0[n.Pid()] = cpuSeconds(n.Pid())
@@ -107,17 +116,26 @@ func Footprint(nodes []*rig.Node, window time.Duration) (rssMiB, cpuPct float64,
 		pid := n.Pid()
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
-			return 0, 0, err
+			return fp, err
 		}
 		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "VmRSS:") {
-				kb, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
-				rssMiB += kb / 1024
+			f := strings.Fields(l)
+			if len(f) < 2 {
+				continue
+			}
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			switch f[0] {
+			case "VmRSS:":
+				fp.RSSMiB += kb / 1024
+			case "RssAnon:":
+				fp.AnonMiB += kb / 1024
 			}
 		}
-		cpuPct += (cpuSeconds(pid) - cpu0[pid]) / elapsed * 100
+		fp.CPUPct += (cpuSeconds(pid) - cpu0[pid]) / elapsed * 100
 	}
-	return rssMiB / float64(len(nodes)), cpuPct / float64(len(nodes)), nil
+	n := float64(len(nodes))
+	fp.RSSMiB, fp.AnonMiB, fp.CPUPct = fp.RSSMiB/n, fp.AnonMiB/n, fp.CPUPct/n
+	return fp, nil
 }
 
 func cpuSeconds(pid int) float64 {

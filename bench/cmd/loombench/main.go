@@ -506,12 +506,13 @@ func convergenceBench(rep *bench.Report, bin string, sizes []int, window time.Du
 		}
 	}
 	logf("footprint at %d nodes", len(nodes)+1)
-	rss, cpu, err := bench.Footprint(nodes, window)
+	fp, err := bench.Footprint(nodes, window)
 	if err != nil {
 		return err
 	}
-	rep.Add(fmt.Sprintf("loomd RSS, idle, %d nodes", len(nodes)), "MiB", rss)
-	rep.Add(fmt.Sprintf("loomd CPU, idle, %d nodes", len(nodes)), "%", cpu)
+	rep.Add(fmt.Sprintf("loomd RSS, idle, %d nodes", len(nodes)), "MiB", fp.RSSMiB)
+	rep.Add(fmt.Sprintf("loomd anonymous RSS (heap, stacks), idle, %d nodes", len(nodes)), "MiB", fp.AnonMiB)
+	rep.Add(fmt.Sprintf("loomd CPU, idle, %d nodes", len(nodes)), "%", fp.CPUPct)
 	return nil
 }
 
