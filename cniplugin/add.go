@@ -32,11 +32,10 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	podArgs, err := validateArgs(args, true)
+	meta, err := validateArgs(args, true)
 	if err != nil {
 		return err
 	}
-	meta, _ := podArgs.Meta() // validated above
 	netns, err := openNetns(args.Netns)
 	if err != nil {
 		return err

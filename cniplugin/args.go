@@ -55,25 +55,27 @@ func ParseLabels(s string) (map[string]string, error) {
 }
 
 // validateArgs checks what the runtime passed in the environment, with the
-// spec's code 4 (invalid environment variables) for anything wrong.
-func validateArgs(args *skel.CmdArgs, needNetns bool) (*PodArgs, error) {
+// spec's code 4 (invalid environment variables) for anything wrong, and
+// returns the pod metadata CNI_ARGS carry.
+func validateArgs(args *skel.CmdArgs, needNetns bool) (api.PodMeta, error) {
 	if args.ContainerID == "" {
-		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_CONTAINERID is empty", "")
+		return api.PodMeta{}, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_CONTAINERID is empty", "")
 	}
 	if !api.ValidInterfaceName(args.IfName) {
-		return nil, types.NewError(types.ErrInvalidEnvironmentVariables,
+		return api.PodMeta{}, types.NewError(types.ErrInvalidEnvironmentVariables,
 			fmt.Sprintf("CNI_IFNAME %q is not a valid interface name (1-15 bytes, no '/', ':' or spaces)", args.IfName), "")
 	}
 	if needNetns && args.Netns == "" {
-		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is empty", "")
+		return api.PodMeta{}, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is empty", "")
 	}
 	pa := &PodArgs{}
 	pa.IgnoreUnknown = true
 	if err := types.LoadArgs(args.Args, pa); err != nil {
-		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS %q: %v", args.Args, err), "")
+		return api.PodMeta{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS %q: %v", args.Args, err), "")
 	}
-	if _, err := pa.Meta(); err != nil {
-		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS LOOM_POD_LABELS: %v", err), "")
+	meta, err := pa.Meta()
+	if err != nil {
+		return api.PodMeta{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS LOOM_POD_LABELS: %v", err), "")
 	}
-	return pa, nil
+	return meta, nil
 }
