@@ -523,6 +523,7 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	}
 	if first {
 		a.log.Info("data plane programmed; node ready", zap.Stringer("subnet", subnet))
+		a.detachOrphanVeths()
 	}
 	if err == nil {
 		if werr := a.writeConflist(); werr != nil {

@@ -336,6 +336,45 @@ func (a *Agent) handleRelease(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// detachOrphanVeths deletes, once at start, pod veths that are down and
+// that no allocation accounts for: a DEL answered just before a restart
+// leaves its veth down for a background deletion the restart cut short,
+// and an ADD of the same attachment would find the name taken. A veth that
+// is up is left alone (a live pod, whatever the store says: that is CNI
+// GC's call). Veths are listed before the allocations are read: an
+// allocation is stored before its veth is made, so a pod in the middle of
+// ADD is never taken for an orphan. Called with dpMu held.
+func (a *Agent) detachOrphanVeths() {
+	names, err := a.dp.DownPodVeths()
+	if err != nil {
+		a.log.Warn("list pod veths", zap.Error(err))
+		return
+	}
+	allocs, err := a.store.Allocations()
+	if err != nil {
+		a.log.Warn("read pod allocations", zap.Error(err))
+		return
+	}
+	owned := map[string]bool{}
+	for _, al := range allocs {
+		owned[al.HostIf] = true
+	}
+	var orphans []string
+	for _, name := range names {
+		if owned[name] {
+			continue
+		}
+		if err := a.dp.DetachPod(name, ""); err != nil {
+			a.log.Warn("delete orphan pod veth", zap.String("host_if", name), zap.Error(err))
+			continue
+		}
+		orphans = append(orphans, name)
+	}
+	if len(orphans) > 0 {
+		a.log.Info("deleting pod veths no allocation accounts for", zap.Strings("host_ifs", orphans))
+	}
+}
+
 // handleGC releases every allocation the runtime no longer knows, and
 // deletes Loom host veths that belong to no allocation (a crash between
 // creating a veth and recording it, or a pod whose DEL never came).

@@ -159,6 +159,45 @@ func TestCNIRepeatedAddIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestCNIDelThenRestart: DEL answers before the veth pair is destroyed;
+// an agent killed in that window leaves the veth down, and once restarted
+// it deletes it, so the same attachment can be added again and works.
+func TestCNIDelThenRestart(t *testing.T) {
+	r := newRig(t)
+	n := startNodes(t, r, 1)[0]
+	p := addPod(t, n, "p")
+	ctx := context.Background()
+	cni, list, err := n.CNI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostIf := ""
+	if veths := podVeths(t, n); len(veths) == 1 {
+		hostIf = veths[0]
+	} else {
+		t.Fatalf("pod veths before DEL: %v, want one", veths)
+	}
+	if err := cni.DelNetworkList(ctx, list, p.RuntimeConf()); err != nil {
+		t.Fatal(err)
+	}
+	n.Stop(syscall.SIGKILL)
+	if _, err := n.Exec("ip", "link", "show", hostIf); err != nil {
+		t.Fatalf("veth %s already gone when the agent died: the test needs it pending (%v)", hostIf, err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Add(ctx); err != nil {
+		t.Fatalf("ADD of the deleted attachment after the restart: %v", err)
+	}
+	if err := rig.Ping(n.NS, p.IP); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestCNIBadInput runs the plugin as a runtime would, with broken input:
 // each case gets the spec's error code and a message naming the problem,
 // never a panic, and leaves nothing attached.

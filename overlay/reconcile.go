@@ -409,13 +409,23 @@ func (dp *Dataplane) WaitDetached(hostIf, netns string) {
 
 // PodVeths lists the host ends of pod veths present in the kernel.
 func (dp *Dataplane) PodVeths() ([]string, error) {
+	return dp.podVeths(func(netlink.Link) bool { return true })
+}
+
+// DownPodVeths lists the host ends of pod veths that are down: detached,
+// or never attached. A pod in service has its veth up.
+func (dp *Dataplane) DownPodVeths() ([]string, error) {
+	return dp.podVeths(func(l netlink.Link) bool { return l.Attrs().Flags&net.FlagUp == 0 })
+}
+
+func (dp *Dataplane) podVeths(keep func(netlink.Link) bool) ([]string, error) {
 	links, err := dp.k.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
 	var out []string
 	for _, l := range links {
-		if _, ok := l.(*netlink.Veth); ok && IsPodVethName(l.Attrs().Name) {
+		if _, ok := l.(*netlink.Veth); ok && IsPodVethName(l.Attrs().Name) && keep(l) {
 			out = append(out, l.Attrs().Name)
 		}
 	}
