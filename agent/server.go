@@ -211,7 +211,7 @@ func (a *Agent) handleAllocate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
 		return
 	}
-	hostIf := overlay.HostVethName(req.ContainerID, req.IfName)
+	hostIf := api.HostVethName(req.ContainerID, req.IfName)
 	// An ADD right after a DEL of the same attachment would find the old
 	// veth still being destroyed and fail to create its own.
 	a.dp.WaitDetached(hostIf, req.Netns)
@@ -316,7 +316,7 @@ func (a *Agent) handleRelease(w http.ResponseWriter, r *http.Request) {
 	if al, ok, err := a.store.Get(ref.ContainerID, ref.IfName); err == nil && ok {
 		netns = al.Netns
 	}
-	err := a.dp.DetachPod(overlay.HostVethName(ref.ContainerID, ref.IfName), netns)
+	err := a.dp.DetachPod(api.HostVethName(ref.ContainerID, ref.IfName), netns)
 	if err != nil {
 		a.dpMu.Unlock()
 		writeError(w, http.StatusInternalServerError, api.CodeInternal, err)

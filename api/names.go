@@ -1,5 +1,19 @@
 package api
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
+// HostVethName is the name of the host end of a pod's veth: "loom" and a
+// hash of the attachment, so it is stable, unique and at most 15 bytes.
+// The agent and the plugin both derive it, so the plugin can make the veth
+// while the agent is still storing the allocation.
+func HostVethName(containerID, ifName string) string {
+	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
+	return "loom" + hex.EncodeToString(sum[:])[:11]
+}
+
 // maxInterfaceName is IFNAMSIZ minus the terminating NUL: Linux counts
 // bytes, not characters, so a name of multi-byte runes can be too long
 // while looking short.

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"github.com/loomnet/loom/api"
 	"net/netip"
 	"runtime"
 	"strings"
@@ -69,7 +70,7 @@ func SyntheticSnapshot(pods, policies int) policy.Snapshot {
 			IP:     netip.AddrFrom4([4]byte{10, 244, byte(i / 250), byte(i%250 + 2)}),
 			Labels: map[string]string{"app": fmt.Sprintf("app%d", i%20), "tier": fmt.Sprintf("%d", i%3)}}
 		if i < 250 {
-			p.HostIf = overlay.HostVethName(p.Name, "eth0")
+			p.HostIf = api.HostVethName(p.Name, "eth0")
 		}
 		s.Pods = append(s.Pods, p)
 	}

@@ -46,25 +46,51 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*apiTimeout)
 	defer cancel()
 	ref := api.PodRef{ContainerID: args.ContainerID, IfName: args.IfName}
-	alloc, err := client.Allocate(ctx, api.AllocateRequest{ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns, PodMeta: meta})
-	if err != nil {
-		return agentError("allocate address", client, err)
+	type answer struct {
+		alloc api.Allocation
+		err   error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		a, err := client.Allocate(ctx, api.AllocateRequest{ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns, PodMeta: meta})
+		answered <- answer{a, err}
+	}()
+	// Make the veth pair while the agent stores the allocation: the fsync
+	// there and the pair here take about as long. This fails where a
+	// retried ADD's pair exists, or an old pair of the name is still being
+	// destroyed (the agent waits that out before it answers); the pair is
+	// then found, or made, once the answer is in.
+	var hostIf, podIf net.Interface
+	early := api.HostVethName(args.ContainerID, args.IfName)
+	createdVeth := false
+	if conf.MTU > 0 {
+		if err := netns.Do(func(hostNS ns.NetNS) error {
+			var err error
+			hostIf, podIf, err = ip.SetupVethWithName(args.IfName, early, conf.MTU, "", hostNS)
+			return err
+		}); err == nil {
+			createdVeth = true
+		}
+	}
+	ans := <-answered
+	alloc := ans.alloc
+	if createdVeth && (ans.err != nil || alloc.HostIf != early || alloc.MTU != conf.MTU) {
+		// Not what the agent wants (or no allocation at all): gone again.
+		deletePodVeth(netns, args.IfName)
+		createdVeth = false
+	}
+	if ans.err != nil {
+		return agentError("allocate address", client, ans.err)
 	}
 	// One rollback for every failure below: nothing half-attached stays
 	// behind. It undoes only what this ADD made, so a failed retry never
 	// tears down an attachment that was working.
-	createdVeth := false
 	defer func() {
 		if err == nil {
 			return
 		}
 		if createdVeth {
-			_ = netns.Do(func(ns.NetNS) error {
-				if l, lerr := netlink.LinkByName(args.IfName); lerr == nil {
-					_ = netlink.LinkDel(l)
-				}
-				return nil
-			})
+			deletePodVeth(netns, args.IfName)
 		}
 		if !alloc.Existing {
 			_ = client.Release(context.Background(), ref)
@@ -79,9 +105,8 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if gw == nil {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("agent returned invalid gateway %q", alloc.Gateway), "")
 	}
-	var hostIf, podIf net.Interface
 	err = netns.Do(func(hostNS ns.NetNS) error {
-		if alloc.Existing {
+		if !createdVeth && alloc.Existing {
 			// A retried ADD: if the pod side is already what we would make,
 			// report it instead of failing on "already exists".
 			if pod, host, ok := existingAttachment(args.IfName, alloc.HostIf, podIP, hostNS); ok {
@@ -89,12 +114,14 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 				return nil
 			}
 		}
-		var err error
-		hostIf, podIf, err = ip.SetupVethWithName(args.IfName, alloc.HostIf, alloc.MTU, "", hostNS)
-		if err != nil {
-			return fmt.Errorf("create veth %s/%s: %w", args.IfName, alloc.HostIf, err)
+		if !createdVeth {
+			var err error
+			hostIf, podIf, err = ip.SetupVethWithName(args.IfName, alloc.HostIf, alloc.MTU, "", hostNS)
+			if err != nil {
+				return fmt.Errorf("create veth %s/%s: %w", args.IfName, alloc.HostIf, err)
+			}
+			createdVeth = true
 		}
-		createdVeth = true
 		return configurePod(args.IfName, podIP, gw)
 	})
 	if err != nil {
@@ -114,6 +141,17 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, GW: gw}},
 	}
 	return types.PrintResult(result, conf.CNIVersion)
+}
+
+// deletePodVeth deletes the pod end of a veth pair this ADD made (the host
+// end goes with it).
+func deletePodVeth(netns ns.NetNS, ifName string) {
+	_ = netns.Do(func(ns.NetNS) error {
+		if l, err := netlink.LinkByName(ifName); err == nil {
+			_ = netlink.LinkDel(l)
+		}
+		return nil
+	})
 }
 
 // existingAttachment finds a pod interface that already carries podIP and

@@ -2,7 +2,6 @@ package overlay
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"net"
 	"net/netip"
 
@@ -65,14 +64,7 @@ type Desired struct {
 	Adopt bool
 }
 
-// HostVethName is the name of the host end of a pod's veth: "loom" and a
-// hash of the attachment, so it is stable, unique and at most 15 bytes.
-func HostVethName(containerID, ifName string) string {
-	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
-	return "loom" + hex.EncodeToString(sum[:])[:11]
-}
-
-// IsPodVethName reports whether name has the shape of HostVethName.
+// IsPodVethName reports whether name has the shape of api.HostVethName.
 func IsPodVethName(name string) bool {
 	if len(name) != 15 || name[:4] != "loom" {
 		return false

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"github.com/loomnet/loom/api"
 	"net"
 	"net/netip"
 	"testing"
@@ -169,7 +170,7 @@ func TestApplyRecreatesDeletedOrMisconfiguredDevice(t *testing.T) {
 
 func TestApplyPodRoutes(t *testing.T) {
 	f := newFixture(t)
-	hostIf := HostVethName("c1", "eth0")
+	hostIf := api.HostVethName("c1", "eth0")
 	f.k.AddDummy(hostIf)
 	pods := []PodRoute{{IP: netip.MustParseAddr("10.244.1.5"), HostIf: hostIf}, {IP: netip.MustParseAddr("10.244.1.6"), HostIf: "gone"}}
 	if _, err := f.dp.Apply(Desired{Subnet: own, Pods: pods}); err != nil {
@@ -200,8 +201,8 @@ func TestApplyPodRoutes(t *testing.T) {
 }
 
 func TestHostVethNameAndVTEPMAC(t *testing.T) {
-	n := HostVethName("0123456789abcdef0123456789abcdef", "eth0")
-	if len(n) > 15 || n != HostVethName("0123456789abcdef0123456789abcdef", "eth0") || n == HostVethName("0123456789abcdef0123456789abcdef", "eth1") {
+	n := api.HostVethName("0123456789abcdef0123456789abcdef", "eth0")
+	if len(n) > 15 || n != api.HostVethName("0123456789abcdef0123456789abcdef", "eth0") || n == api.HostVethName("0123456789abcdef0123456789abcdef", "eth1") {
 		t.Fatalf("host veth name %q not short, stable and unique", n)
 	}
 	m := VTEPMAC("node1")
@@ -246,7 +247,7 @@ func TestAdoptKeepsExistingPeersUntilMembershipSettles(t *testing.T) {
 }
 
 func TestIsPodVethName(t *testing.T) {
-	if !IsPodVethName(HostVethName("c", "eth0")) {
+	if !IsPodVethName(api.HostVethName("c", "eth0")) {
 		t.Fatal("HostVethName output not recognised")
 	}
 	for _, n := range []string{"loom.1", "eth0", "loomXXXXXXXXXXX", "loom0123456789", "veth0123456789a"} {

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"github.com/loomnet/loom/api"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -9,7 +10,7 @@ import (
 )
 
 func TestLinkNeedsRepair(t *testing.T) {
-	pod := HostVethName("c1", "eth0")
+	pod := api.HostVethName("c1", "eth0")
 	update := func(name string, msg uint16, flags, change uint32) netlink.LinkUpdate {
 		u := netlink.LinkUpdate{Link: &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, RawFlags: flags}}}
 		u.Header.Type = msg
