@@ -317,10 +317,10 @@ func (dp *Dataplane) syncRoutes(want []netlink.Route, remove bool) (added, remov
 
 // DetachPod cuts a pod off at once and deletes its host veth (with the
 // pod end) in the background. Setting the veth down takes its route with
-// it and stops every packet, and the anti-spoof entries go; destroying a
-// network device, though, waits for an RCU grace period in the kernel,
-// tens of milliseconds that a CNI DEL need not spend (the runtime's netns
-// removal pays it again anyway). netns is the pod's network namespace
+// it and stops every packet, and its anti-spoof entries are retired;
+// destroying a network device, though, waits for an RCU grace period in
+// the kernel, tens of milliseconds that a CNI DEL need not spend (the
+// runtime's netns removal pays it again anyway). netns is the pod's network namespace
 // path, if known. WaitDetached waits for the deletion. A veth already
 // gone, or already detaching, is a no-op.
 func (dp *Dataplane) DetachPod(hostIf, netns string) error {

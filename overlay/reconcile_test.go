@@ -282,3 +282,47 @@ func TestDirectRoutingForOnLinkPeers(t *testing.T) {
 		t.Fatalf("no-op resync with direct routing wrote %d (%v, %+v)", f.wc.Writes()-before, err, res)
 	}
 }
+
+// TestDetachPod: the pod is cut off at once (veth down, route gone), no
+// reconcile revives it while it waits for deletion, and WaitDetached
+// returns once it is deleted.
+func TestDetachPod(t *testing.T) {
+	f := newFixture(t)
+	hostIf := api.HostVethName("c1", "eth0")
+	f.k.AddDummy(hostIf)
+	pods := []PodRoute{{IP: netip.MustParseAddr("10.244.1.5"), HostIf: hostIf}}
+	if _, err := f.dp.Apply(Desired{Subnet: own, Pods: pods}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.dp.DetachPod(hostIf, "/run/netns/p"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := f.k.LinkByName(hostIf)
+	if err != nil {
+		t.Fatalf("veth deleted before the netns removal had its chance: %v", err)
+	}
+	if l.Attrs().Flags&net.FlagUp != 0 {
+		t.Fatal("detached veth still up")
+	}
+	if _, _, routes := f.kernelState(t); len(routes) != 1 {
+		t.Fatalf("routes after detach = %v, want only the unreachable route", routes)
+	}
+	// A reconcile that still lists the pod (it read allocations before the
+	// release) must not bring it back.
+	if _, err := f.dp.Apply(Desired{Subnet: own, Pods: pods}); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := f.k.LinkByName(hostIf); l.Attrs().Flags&net.FlagUp != 0 {
+		t.Fatal("a reconcile revived the detached veth")
+	}
+	if !f.dp.Detaching(hostIf) {
+		t.Fatal("veth not reported as detaching")
+	}
+	f.dp.WaitDetached("", "/run/netns/p") // an ADD into the same netns
+	if _, err := f.k.LinkByName(hostIf); err == nil {
+		t.Fatal("veth still there after WaitDetached")
+	}
+	if f.dp.Detaching(hostIf) {
+		t.Fatal("veth still reported as detaching")
+	}
+}
