@@ -66,16 +66,20 @@ func ParsePortRule(s string) (PortRule, error) {
 	return PortRule{Proto: proto, Port: uint16(n)}, nil
 }
 
-// fingerprints tell specs apart: rules covers everything but the
-// contents of the address and pod sets, which sets covers. Two specs with
-// the same rules differ only in set elements, which can be changed in
-// place.
-func (s FirewallSpec) fingerprints() (rules, sets string) {
+// A spec has two fingerprints: rules covers everything but the contents
+// of the address and pod sets, which sets covers. Two specs with the same
+// rules differ only in set elements, which can be changed in place; pod
+// and member changes never touch the rules, so they need only the second
+// (the first renders the compiled policy).
+func (s FirewallSpec) rulesFingerprint() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s port=%d %v;%v;", s.Cluster, s.VXLANPort, s.PodToHost == nil, s.PodToHost)
 	b.WriteString(policyFingerprint(s.Policy))
-	rules = b.String()
-	b.Reset()
+	return b.String()
+}
+
+func (s FirewallSpec) setsFingerprint() string {
+	var b strings.Builder
 	for _, set := range [][]netip.Addr{s.NodeAddrs, s.NodeOverlays} {
 		addrs := slices.Clone(set)
 		slices.SortFunc(addrs, func(a, b netip.Addr) int { return a.Compare(b) })
@@ -84,7 +88,7 @@ func (s FirewallSpec) fingerprints() (rules, sets string) {
 	pods := slices.Clone(s.Pods)
 	slices.SortFunc(pods, func(a, b PodRoute) int { return strings.Compare(a.HostIf, b.HostIf) })
 	fmt.Fprintf(&b, "%v", pods)
-	return rules, b.String()
+	return b.String()
 }
 
 // NFTables is the real Firewaller: one table, a chain per concern,
@@ -130,8 +134,7 @@ func (f *NFTables) tableExists(c *nftables.Conn) (bool, error) {
 func (f *NFTables) Apply(spec FirewallSpec) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	rules, sets := spec.fingerprints()
-	if !f.written || rules != f.rulesFP {
+	if !f.written || spec.rulesFingerprint() != f.rulesFP {
 		return true, f.write(spec)
 	}
 	c, err := nftables.New()
@@ -145,7 +148,7 @@ func (f *NFTables) Apply(spec FirewallSpec) (bool, error) {
 	if !ok {
 		return true, f.write(spec)
 	}
-	if sets == f.setsFP {
+	if spec.setsFingerprint() == f.setsFP {
 		if len(f.stale) < staleSweep {
 			return false, nil
 		}
@@ -198,7 +201,7 @@ func (f *NFTables) write(spec FirewallSpec) error {
 		return fmt.Errorf("program nftables table %s: %w", FirewallTable, err)
 	}
 	f.written, f.spec = true, spec
-	f.rulesFP, f.setsFP = spec.fingerprints()
+	f.rulesFP, f.setsFP = spec.rulesFingerprint(), spec.setsFingerprint()
 	f.policyChains = policyChains
 	clear(f.stale)
 	return nil

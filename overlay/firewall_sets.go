@@ -55,7 +55,7 @@ func (f *NFTables) AddPod(p PodRoute) error {
 	}
 	spec := f.spec
 	spec.Pods = append(removePod(spec.Pods, p.HostIf), p)
-	if _, sets := spec.fingerprints(); sets == f.setsFP {
+	if spec.setsFingerprint() == f.setsFP {
 		return nil
 	}
 	c, err := nftables.New()
@@ -91,7 +91,7 @@ func (f *NFTables) RemovePod(hostIf string) error {
 		}
 	}
 	f.spec.Pods = removePod(f.spec.Pods, hostIf)
-	f.rulesFP, f.setsFP = f.spec.fingerprints()
+	f.setsFP = f.spec.setsFingerprint()
 	return nil
 }
 
@@ -134,7 +134,7 @@ type setChange struct {
 }
 
 // updateSets changes the sets' elements from f.spec's to spec's in one
-// batch; the rules must be the same. Called with mu held.
+// batch; the rules must be the same (f.rulesFP stays). Called with mu held.
 func (f *NFTables) updateSets(c *nftables.Conn, spec FirewallSpec) error {
 	changes, stale := setChanges(f.spec, f.stale, spec)
 	for _, ch := range changes {
@@ -152,8 +152,7 @@ func (f *NFTables) updateSets(c *nftables.Conn, spec FirewallSpec) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("update nftables sets: %w", err)
 	}
-	f.spec, f.stale = spec, stale
-	f.rulesFP, f.setsFP = spec.fingerprints()
+	f.spec, f.stale, f.setsFP = spec, stale, spec.setsFingerprint()
 	return nil
 }
 
