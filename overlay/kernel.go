@@ -86,7 +86,6 @@ func (w *WriteCounter) LinkSetUp(l netlink.Link) error {
 	w.links.Add(1)
 	return w.note(0, w.Kernel.LinkSetUp(l))
 }
-
 func (w *WriteCounter) LinkSetDown(l netlink.Link) error {
 	w.links.Add(1)
 	return w.note(0, w.Kernel.LinkSetDown(l))

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -344,7 +345,8 @@ func (dp *Dataplane) DetachPod(hostIf, netns string) error {
 			return err
 		}
 	}
-	d := detachment{netns: netns, done: make(chan struct{}), now: make(chan struct{}), expedite: new(sync.Once)}
+	wait, expedite := context.WithTimeout(context.Background(), detachDelay)
+	d := detachment{netns: netns, done: make(chan struct{}), expedite: expedite}
 	dp.detachMu.Lock()
 	dp.detaching[hostIf] = d
 	dp.detachMu.Unlock()
@@ -353,10 +355,8 @@ func (dp *Dataplane) DetachPod(hostIf, netns string) error {
 		// kernel then destroys the pair together with the namespace's other
 		// devices, one grace period for all; deleting it first would pay
 		// one more. So wait a little, unless an ADD needs the name.
-		select {
-		case <-time.After(detachDelay):
-		case <-d.now:
-		}
+		<-wait.Done()
+		expedite()
 		err := dp.k.LinkDel(l) // by index: never a newer veth of the same name
 		dp.detachMu.Lock()
 		delete(dp.detaching, hostIf)
@@ -383,10 +383,9 @@ const detachDelay = 2 * time.Second
 
 // detachment is a pod veth being deleted in the background.
 type detachment struct {
-	netns    string        // the pod end's namespace path, "" if unknown
-	done     chan struct{} // closed once the veth is gone
-	now      chan struct{} // closed to delete without waiting out detachDelay
-	expedite *sync.Once
+	netns    string             // the pod end's namespace path, "" if unknown
+	done     chan struct{}      // closed once the veth is gone
+	expedite context.CancelFunc // deletes without waiting out detachDelay
 }
 
 // WaitDetached returns once the background deletions of hostIf and of any
@@ -397,7 +396,7 @@ func (dp *Dataplane) WaitDetached(hostIf, netns string) {
 	var pending []chan struct{}
 	for name, d := range dp.detaching {
 		if hostIf == "" && netns == "" || name == hostIf || netns != "" && d.netns == netns {
-			d.expedite.Do(func() { close(d.now) })
+			d.expedite()
 			pending = append(pending, d.done)
 		}
 	}
