@@ -12,7 +12,7 @@ FUZZTIME  ?= 60s
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/loomd ./cmd/loom ./cmd/loomctl
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/loomd ./cmd/loom ./cmd/loomctl ./cmd/loom-kube-policy
 
 deps:
 	@scripts/deps.sh

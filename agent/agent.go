@@ -193,10 +193,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		a.policy.setObjects(objs)
 	}
 	if r.policySource == PolicySourceKubernetes {
-		if err := a.startKubernetesPolicies(ctx); err != nil {
+		kube, err := a.startKubernetesPolicies(ctx)
+		if err != nil {
 			return err
 		}
-		defer a.policy.kube.Stop()
+		defer kube.stop()
 	}
 	if err := overlay.EnableForwarding(); err != nil {
 		return err

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -16,8 +15,6 @@ import (
 	"github.com/loomnet/loom/overlay"
 	"github.com/loomnet/loom/policy"
 	"go.uber.org/zap"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 )
 
 // Policy sources.
@@ -36,16 +33,16 @@ const policyReloadInterval = 300 * time.Millisecond
 type policyState struct {
 	source string
 	dir    *policy.Directory
-	// kube is the Kubernetes source when policies come from the API.
-	kube *policy.KubernetesSource
 
 	// mu guards the fields below.
-	mu       sync.Mutex
-	objs     policy.Objects
-	loaded   bool
-	loadErr  error
-	loadedAt time.Time
-	compiled *policy.Compiled
+	mu   sync.Mutex
+	objs policy.Objects
+	// clusterPods are the pods of the Kubernetes source's last view.
+	clusterPods []policy.Pod
+	loaded      bool
+	loadErr     error
+	loadedAt    time.Time
+	compiled    *policy.Compiled
 }
 
 // enabled reports whether policies are enforced at all.
@@ -143,7 +140,7 @@ func (a *Agent) compilePolicy(allocs []ipam.Allocation, peers []overlay.Peer) *p
 	if !p.enabled() {
 		return nil
 	}
-	if p.kube != nil {
+	if p.source == PolicySourceKubernetes {
 		return a.compileKubernetes(localPods)
 	}
 	p.mu.Lock()
@@ -167,15 +164,14 @@ func (a *Agent) compilePolicy(allocs []ipam.Allocation, peers []overlay.Peer) *p
 	return a.finishCompile(snap)
 }
 
-// compileKubernetes compiles what the API server says: its policies,
-// namespaces and pods, with this node's attachments matched to their Pod
-// objects. Policies Loom cannot enforce are left out and reported.
+// compileKubernetes compiles the Kubernetes source's last view: its
+// policies, namespaces and pods, with this node's attachments matched to
+// their Pod objects.
 func (a *Agent) compileKubernetes(localPods []policy.Pod) *policy.Compiled {
 	p := a.policy
-	objs, objsErr := p.kube.Objects()
-	cluster, podsErr := p.kube.Pods()
-	p.setObjects(objs)
-	a.policyLoaded(errors.Join(objsErr, podsErr))
+	p.mu.Lock()
+	objs, cluster := p.objs, p.clusterPods
+	p.mu.Unlock()
 	return a.finishCompile(policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces,
 		Pods: policy.WithLocal(cluster, localPods), NamedPortsKnown: true})
 }
@@ -244,29 +240,4 @@ func describeAllows(allows []policy.Allow, sets map[string][]netip.Addr) []strin
 		out = append(out, fmt.Sprintf("%s on %s (%s)", peer, al.PortsText(), al.Policy))
 	}
 	return out
-}
-
-// startKubernetesPolicies connects to the API server from inside the
-// cluster and waits for the first full view of policies, pods and
-// namespaces, so no pod is ever served before its policies are known.
-func (a *Agent) startKubernetesPolicies(ctx context.Context) error {
-	cfg, err := rest.InClusterConfig()
-	if err != nil {
-		return flagErr("policy-source", "kubernetes: %v (outside a cluster use --policy-source files or none)", err)
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return flagErr("policy-source", "kubernetes: %v", err)
-	}
-	src, err := policy.NewKubernetesSource(cs, a.trigger)
-	if err != nil {
-		return err
-	}
-	if err := src.StartWithTimeout(ctx); err != nil {
-		src.Stop()
-		return err
-	}
-	a.policy.kube = src
-	a.log.Info("following network policies from the Kubernetes API")
-	return nil
 }

@@ -23,16 +23,16 @@ const DefaultNamespace = "default"
 
 // Pod is one pod as policies see it.
 type Pod struct {
-	Namespace string
-	Name      string
-	IP        netip.Addr
-	Labels    map[string]string
+	Namespace string            `json:"namespace"`
+	Name      string            `json:"name"`
+	IP        netip.Addr        `json:"ip"`
+	Labels    map[string]string `json:"labels,omitempty"`
 	// NamedPorts maps a container port name to its protocol and number;
 	// only the Kubernetes source knows them.
-	NamedPorts map[string]NamedPort
+	NamedPorts map[string]NamedPort `json:"namedPorts,omitempty"`
 	// HostIf is the host end of the pod's veth when the pod is on this
-	// node; empty for remote pods.
-	HostIf string
+	// node; empty for remote pods. Only this node knows it.
+	HostIf string `json:"-"`
 }
 
 // Local reports whether the pod runs on this node.
@@ -50,8 +50,8 @@ func (p Pod) namedPort(proto, name string) (PortRange, bool) {
 
 // NamedPort is a container port a policy may name.
 type NamedPort struct {
-	Protocol string // TCP, UDP or SCTP
-	Port     uint16
+	Protocol string `json:"protocol"` // TCP, UDP or SCTP
+	Port     uint16 `json:"port"`
 }
 
 // Snapshot is everything policy enforcement depends on at one moment.

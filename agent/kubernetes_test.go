@@ -1,0 +1,174 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/loomnet/loom/policy"
+)
+
+// fakeHelperEnv makes this test binary act as the Kubernetes helper in the
+// way the variable names (see fakeKubeHelper), so the watcher's process
+// handling is tested against a real child process.
+const fakeHelperEnv = "LOOM_TEST_KUBE_HELPER"
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(fakeHelperEnv); mode != "" {
+		os.Exit(fakeKubeHelper(mode))
+	}
+	os.Exit(m.Run())
+}
+
+func fakeKubeHelper(mode string) int {
+	view := policy.NewClusterView(nil, nil, []policy.Pod{{Namespace: "x", Name: "a", IP: netip.MustParseAddr("10.244.0.10")}})
+	switch mode {
+	case "serve", "crash":
+		if err := policy.WriteClusterView(os.Stdout, view); err != nil {
+			return 1
+		}
+		if mode == "crash" {
+			fmt.Fprintln(os.Stderr, "loom-kube-policy: watch pods: boom")
+			return 1
+		}
+	case "refuse":
+		fmt.Fprintln(os.Stderr, `{"level":"info","msg":"starting"}`)
+		fmt.Fprintln(os.Stderr, "loom-kube-policy: kubernetes: unable to load in-cluster configuration")
+		return 1
+	case "garbage":
+		fmt.Println("hello")
+	case "silent":
+	default:
+		return 3
+	}
+	io.Copy(io.Discard, os.Stdin) // until the watcher goes, as the real one
+	return 0
+}
+
+// watcherProbe collects what a kubeWatcher hands the agent.
+type watcherProbe struct {
+	mu     sync.Mutex
+	views  int
+	errors []error
+}
+
+func (p *watcherProbe) watcher(t *testing.T, mode string) *kubeWatcher {
+	t.Setenv(fakeHelperEnv, mode)
+	return &kubeWatcher{
+		argv: []string{os.Args[0]},
+		onView: func(v policy.ClusterView) {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if len(v.Pods) != 1 {
+				p.errors = append(p.errors, fmt.Errorf("view with %d pods", len(v.Pods)))
+			}
+			p.views++
+		},
+		onError: func(err error) {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.errors = append(p.errors, err)
+		},
+		restartMin: 10 * time.Millisecond,
+	}
+}
+
+func (p *watcherProbe) counts() (views, errors int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.views, len(p.errors)
+}
+
+// stopWithin fails the test if the watcher (and so its helper) does not
+// stop in time.
+func stopWithin(t *testing.T, w *kubeWatcher, d time.Duration) {
+	t.Helper()
+	stopped := make(chan struct{})
+	go func() { w.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(d):
+		t.Fatalf("watcher not stopped after %v", d)
+	}
+}
+
+// TestKubeWatcherFirstView: start returns once the first view has been
+// handed over, and stop ends the helper.
+func TestKubeWatcherFirstView(t *testing.T) {
+	var p watcherProbe
+	w := p.watcher(t, "serve")
+	if err := w.start(context.Background(), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if views, errs := p.counts(); views != 1 || errs != 0 {
+		t.Fatalf("after start: %d views, errors %v", views, p.errors)
+	}
+	stopWithin(t, w, 10*time.Second)
+	if _, errs := p.counts(); errs != 0 {
+		t.Errorf("stopping reported errors: %v", p.errors)
+	}
+}
+
+// TestKubeWatcherStartFails: a helper that ends, talks nonsense or says
+// nothing before its first view fails the start with the reason.
+func TestKubeWatcherStartFails(t *testing.T) {
+	for _, tc := range []struct {
+		mode    string
+		timeout time.Duration
+		want    []string
+	}{
+		{"refuse", 30 * time.Second, []string{"exit status 1", "unable to load in-cluster configuration"}},
+		{"garbage", 30 * time.Second, []string{"not a view", "cluster view 1"}},
+		{"silent", 300 * time.Millisecond, []string{"no view of the cluster within 300ms"}},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			var p watcherProbe
+			w := p.watcher(t, tc.mode)
+			err := w.start(context.Background(), tc.timeout)
+			if err == nil {
+				w.stop()
+				t.Fatal("start succeeded")
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestKubeWatcherRestarts: a helper that dies is started again, each end
+// is reported with its reason, and every run's view is handed over.
+func TestKubeWatcherRestarts(t *testing.T) {
+	var p watcherProbe
+	w := p.watcher(t, "crash")
+	if err := w.start(context.Background(), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		views, errs := p.counts()
+		if views >= 3 && errs >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20 s: %d views, %d errors, want at least 3 and 2", views, errs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stopWithin(t, w, 10*time.Second)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, err := range p.errors {
+		if !strings.Contains(err.Error(), "watch pods: boom") || !strings.Contains(err.Error(), "last view stays in force") {
+			t.Errorf("reported %q, want the helper's reason and that the last view stays", err)
+		}
+	}
+}

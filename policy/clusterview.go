@@ -1,0 +1,127 @@
+package policy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// ClusterView is what the Kubernetes policy source knows at one moment:
+// the cluster's NetworkPolicies, namespaces and pods. The source runs in
+// its own process (loom-kube-policy), which keeps client-go and the pages
+// its initialisers touch out of loomd, and hands loomd a stream of views,
+// one JSON value each.
+type ClusterView struct {
+	Policies []networkingv1.NetworkPolicy `json:"policies"`
+	// Namespaces maps a namespace name to its labels.
+	Namespaces map[string]map[string]string `json:"namespaces"`
+	// Pods are the running pods with an IPv4 address on the pod network.
+	Pods []Pod `json:"pods"`
+	// Errors name the policies the API server accepted but Loom cannot
+	// enforce, and why; they are not in Policies.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// NewClusterView validates and orders what a cluster holds: a policy Loom
+// cannot enforce is left out and named in Errors, a pod without an IPv4
+// address is left out. Both ends of the stream apply it, so loomd never
+// trusts a view more than the files it reads itself.
+func NewClusterView(policies []networkingv1.NetworkPolicy, namespaces map[string]map[string]string, pods []Pod) ClusterView {
+	v := ClusterView{Namespaces: namespaces, Policies: []networkingv1.NetworkPolicy{}, Pods: []Pod{}}
+	if v.Namespaces == nil {
+		v.Namespaces = map[string]map[string]string{}
+	}
+	for i := range policies {
+		p := &policies[i]
+		if err := Validate(p); err != nil {
+			v.Errors = append(v.Errors, fmt.Sprintf("NetworkPolicy %s/%s: %v", p.Namespace, p.Name, err))
+			continue
+		}
+		v.Policies = append(v.Policies, *p)
+	}
+	slices.SortFunc(v.Policies, func(a, b networkingv1.NetworkPolicy) int {
+		return strings.Compare(policyName(&a), policyName(&b))
+	})
+	for _, p := range pods {
+		if p.IP.Is4() {
+			p.HostIf = ""
+			v.Pods = append(v.Pods, p)
+		}
+	}
+	sortPods(v.Pods)
+	return v
+}
+
+// Objects returns the view's policies and namespaces, and its errors
+// joined (nil when every policy is in force).
+func (v ClusterView) Objects() (Objects, error) {
+	var errs []error
+	for _, e := range v.Errors {
+		errs = append(errs, errors.New(e))
+	}
+	return Objects{Policies: v.Policies, Namespaces: v.Namespaces}, errors.Join(errs...)
+}
+
+// WriteClusterView writes v as one line of JSON.
+func WriteClusterView(w io.Writer, v ClusterView) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode cluster view: %w", err)
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// ReadClusterViews calls fn with each view read from r, checked again
+// with NewClusterView, until r ends (nil) or holds something that is not
+// a view (an error saying where). A stream cannot resynchronise after a
+// malformed value, so reading stops there.
+func ReadClusterViews(r io.Reader, fn func(ClusterView)) error {
+	dec := json.NewDecoder(r)
+	for n := 1; ; n++ {
+		var v ClusterView
+		if err := dec.Decode(&v); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("cluster view %d: %w", n, err)
+		}
+		checked := NewClusterView(v.Policies, v.Namespaces, v.Pods)
+		checked.Errors = append(v.Errors, checked.Errors...)
+		fn(checked)
+	}
+}
+
+// WithLocal joins the cluster's view of pods with this node's
+// attachments: a local attachment is matched to its Pod object by the
+// namespace and name kubelet passed in CNI_ARGS (else by address) and
+// gets the object's labels and named ports; attachments the API does not
+// know (yet) keep what CNI_ARGS said.
+func WithLocal(cluster, local []Pod) []Pod {
+	type nsName struct{ ns, name string }
+	byName := map[nsName]int{}
+	byIP := map[netip.Addr]int{}
+	out := slices.Clone(cluster)
+	for i, p := range out {
+		byName[nsName{p.Namespace, p.Name}] = i
+		byIP[p.IP] = i
+	}
+	for _, l := range local {
+		i, ok := byName[nsName{l.Namespace, l.Name}]
+		if !ok || l.Name == "" {
+			i, ok = byIP[l.IP]
+		}
+		if ok {
+			out[i].HostIf, out[i].IP = l.HostIf, l.IP
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
+}
