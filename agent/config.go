@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/loomnet/loom/gossip"
+	"github.com/loomnet/loom/internal/logging"
 	"github.com/loomnet/loom/ipam"
 	"github.com/loomnet/loom/overlay"
 	"github.com/vishvananda/netlink"
@@ -195,11 +196,11 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 	if cfg.GossipProfile != "lan" && cfg.GossipProfile != "wan" {
 		return nil, flagErr("gossip-profile", "%q: want lan or wan", cfg.GossipProfile)
 	}
-	if _, err := parseLevel(cfg.LogLevel); err != nil {
+	if _, err := logging.ParseLevel(cfg.LogLevel); err != nil {
 		return nil, flagErr("log-level", "%v", err)
 	}
-	if cfg.LogFormat != "json" && cfg.LogFormat != "console" {
-		return nil, flagErr("log-format", "%q: want json or console", cfg.LogFormat)
+	if err := logging.CheckFormat(cfg.LogFormat); err != nil {
+		return nil, flagErr("log-format", "%v", err)
 	}
 	for _, d := range []struct {
 		flag string

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/loomnet/loom/agent"
+	"github.com/loomnet/loom/internal/logging"
 	"github.com/loomnet/loom/policy/kubesource"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -50,12 +50,19 @@ closes, which is when loomd has gone.`,
 		Version:       Version,
 		RunE: func(*cobra.Command, []string) error {
 			if syncTimeout <= 0 {
-				return &agent.FlagError{Flag: "sync-timeout", Err: fmt.Errorf("%v: must be positive", syncTimeout)}
+				return &flagError{"sync-timeout", fmt.Errorf("%v: must be positive", syncTimeout)}
 			}
 			if interval <= 0 {
-				return &agent.FlagError{Flag: "interval", Err: fmt.Errorf("%v: must be positive", interval)}
+				return &flagError{"interval", fmt.Errorf("%v: must be positive", interval)}
 			}
-			log, err := agent.NewLogger(logLevel, logFormat)
+			level, err := logging.ParseLevel(logLevel)
+			if err != nil {
+				return &flagError{"log-level", err}
+			}
+			if err := logging.CheckFormat(logFormat); err != nil {
+				return &flagError{"log-format", err}
+			}
+			log, err := logging.New(level, logFormat)
 			if err != nil {
 				return err
 			}
@@ -79,7 +86,7 @@ closes, which is when loomd has gone.`,
 	if err := cmd.Execute(); err != nil {
 		// loomd reports this last line of standard error as the reason.
 		fmt.Fprintln(os.Stderr, "loom-kube-policy:", err)
-		var fe *agent.FlagError
+		var fe *flagError
 		if errors.As(err, &fe) {
 			return 2
 		}
@@ -87,6 +94,14 @@ closes, which is when loomd has gone.`,
 	}
 	return 0
 }
+
+// flagError is a bad flag value: exit code 2.
+type flagError struct {
+	flag string
+	err  error
+}
+
+func (e *flagError) Error() string { return fmt.Sprintf("invalid --%s: %v", e.flag, e.err) }
 
 // follow connects from inside the cluster and streams views to standard
 // output until ctx ends.
