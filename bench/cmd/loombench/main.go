@@ -169,9 +169,12 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	if err != nil {
 		return err
 	}
-	var hn, hd [2]*rig.Node
+	var hn, hc, hd [2]*rig.Node
 	for i := range hn {
 		if hn[i], err = r.AddNode(fmt.Sprintf("hand%d", i+1)); err != nil {
+			return err
+		}
+		if hc[i], err = r.AddNode(fmt.Sprintf("handct%d", i+1)); err != nil {
 			return err
 		}
 		if hd[i], err = r.AddNode(fmt.Sprintf("handdirect%d", i+1)); err != nil {
@@ -182,6 +185,13 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	if err != nil {
 		return err
 	}
+	handCT, err := bench.BuildHandTunnel(hc, 1450)
+	if err != nil {
+		return err
+	}
+	if err := bench.AddHandConntrack(hc); err != nil {
+		return err
+	}
 	handDirect, err := bench.BuildHandDirect(hd, 1450)
 	if err != nil {
 		return err
@@ -189,7 +199,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	for _, c := range []struct {
 		ns  string
 		dst netip.Addr
-	}{{pA.NS, pB.IP}, {pA.NS, pC.IP}, {rp[0].NS, rp[1].IP}, {dp[0].NS, dp[1].IP}, {pp[0].NS, pp[1].IP}, {wgp[0].NS, wgp[1].IP}, {handWG[0].NS, handWG[1].IP}, {hand[0].NS, hand[1].IP}, {handDirect[0].NS, handDirect[1].IP}, {loom[0].NS, loom[1].Addr}} {
+	}{{pA.NS, pB.IP}, {pA.NS, pC.IP}, {rp[0].NS, rp[1].IP}, {dp[0].NS, dp[1].IP}, {pp[0].NS, pp[1].IP}, {wgp[0].NS, wgp[1].IP}, {handWG[0].NS, handWG[1].IP}, {hand[0].NS, hand[1].IP}, {handCT[0].NS, handCT[1].IP}, {handDirect[0].NS, handDirect[1].IP}, {loom[0].NS, loom[1].Addr}} {
 		if err := rig.Eventually(30*time.Second, func() error { return rig.Ping(c.ns, c.dst) }); err != nil {
 			return err
 		}
@@ -202,6 +212,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	paths := []path{
 		{"Loom pod→pod", pA.NS, pB.NS, pB.IP},
 		{"hand-made VXLAN pod→pod", hand[0].NS, hand[1].NS, hand[1].IP},
+		{handCTName, handCT[0].NS, handCT[1].NS, handCT[1].IP},
 		{"underlay node→node", loom[0].NS, loom[1].NS, loom[1].Addr},
 		{"same-node pod→pod", pA.NS, pC.NS, pC.IP},
 		{"Loom pod→pod, rp_filter anti-spoofing", rp[0].NS, rp[1].NS, rp[1].IP},
@@ -229,7 +240,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 				}
 				rep.Add("UDP 1 Gbit/s loss: "+p.name, "%", loss)
 			}
-			if rtt := map[string]bool{paths[0].name: true, paths[2].name: true, "Loom pod→pod, 100 policies selecting the pods": true,
+			if rtt := map[string]bool{paths[0].name: true, paths[1].name: true, handCTName: true, paths[3].name: true, "Loom pod→pod, 100 policies selecting the pods": true,
 				"Loom pod→pod, WireGuard backend": true, "hand-made WireGuard pod→pod": true}; rtt[p.name] {
 				p50, p99, err := bench.RTT(p.client, p.server, p.dst, 2000)
 				if err != nil {
@@ -247,6 +258,8 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	}
 	for _, s := range []string{"1", "4"} {
 		rep.Compare("TCP "+s+" stream(s): Loom pod→pod", "TCP "+s+" stream(s): hand-made VXLAN pod→pod", "≥ 0.97")
+		rep.Compare("TCP "+s+" stream(s): Loom pod→pod", "TCP "+s+" stream(s): "+handCTName, "")
+		rep.Compare("TCP "+s+" stream(s): "+handCTName, "TCP "+s+" stream(s): hand-made VXLAN pod→pod", "")
 		rep.Compare("TCP "+s+" stream(s): hand-made VXLAN pod→pod", "TCP "+s+" stream(s): underlay node→node", "")
 		rep.Compare("TCP "+s+" stream(s): same-node pod→pod", "TCP "+s+" stream(s): underlay node→node", "")
 		rep.Compare("TCP "+s+" stream(s): Loom pod→pod, rp_filter anti-spoofing", "TCP "+s+" stream(s): Loom pod→pod", "")
@@ -261,10 +274,16 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	}
 	rep.Compare("RTT p50: Loom pod→pod, WireGuard backend", "RTT p50: hand-made WireGuard pod→pod", "")
 	rep.Compare("RTT p50: Loom pod→pod", "RTT p50: underlay node→node", "overhead ≤ 10 µs")
+	rep.Compare("RTT p50: hand-made VXLAN pod→pod", "RTT p50: underlay node→node", "")
+	rep.Compare("RTT p50: "+handCTName, "RTT p50: underlay node→node", "")
+	rep.Compare("RTT p50: Loom pod→pod", "RTT p50: "+handCTName, "")
 	rep.Compare("RTT p99: Loom pod→pod", "RTT p99: underlay node→node", "")
 	rep.Compare("TCP connect+close rate: Loom pod→pod", "TCP connect+close rate: underlay node→node", "")
 	return nil
 }
+
+// handCTName is the hand-made tunnel with connection tracking on.
+const handCTName = "hand-made VXLAN pod→pod, conntrack on (flannel's masquerade rule)"
 
 // fabric starts a two-node Loom fabric (names prefix1, prefix2) with extra
 // loomd flags and one pod on each node.
@@ -534,14 +553,24 @@ func profileBench(rep *bench.Report, bin string, rounds, secs int) error {
 	if err != nil {
 		return err
 	}
-	var hn [2]*rig.Node
+	var hn, hc [2]*rig.Node
 	for i := range hn {
 		if hn[i], err = r.AddNode(fmt.Sprintf("hand%d", i+1)); err != nil {
+			return err
+		}
+		if hc[i], err = r.AddNode(fmt.Sprintf("handct%d", i+1)); err != nil {
 			return err
 		}
 	}
 	hand, err := bench.BuildHandTunnel(hn, 1450)
 	if err != nil {
+		return err
+	}
+	handCT, err := bench.BuildHandTunnel(hc, 1450)
+	if err != nil {
+		return err
+	}
+	if err := bench.AddHandConntrack(hc); err != nil {
 		return err
 	}
 	paths := []struct {
@@ -551,6 +580,7 @@ func profileBench(rep *bench.Report, bin string, rounds, secs int) error {
 	}{
 		{"Loom pod→pod", lp[0].NS, lp[1].NS, lp[1].IP},
 		{"hand-made VXLAN pod→pod", hand[0].NS, hand[1].NS, hand[1].IP},
+		{handCTName, handCT[0].NS, handCT[1].NS, handCT[1].IP},
 	}
 	for _, p := range paths {
 		if err := rig.Eventually(30*time.Second, func() error { return rig.Ping(p.client, p.dst) }); err != nil {
@@ -577,5 +607,6 @@ func profileBench(rep *bench.Report, bin string, rounds, secs int) error {
 		}
 	}
 	rep.Compare("TCP 4 stream(s) while profiled: Loom pod→pod", "TCP 4 stream(s) while profiled: hand-made VXLAN pod→pod", "")
+	rep.Compare("TCP 4 stream(s) while profiled: Loom pod→pod", "TCP 4 stream(s) while profiled: "+handCTName, "")
 	return nil
 }
