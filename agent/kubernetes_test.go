@@ -6,12 +6,16 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/loomnet/loom/policy"
+	"go.uber.org/zap"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // fakeHelperEnv makes this test binary act as the Kubernetes helper in the
@@ -170,5 +174,34 @@ func TestKubeWatcherRestarts(t *testing.T) {
 		if !strings.Contains(err.Error(), "watch pods: boom") || !strings.Contains(err.Error(), "last view stays in force") {
 			t.Errorf("reported %q, want the helper's reason and that the last view stays", err)
 		}
+	}
+}
+
+// TestClusterViewInForce: a view from the helper puts its policies and
+// its pods' labels in force for local pods matched by name, reports the
+// policies left out, and asks for a reconcile.
+func TestClusterViewInForce(t *testing.T) {
+	a := &Agent{log: zap.NewNop(), kick: make(chan struct{}, 1), policy: &policyState{source: PolicySourceKubernetes}}
+	a.metrics = newMetrics(a)
+	ip := netip.MustParseAddr("10.244.0.10")
+	isolate := networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "isolate-web"},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "web"}}}}
+	bad := networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "bad"},
+		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{"Sideways"}}}
+	a.clusterViewed(policy.NewClusterView([]networkingv1.NetworkPolicy{isolate, bad}, nil,
+		[]policy.Pod{{Namespace: "x", Name: "a", IP: ip, Labels: map[string]string{"role": "web"}}}))
+	select {
+	case <-a.kick:
+	default:
+		t.Error("a view did not ask for a reconcile")
+	}
+	// What CNI_ARGS told the agent: no labels; the view brings them.
+	c := a.compileKubernetes([]policy.Pod{{Namespace: "x", Name: "a", IP: ip, HostIf: "lmxa"}})
+	if len(c.Pods) != 1 || c.Pods[0].Ingress == nil || c.Pods[0].Egress != nil {
+		t.Fatalf("compiled pods %+v, want x/a isolated for ingress only", c.Pods)
+	}
+	st := a.policyStatus()
+	if !slices.Equal(st.Policies, []string{"x/isolate-web"}) || !strings.Contains(st.Error, "NetworkPolicy x/bad") {
+		t.Errorf("status: policies %v, error %q", st.Policies, st.Error)
 	}
 }
