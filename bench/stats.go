@@ -70,10 +70,20 @@ func (r *Report) Add(name, unit string, v float64) {
 }
 
 // Compare marks name as measured against baseline, with a target to meet.
+// A figure compared with a second baseline gets a row of its own for it,
+// "name, against baseline", with the same values.
 func (r *Report) Compare(name, baseline, target string) {
-	if f, ok := r.byName[name]; ok {
-		f.Baseline, f.Target = baseline, target
+	f, ok := r.byName[name]
+	if !ok {
+		return
 	}
+	if f.Baseline != "" && f.Baseline != baseline {
+		again := &Figure{Name: name + ", against " + baseline, Unit: f.Unit, Values: f.Values}
+		r.byName[again.Name] = again
+		r.Figures = append(r.Figures, again)
+		f = again
+	}
+	f.Baseline, f.Target = baseline, target
 }
 
 // Note adds a line to the report.
