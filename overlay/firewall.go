@@ -182,7 +182,7 @@ func (f *NFTables) write(spec FirewallSpec) error {
 	}
 	addMasquerade(c, t, spec, nodes)
 	if spec.VXLANPort > 0 {
-		addVXLANIngress(c, t, spec, nodes)
+		addVXLANIngress(c, t, nodes)
 	}
 	if err := addPodAntiSpoof(c, t, spec); err != nil {
 		return err
@@ -190,6 +190,8 @@ func (f *NFTables) write(spec FirewallSpec) error {
 	if spec.PodToHost != nil {
 		addPodToHost(c, t, spec, overlays)
 	}
+	// After the chains it jumps to: a jump must name an existing chain.
+	addInput(c, t, spec)
 	var policyChains []string
 	if spec.Policy != nil {
 		var err error
@@ -299,24 +301,55 @@ const (
 
 // addVXLANIngress drops VXLAN packets from anyone but member nodes: the
 // kernel would otherwise decapsulate whatever arrives with the right VNI,
-// letting any host on the underlay inject packets into pods.
-func addVXLANIngress(c *nftables.Conn, t *nftables.Table, spec FirewallSpec, nodes *nftables.Set) {
-	ch := c.AddChain(&nftables.Chain{
-		Name: ChainVXLANIngress, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
-	})
-	port := binary.BigEndian.AppendUint16(nil, uint16(spec.VXLANPort))
+// letting any host on the underlay inject packets into pods. The input
+// chain jumps here with VXLAN packets only.
+func addVXLANIngress(c *nftables.Conn, t *nftables.Table, nodes *nftables.Set) {
+	ch := c.AddChain(&nftables.Chain{Name: ChainVXLANIngress, Table: t})
 	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: port},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 		&expr.Lookup{SourceRegister: 1, SetName: nodes.Name, SetID: nodes.ID, Invert: true},
 		&expr.Counter{},
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	}})
 }
+
+// chainInput is the input hook's base chain; it jumps to the guards.
+const chainInput = "input"
+
+// addInput builds the one base chain of the input hook, which sends VXLAN
+// packets to vxlan-ingress and pods' packets to pod-to-host. One base
+// chain instead of two: every packet a node receives, each VXLAN packet
+// included, pays for each base chain on its hook.
+func addInput(c *nftables.Conn, t *nftables.Table, spec FirewallSpec) {
+	if spec.VXLANPort == 0 && spec.PodToHost == nil {
+		return
+	}
+	ch := c.AddChain(&nftables.Chain{
+		Name: chainInput, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
+	})
+	if spec.VXLANPort > 0 {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, uint16(spec.VXLANPort))},
+			&expr.Verdict{Kind: expr.VerdictJump, Chain: ChainVXLANIngress},
+		}})
+	}
+	if spec.PodToHost != nil {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(matchPrefix(12, spec.Cluster, false),
+			&expr.Verdict{Kind: expr.VerdictJump, Chain: ChainPodToHost})})
+	}
+}
+
+// The first five bytes of every pod veth's name lie in this range (see
+// api.HostVethName: "loom" and lowercase hex); the overlay devices'
+// ("loom.N", "loom-wg") do not.
+const (
+	podVethRangeFrom = "loom0"
+	podVethRangeTo   = "loomf"
+)
 
 // ifname is an interface name as nftables compares it: NUL-padded.
 func ifname(name string) []byte {
@@ -352,6 +385,10 @@ func addPodAntiSpoof(c *nftables.Conn, t *nftables.Table, spec FirewallSpec) err
 	const regName, regAddr = 8, 12
 	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		// A pod veth's name is "loom" and hex digits; this compare lets
+		// every other packet (the underlay's, the overlay device's
+		// "loom.N") leave the chain before the set lookups.
+		&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte(podVethRangeFrom), ToData: []byte(podVethRangeTo)},
 		&expr.Lookup{SourceRegister: 1, SetName: veths.Name, SetID: veths.ID},
 		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, unix.ETH_P_IP)},
@@ -368,13 +405,10 @@ func addPodAntiSpoof(c *nftables.Conn, t *nftables.Table, spec FirewallSpec) err
 // (gossip, metrics, anything listening) except ICMP, replies to
 // connections the node opened, and the ports the operator allowed.
 func addPodToHost(c *nftables.Conn, t *nftables.Table, spec FirewallSpec, overlays *nftables.Set) {
-	ch := c.AddChain(&nftables.Chain{
-		Name: ChainPodToHost, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
-	})
+	// The input chain jumps here with packets from the pod network only.
+	ch := c.AddChain(&nftables.Chain{Name: ChainPodToHost, Table: t})
 	ret := &expr.Verdict{Kind: expr.VerdictReturn}
 	add := func(e ...expr.Any) { c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: e}) }
-	add(append(matchPrefix(12, spec.Cluster, true), ret)...)
 	add(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 		&expr.Lookup{SourceRegister: 1, SetName: overlays.Name, SetID: overlays.ID}, ret)
 	add(append(ctEstablishedOrRelated(), ret)...)
