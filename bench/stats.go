@@ -119,6 +119,10 @@ func (r *Report) Write(dir string) error {
 	if err != nil {
 		return err
 	}
+	// A run's figures must not be lost for want of a directory.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
