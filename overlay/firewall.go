@@ -190,8 +190,6 @@ func (f *NFTables) write(spec FirewallSpec) error {
 	if spec.PodToHost != nil {
 		addPodToHost(c, t, spec, overlays)
 	}
-	// After the chains it jumps to: a jump must name an existing chain.
-	addInput(c, t, spec)
 	var policyChains []string
 	if spec.Policy != nil {
 		var err error
@@ -199,6 +197,7 @@ func (f *NFTables) write(spec FirewallSpec) error {
 			return err
 		}
 	}
+	addBaseChains(c, t, spec)
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("program nftables table %s: %w", FirewallTable, err)
 	}
@@ -313,23 +312,26 @@ func addVXLANIngress(c *nftables.Conn, t *nftables.Table, nodes *nftables.Set) {
 	}})
 }
 
-// chainInput is the input hook's base chain; it jumps to the guards.
-const chainInput = "input"
+// The base chains: every packet a node receives pays for each base chain
+// on its hook, so each hook has one, which jumps to the guards.
+const (
+	chainInput   = "input"
+	chainForward = "forward"
+)
 
-// addInput builds the one base chain of the input hook, which sends VXLAN
-// packets to vxlan-ingress and pods' packets to pod-to-host. One base
-// chain instead of two: every packet a node receives, each VXLAN packet
-// included, pays for each base chain on its hook.
-func addInput(c *nftables.Conn, t *nftables.Table, spec FirewallSpec) {
-	if spec.VXLANPort == 0 && spec.PodToHost == nil {
-		return
-	}
-	ch := c.AddChain(&nftables.Chain{
+// addBaseChains builds the hooks' chains, which jump to the others (so
+// they come last: a jump must name an existing chain). Input: pods'
+// packets go to pod-antispoof, VXLAN packets to vxlan-ingress, packets
+// from the pod network to pod-to-host. Forward: pods' packets go to
+// pod-antispoof, then every packet to policy, if any.
+func addBaseChains(c *nftables.Conn, t *nftables.Table, spec FirewallSpec) {
+	in := c.AddChain(&nftables.Chain{
 		Name: chainInput, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
 	})
+	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: podAntiSpoofJump()})
 	if spec.VXLANPort > 0 {
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
@@ -338,8 +340,18 @@ func addInput(c *nftables.Conn, t *nftables.Table, spec FirewallSpec) {
 		}})
 	}
 	if spec.PodToHost != nil {
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(matchPrefix(12, spec.Cluster, false),
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: append(matchPrefix(12, spec.Cluster, false),
 			&expr.Verdict{Kind: expr.VerdictJump, Chain: ChainPodToHost})})
+	}
+	fwd := c.AddChain(&nftables.Chain{
+		Name: chainForward, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter,
+	})
+	// Anti-spoofing first: policy accepts established flows, which a
+	// spoofed packet may claim to belong to.
+	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: podAntiSpoofJump()})
+	if spec.Policy != nil {
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: ChainPolicy}}})
 	}
 }
 
@@ -359,9 +371,11 @@ func ifname(name string) []byte {
 }
 
 // addPodAntiSpoof drops packets a pod sends with any source address but
-// its own, before they are routed anywhere. One rule with two set lookups
-// costs a packet the same at 10 pods as at 250, and lets a pod be added or
-// removed by changing set elements instead of rewriting the table.
+// its own, before they reach another pod, another node or this one. One
+// rule with two set lookups costs a packet the same at 10 pods as at 250,
+// and lets a pod be added or removed by changing set elements instead of
+// rewriting the table. The forward and input chains jump here with
+// packets from pod veths only (podAntiSpoofJump).
 func addPodAntiSpoof(c *nftables.Conn, t *nftables.Table, spec FirewallSpec) error {
 	veths, sources := podSets(t)
 	var vethElems, sourceElems []nftables.SetElement
@@ -376,19 +390,12 @@ func addPodAntiSpoof(c *nftables.Conn, t *nftables.Table, spec FirewallSpec) err
 	if err := c.AddSet(sources, sourceElems); err != nil {
 		return fmt.Errorf("build nftables set %s: %w", setPodSources, err)
 	}
-	ch := c.AddChain(&nftables.Chain{
-		Name: ChainPodAntiSpoof, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle,
-	})
+	ch := c.AddChain(&nftables.Chain{Name: ChainPodAntiSpoof, Table: t})
 	// A concatenated key lives in 32-bit registers: the 16-byte interface
 	// name in 8-11, the source address right after it in 12.
 	const regName, regAddr = 8, 12
 	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-		// A pod veth's name is "loom" and hex digits; this compare lets
-		// every other packet (the underlay's, the overlay device's
-		// "loom.N") leave the chain before the set lookups.
-		&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte(podVethRangeFrom), ToData: []byte(podVethRangeTo)},
 		&expr.Lookup{SourceRegister: 1, SetName: veths.Name, SetID: veths.ID},
 		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, unix.ETH_P_IP)},
@@ -399,6 +406,18 @@ func addPodAntiSpoof(c *nftables.Conn, t *nftables.Table, spec FirewallSpec) err
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	}})
 	return nil
+}
+
+// podAntiSpoofJump sends packets that arrived on a pod veth to
+// pod-antispoof. A pod veth's name is "loom" and hex digits: one compare
+// lets every other packet (the underlay's, the overlay device's "loom.N")
+// go on without a set lookup.
+func podAntiSpoofJump() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte(podVethRangeFrom), ToData: []byte(podVethRangeTo)},
+		&expr.Verdict{Kind: expr.VerdictJump, Chain: ChainPodAntiSpoof},
+	}
 }
 
 // addPodToHost keeps pods (local or remote) off this node's own services

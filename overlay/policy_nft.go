@@ -13,9 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ChainPolicy is the base chain of network policy: every forwarded packet
-// of an established flow passes, the rest jumps to the chain of the pod
-// it leaves (egress) or enters (ingress).
+// ChainPolicy is the chain of network policy, which the forward chain
+// jumps to: every packet of an established flow passes, the rest jumps to
+// the chain of the pod it leaves (egress) or enters (ingress).
 const ChainPolicy = "policy"
 
 // Prefixes of the per-pod chains and of the peer address sets.
@@ -84,11 +84,7 @@ func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled) (
 		}
 		sets[s.Name] = set
 	}
-	accept := policyAccept
-	base := c.AddChain(&nftables.Chain{
-		Name: ChainPolicy, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept,
-	})
+	base := c.AddChain(&nftables.Chain{Name: ChainPolicy, Table: t})
 	c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: append(ctEstablishedOrRelated(), &expr.Verdict{Kind: expr.VerdictAccept})})
 	layout := layoutPolicy(compiled)
 	names := make([]string, 0, len(layout.chains))
@@ -128,8 +124,6 @@ func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled) (
 	}
 	return names, nil
 }
-
-var policyAccept = nftables.ChainPolicyAccept
 
 // peerMatches returns one match per alternative: the set lookup, each
 // prefix, or (any peer) a single empty match.
