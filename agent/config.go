@@ -75,6 +75,10 @@ type Config struct {
 	// PodAntiSpoof selects how pods are kept to their own source address:
 	// nftables (default) or rp_filter.
 	PodAntiSpoof string
+	// Masquerade gives pods' traffic to anything outside the cluster CIDR
+	// and the member nodes the node's address. Off, pods keep their own,
+	// for underlays that route the pod network.
+	Masquerade bool
 	// AllowPodToHost lists what pods may reach on their node itself, as
 	// tcp/PORT or udp/PORT, besides ICMP; "all" turns the filter off.
 	AllowPodToHost []string
@@ -120,6 +124,7 @@ func DefaultConfig() Config {
 		MetricsAddr:    "127.0.0.1:9641",
 		LogLevel:       "info",
 		LogFormat:      "json",
+		Masquerade:     true,
 		DeadNodeGrace:  10 * time.Second,
 		LeaseTTL:       24 * time.Hour,
 		ResyncInterval: 30 * time.Second,

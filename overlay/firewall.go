@@ -38,6 +38,10 @@ type FirewallSpec struct {
 	// Pods are this node's pods: each host veth may only carry its pod's
 	// own source address.
 	Pods []PodRoute
+	// NoMasquerade leaves pods' traffic to the outside with their own
+	// source address (the underlay routes the pod network); by default it
+	// gets the node's.
+	NoMasquerade bool
 	// PodToHost lists what pods may open towards this node itself, besides
 	// ICMP and replies: entries like "tcp/53". Nil allows everything (the
 	// filter is off).
@@ -73,7 +77,7 @@ func ParsePortRule(s string) (PortRule, error) {
 // (the first renders the compiled policy).
 func (s FirewallSpec) rulesFingerprint() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s port=%d %v;%v;", s.Cluster, s.VXLANPort, s.PodToHost == nil, s.PodToHost)
+	fmt.Fprintf(&b, "%s port=%d nomasq=%v %v;%v;", s.Cluster, s.VXLANPort, s.NoMasquerade, s.PodToHost == nil, s.PodToHost)
 	b.WriteString(policyFingerprint(s.Policy))
 	return b.String()
 }
@@ -180,7 +184,9 @@ func (f *NFTables) write(spec FirewallSpec) error {
 	if err := c.AddSet(overlays, addrElements(spec.NodeOverlays)); err != nil {
 		return fmt.Errorf("build nftables set %s: %w", setNodeOverlays, err)
 	}
-	addMasquerade(c, t, spec, nodes)
+	if !spec.NoMasquerade {
+		addMasquerade(c, t, spec, nodes)
+	}
 	if spec.VXLANPort > 0 {
 		addVXLANIngress(c, t, nodes)
 	}

@@ -43,8 +43,10 @@ type Dataplane struct {
 	cluster   netip.Prefix
 	vxlanPort int
 	podToHost []PortRule
-	antiSpoof string
-	sysctl    func(key, value string) (bool, error)
+	// noMasquerade is DataplaneConfig.NoMasquerade.
+	noMasquerade bool
+	antiSpoof    string
+	sysctl       func(key, value string) (bool, error)
 
 	// applyMu serialises Apply: reconciling from two goroutines at once
 	// would interleave diffs against a kernel both are changing.
@@ -65,6 +67,9 @@ type DataplaneConfig struct {
 	Cluster  netip.Prefix
 	// VXLANPort is guarded so only member nodes may send to it (0: open).
 	VXLANPort int
+	// NoMasquerade keeps pods' source address on traffic leaving the
+	// cluster (see FirewallSpec).
+	NoMasquerade bool
 	// PodToHost is what pods may reach on the node itself besides ICMP;
 	// nil turns that filter off.
 	PodToHost []PortRule
@@ -87,7 +92,7 @@ func NewDataplane(cfg DataplaneConfig) *Dataplane {
 		cfg.AntiSpoof = AntiSpoofNFTables
 	}
 	return &Dataplane{k: cfg.Kernel, backend: cfg.Backend, fw: cfg.Firewall, cluster: cfg.Cluster,
-		vxlanPort: cfg.VXLANPort, podToHost: cfg.PodToHost, antiSpoof: cfg.AntiSpoof, sysctl: cfg.Sysctl,
+		vxlanPort: cfg.VXLANPort, noMasquerade: cfg.NoMasquerade, podToHost: cfg.PodToHost, antiSpoof: cfg.AntiSpoof, sysctl: cfg.Sysctl,
 		onDetachError: cfg.OnDetachError, detaching: map[string]detachment{}}
 }
 
@@ -177,7 +182,7 @@ func (dp *Dataplane) Apply(d Desired) (Result, error) {
 	if dp.fw != nil {
 		spec := FirewallSpec{
 			Cluster: dp.cluster, NodeAddrs: d.NodeAddrs, NodeOverlays: d.NodeOverlays,
-			VXLANPort: dp.vxlanPort, PodToHost: dp.podToHost, Policy: d.Policy,
+			VXLANPort: dp.vxlanPort, NoMasquerade: dp.noMasquerade, PodToHost: dp.podToHost, Policy: d.Policy,
 		}
 		if dp.antiSpoof == AntiSpoofNFTables {
 			spec.Pods = attached

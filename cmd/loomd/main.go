@@ -62,6 +62,7 @@ file, and the file over the environment.`,
 	f.StringVar(&cfg.PolicySource, "policy-source", "auto", "where NetworkPolicies come from: kubernetes (the API server, in cluster), files (--policy-dir), none, or auto (kubernetes in a cluster, else files when --policy-dir is set, else none)")
 	f.StringVar(&cfg.PolicyDir, "policy-dir", "", "directory of NetworkPolicy and Namespace YAML files, reloaded on change (policy source files)")
 	f.StringVar(&cfg.PodAntiSpoof, "pod-antispoof", "nftables", "how pods are kept to their own source address: nftables (an entry per pod in one rule's sets) or rp_filter (strict reverse-path filter per veth; needs net.ipv4.conf.all.rp_filter 0 or 1)")
+	f.BoolVar(&cfg.Masquerade, "masquerade", cfg.Masquerade, "give pods' traffic to destinations outside the cluster CIDR and the member nodes the node's address; --masquerade=false keeps pods' own (the underlay must route the pod network)")
 	f.StringSliceVar(&cfg.AllowPodToHost, "allow-pod-to-host", nil, "what pods may reach on their own node besides ICMP: tcp/PORT or udp/PORT, comma-separated; 'all' allows everything")
 	f.StringSliceVar(&cfg.CNIChain, "cni-chain", nil, "plugins chained after loom in the conflist, e.g. portmap,bandwidth")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "address for /metrics, /healthz, /readyz; empty disables")
