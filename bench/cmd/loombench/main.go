@@ -138,6 +138,12 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	if err != nil {
 		return err
 	}
+	// Nothing in Loom's table that needs connection tracking: Loom's own
+	// rules against the bare hand-made tunnel.
+	_, nc, err := fabric(r, "nomasq", []string{"--masquerade=false", "--allow-pod-to-host", "all"})
+	if err != nil {
+		return err
+	}
 	_, dp, err := fabric(r, "direct", []string{"--direct-routing"})
 	if err != nil {
 		return err
@@ -199,7 +205,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	for _, c := range []struct {
 		ns  string
 		dst netip.Addr
-	}{{pA.NS, pB.IP}, {pA.NS, pC.IP}, {rp[0].NS, rp[1].IP}, {dp[0].NS, dp[1].IP}, {pp[0].NS, pp[1].IP}, {wgp[0].NS, wgp[1].IP}, {handWG[0].NS, handWG[1].IP}, {hand[0].NS, hand[1].IP}, {handCT[0].NS, handCT[1].IP}, {handDirect[0].NS, handDirect[1].IP}, {loom[0].NS, loom[1].Addr}} {
+	}{{pA.NS, pB.IP}, {pA.NS, pC.IP}, {rp[0].NS, rp[1].IP}, {nc[0].NS, nc[1].IP}, {dp[0].NS, dp[1].IP}, {pp[0].NS, pp[1].IP}, {wgp[0].NS, wgp[1].IP}, {handWG[0].NS, handWG[1].IP}, {hand[0].NS, hand[1].IP}, {handCT[0].NS, handCT[1].IP}, {handDirect[0].NS, handDirect[1].IP}, {loom[0].NS, loom[1].Addr}} {
 		if err := rig.Eventually(30*time.Second, func() error { return rig.Ping(c.ns, c.dst) }); err != nil {
 			return err
 		}
@@ -216,6 +222,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 		{"underlay node→node", loom[0].NS, loom[1].NS, loom[1].Addr},
 		{"same-node pod→pod", pA.NS, pC.NS, pC.IP},
 		{"Loom pod→pod, rp_filter anti-spoofing", rp[0].NS, rp[1].NS, rp[1].IP},
+		{noConntrackName, nc[0].NS, nc[1].NS, nc[1].IP},
 		{"Loom pod→pod, direct routing", dp[0].NS, dp[1].NS, dp[1].IP},
 		{"hand-made direct route pod→pod", handDirect[0].NS, handDirect[1].NS, handDirect[1].IP},
 		{"Loom pod→pod, 100 policies selecting the pods", pp[0].NS, pp[1].NS, pp[1].IP},
@@ -240,7 +247,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 				}
 				rep.Add("UDP 1 Gbit/s loss: "+p.name, "%", loss)
 			}
-			if rtt := map[string]bool{paths[0].name: true, paths[1].name: true, handCTName: true, paths[3].name: true, "Loom pod→pod, 100 policies selecting the pods": true,
+			if rtt := map[string]bool{paths[0].name: true, paths[1].name: true, handCTName: true, noConntrackName: true, paths[3].name: true, "Loom pod→pod, 100 policies selecting the pods": true,
 				"Loom pod→pod, WireGuard backend": true, "hand-made WireGuard pod→pod": true}; rtt[p.name] {
 				p50, p99, err := bench.RTT(p.client, p.server, p.dst, 2000)
 				if err != nil {
@@ -263,6 +270,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 		rep.Compare("TCP "+s+" stream(s): hand-made VXLAN pod→pod", "TCP "+s+" stream(s): underlay node→node", "")
 		rep.Compare("TCP "+s+" stream(s): same-node pod→pod", "TCP "+s+" stream(s): underlay node→node", "")
 		rep.Compare("TCP "+s+" stream(s): Loom pod→pod, rp_filter anti-spoofing", "TCP "+s+" stream(s): Loom pod→pod", "")
+		rep.Compare("TCP "+s+" stream(s): "+noConntrackName, "TCP "+s+" stream(s): hand-made VXLAN pod→pod", "")
 		rep.Compare("TCP "+s+" stream(s): Loom pod→pod, direct routing", "TCP "+s+" stream(s): hand-made direct route pod→pod", "≥ 0.97")
 		rep.Compare("TCP "+s+" stream(s): hand-made direct route pod→pod", "TCP "+s+" stream(s): hand-made VXLAN pod→pod", "")
 	}
@@ -276,11 +284,16 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	rep.Compare("RTT p50: Loom pod→pod", "RTT p50: underlay node→node", "overhead ≤ 10 µs")
 	rep.Compare("RTT p50: hand-made VXLAN pod→pod", "RTT p50: underlay node→node", "")
 	rep.Compare("RTT p50: "+handCTName, "RTT p50: underlay node→node", "")
+	rep.Compare("RTT p50: "+noConntrackName, "RTT p50: underlay node→node", "")
 	rep.Compare("RTT p50: Loom pod→pod", "RTT p50: "+handCTName, "")
 	rep.Compare("RTT p99: Loom pod→pod", "RTT p99: underlay node→node", "")
 	rep.Compare("TCP connect+close rate: Loom pod→pod", "TCP connect+close rate: underlay node→node", "")
 	return nil
 }
+
+// noConntrackName is Loom configured so that its table needs no
+// connection tracking (no masquerade, pod-to-host open, no policies).
+const noConntrackName = "Loom pod→pod, --masquerade=false --allow-pod-to-host all (no conntrack)"
 
 // handCTName is the hand-made tunnel with connection tracking on.
 const handCTName = "hand-made VXLAN pod→pod, conntrack on (flannel's masquerade rule)"
@@ -553,6 +566,10 @@ func profileBench(rep *bench.Report, bin string, rounds, secs int) error {
 	if err != nil {
 		return err
 	}
+	_, nc, err := fabric(r, "nomasq", []string{"--masquerade=false", "--allow-pod-to-host", "all"})
+	if err != nil {
+		return err
+	}
 	var hn, hc [2]*rig.Node
 	for i := range hn {
 		if hn[i], err = r.AddNode(fmt.Sprintf("hand%d", i+1)); err != nil {
@@ -581,6 +598,7 @@ func profileBench(rep *bench.Report, bin string, rounds, secs int) error {
 		{"Loom pod→pod", lp[0].NS, lp[1].NS, lp[1].IP},
 		{"hand-made VXLAN pod→pod", hand[0].NS, hand[1].NS, hand[1].IP},
 		{handCTName, handCT[0].NS, handCT[1].NS, handCT[1].IP},
+		{noConntrackName, nc[0].NS, nc[1].NS, nc[1].IP},
 	}
 	for _, p := range paths {
 		if err := rig.Eventually(30*time.Second, func() error { return rig.Ping(p.client, p.dst) }); err != nil {
@@ -608,5 +626,6 @@ func profileBench(rep *bench.Report, bin string, rounds, secs int) error {
 	}
 	rep.Compare("TCP 4 stream(s) while profiled: Loom pod→pod", "TCP 4 stream(s) while profiled: hand-made VXLAN pod→pod", "")
 	rep.Compare("TCP 4 stream(s) while profiled: Loom pod→pod", "TCP 4 stream(s) while profiled: "+handCTName, "")
+	rep.Compare("TCP 4 stream(s) while profiled: "+noConntrackName, "TCP 4 stream(s) while profiled: hand-made VXLAN pod→pod", "")
 	return nil
 }
