@@ -126,7 +126,9 @@ func (w *kubeWatcher) supervise(ctx context.Context, ended chan error) {
 func (w *kubeWatcher) runOnce(ctx context.Context, viewed func()) error {
 	cmd := exec.CommandContext(ctx, w.argv[0], w.argv[1:]...)
 	// The helper reads its standard input to its end, which comes when
-	// loomd has gone, however it went; Pdeathsig is the second line.
+	// loomd has gone, however it went (the kernel closes a dead process's
+	// files). Pdeathsig would be no better: it follows the thread that
+	// forked, not the process.
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return err
@@ -138,7 +140,10 @@ func (w *kubeWatcher) runOnce(ctx context.Context, viewed func()) error {
 	}
 	stderr := &tailWriter{out: os.Stderr}
 	cmd.Stderr = stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Its own process group: a Ctrl-C meant for loomd stops loomd, which
+	// then stops the helper, instead of the helper dying first and
+	// being reported as a failure.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", w.argv[0], err)
