@@ -85,6 +85,9 @@ type Config struct {
 	// PolicySource is where network policies come from: files, kubernetes,
 	// none, or auto (files when PolicyDir is set, else none).
 	PolicySource string
+	// Kubeconfig is the file the Kubernetes policy source reaches the API
+	// server with; empty: the pod's service account (in cluster).
+	Kubeconfig string
 	// PolicyDir holds NetworkPolicy and Namespace YAML for the files source.
 	PolicyDir string
 	// CNIChain lists plugins chained after loom in the conflist, e.g.
@@ -265,7 +268,7 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 	switch r.policySource = cfg.PolicySource; cfg.PolicySource {
 	case "", "auto":
 		switch {
-		case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
+		case os.Getenv("KUBERNETES_SERVICE_HOST") != "" || cfg.Kubeconfig != "":
 			r.policySource = PolicySourceKubernetes
 		case cfg.PolicyDir != "":
 			r.policySource = PolicySourceFiles
@@ -280,6 +283,14 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 	case PolicySourceNone:
 	default:
 		return nil, flagErr("policy-source", "%q: want kubernetes, files, none or auto", cfg.PolicySource)
+	}
+	if cfg.Kubeconfig != "" {
+		if r.policySource != PolicySourceKubernetes {
+			return nil, flagErr("kubeconfig", "is for --policy-source kubernetes, not %s", r.policySource)
+		}
+		if st, err := os.Stat(cfg.Kubeconfig); err != nil || st.IsDir() {
+			return nil, flagErr("kubeconfig", "%q is not a readable file", cfg.Kubeconfig)
+		}
 	}
 	if r.policySource == PolicySourceFiles {
 		if st, err := os.Stat(cfg.PolicyDir); err != nil || !st.IsDir() {

@@ -76,6 +76,8 @@ func TestResolveNamesTheBadFlag(t *testing.T) {
 		{"log-level", func(c *Config) { c.LogLevel = "loud" }},
 		{"metrics-addr", func(c *Config) { c.MetricsAddr = "nocolon" }},
 		{"gossip-profile", func(c *Config) { c.GossipProfile = "moon" }},
+		{"kubeconfig", func(c *Config) { c.Kubeconfig = "/nonexistent/kubeconfig" }},
+		{"kubeconfig", func(c *Config) { c.Kubeconfig = keyFile; c.PolicySource = PolicySourceNone }},
 	}
 	for _, tc := range cases {
 		c := validConfig()

@@ -212,8 +212,12 @@ func (a *Agent) startKubernetesPolicies(ctx context.Context) (*kubeWatcher, erro
 	if err != nil {
 		return nil, flagErr("policy-source", "kubernetes: %v", err)
 	}
+	argv := []string{path, "--log-level", a.cfg.LogLevel, "--log-format", a.cfg.LogFormat}
+	if a.cfg.Kubeconfig != "" {
+		argv = append(argv, "--kubeconfig", a.cfg.Kubeconfig)
+	}
 	w := &kubeWatcher{
-		argv:       []string{path, "--log-level", a.cfg.LogLevel, "--log-format", a.cfg.LogFormat},
+		argv:       argv,
 		onView:     a.clusterViewed,
 		onError:    a.policyLoaded,
 		restartMin: kubeRestartMin,

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Version is set at build time.
@@ -34,7 +35,7 @@ func main() {
 // 1 runtime failure, 2 bad flags.
 func run(args []string) int {
 	var syncTimeout, interval time.Duration
-	var logLevel, logFormat string
+	var logLevel, logFormat, kubeconfig string
 	cmd := &cobra.Command{
 		Use:   "loom-kube-policy",
 		Short: "Stream a cluster's network policies, pods and namespaces to loomd",
@@ -74,12 +75,13 @@ closes, which is when loomd has gone.`,
 				io.Copy(io.Discard, os.Stdin)
 				stop()
 			}()
-			return follow(ctx, log, syncTimeout, interval)
+			return follow(ctx, log, kubeconfig, syncTimeout, interval)
 		},
 	}
 	f := cmd.Flags()
 	f.DurationVar(&syncTimeout, "sync-timeout", time.Minute, "how long the first full listing may take")
 	f.DurationVar(&interval, "interval", 100*time.Millisecond, "changes within this time of each other make one view")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file to reach the API server with (default: the pod's service account, in cluster)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "json", "json or console")
 	cmd.SetArgs(args)
@@ -95,6 +97,23 @@ closes, which is when loomd has gone.`,
 	return 0
 }
 
+// restConfig is the pod's service account, or the kubeconfig file if one
+// is given.
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes: kubeconfig %s: %w", kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: %w (outside a cluster give loomd --kubeconfig, or use --policy-source files or none)", err)
+	}
+	return cfg, nil
+}
+
 // flagError is a bad flag value: exit code 2.
 type flagError struct {
 	flag string
@@ -103,12 +122,12 @@ type flagError struct {
 
 func (e *flagError) Error() string { return fmt.Sprintf("invalid --%s: %v", e.flag, e.err) }
 
-// follow connects from inside the cluster and streams views to standard
-// output until ctx ends.
-func follow(ctx context.Context, log *zap.Logger, syncTimeout, interval time.Duration) error {
-	cfg, err := rest.InClusterConfig()
+// follow connects to the API server (in cluster, or as kubeconfig says)
+// and streams views to standard output until ctx ends.
+func follow(ctx context.Context, log *zap.Logger, kubeconfig string, syncTimeout, interval time.Duration) error {
+	cfg, err := restConfig(kubeconfig)
 	if err != nil {
-		return fmt.Errorf("kubernetes: %w (outside a cluster use loomd --policy-source files or none)", err)
+		return err
 	}
 	cfg.UserAgent = "loom-kube-policy/" + Version
 	cs, err := kubernetes.NewForConfig(cfg)

@@ -7,7 +7,7 @@ import (
 )
 
 // Binaries are the programs a rig runs.
-var Binaries = []string{"loomd", "loom", "loomctl"}
+var Binaries = []string{"loomd", "loom", "loomctl", "loom-kube-policy"}
 
 // Build compiles the real binaries from the module at moduleRoot into out.
 func Build(moduleRoot, out string) error {
