@@ -40,8 +40,8 @@ func run(args []string) int {
 		Use:   "loom-kube-policy",
 		Short: "Stream a cluster's network policies, pods and namespaces to loomd",
 		Long: `loom-kube-policy is started by loomd --policy-source kubernetes. It
-connects to the API server from inside the cluster (the pod's service
-account), waits until it has listed every NetworkPolicy, Pod and Namespace,
+connects to the API server (as the pod's service account, or as
+--kubeconfig says), waits until it has listed every NetworkPolicy, Pod and Namespace,
 and writes one JSON view of them per line to standard output, then a new
 view after every change that policies read. It ends when its standard input
 closes, which is when loomd has gone.`,
