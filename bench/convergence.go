@@ -114,28 +114,40 @@ func Footprint(nodes []*rig.Node, window time.Duration) (AgentFootprint, error) 
 	elapsed := time.Since(start).Seconds()
 	for _, n := range nodes {
 		pid := n.Pid()
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		rss, anon, err := ProcessMemory(pid)
 		if err != nil {
 			return fp, err
 		}
-		for _, l := range strings.Split(string(b), "\n") {
-			f := strings.Fields(l)
-			if len(f) < 2 {
-				continue
-			}
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			switch f[0] {
-			case "VmRSS:":
-				fp.RSSMiB += kb / 1024
-			case "RssAnon:":
-				fp.AnonMiB += kb / 1024
-			}
-		}
+		fp.RSSMiB += rss
+		fp.AnonMiB += anon
 		fp.CPUPct += (cpuSeconds(pid) - cpu0[pid]) / elapsed * 100
 	}
 	n := float64(len(nodes))
 	fp.RSSMiB, fp.AnonMiB, fp.CPUPct = fp.RSSMiB/n, fp.AnonMiB/n, fp.CPUPct/n
 	return fp, nil
+}
+
+// ProcessMemory returns a process's resident memory and the anonymous
+// part of it (heap, stacks), in MiB.
+func ProcessMemory(pid int) (rss, anon float64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb / 1024
+		case "RssAnon:":
+			anon = kb / 1024
+		}
+	}
+	return rss, anon, nil
 }
 
 func cpuSeconds(pid int) float64 {

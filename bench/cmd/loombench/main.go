@@ -490,6 +490,55 @@ func policyBench(rep *bench.Report, bin string) error {
 		rep.Add("policy: compiled form in memory", "KiB", float64(res.HeapBytes)/1024)
 	}
 	rep.Note("Policy programming target: compile + program < 1 s for 1,000 pods and 100 policies.")
+	return kubeFootprint(rep, r)
+}
+
+// kubeFootprint measures loomd and its Kubernetes policy helper at rest
+// on a node that follows a cluster of 1,000 pods and 100 policies, served
+// by the rig's stand-in API server.
+func kubeFootprint(rep *bench.Report, r *rig.Rig) error {
+	n, err := r.AddNode("kube")
+	if err != nil {
+		return err
+	}
+	api := rig.NewFakeAPIServer()
+	if err := bench.FillCluster(api, 1000, 100); err != nil {
+		return err
+	}
+	stop, err := rig.ServeAPI(n.NS, api)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	kubeconfig := filepath.Join(r.Dir, "kubeconfig")
+	if err := rig.WriteKubeconfig(kubeconfig); err != nil {
+		return err
+	}
+	if err := n.StartWith(func(a []string) []string {
+		return append(a, "--policy-source", "kubernetes", "--kubeconfig", kubeconfig)
+	}); err != nil {
+		return err
+	}
+	if err := n.WaitReady(90 * time.Second); err != nil {
+		return err
+	}
+	fp, err := bench.Footprint([]*rig.Node{n}, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	helper, err := rig.ChildProcess(n.Pid(), "loom-kube-policy")
+	if err != nil {
+		return err
+	}
+	rss, anon, err := bench.ProcessMemory(helper)
+	if err != nil {
+		return err
+	}
+	const what = ", idle, policy source kubernetes (1,000 pods, 100 policies)"
+	rep.Add("loomd RSS"+what, "MiB", fp.RSSMiB)
+	rep.Add("loomd anonymous RSS"+what, "MiB", fp.AnonMiB)
+	rep.Add("loom-kube-policy RSS"+what, "MiB", rss)
+	rep.Add("loom-kube-policy anonymous RSS"+what, "MiB", anon)
 	return nil
 }
 
