@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // ClusterView is what the Kubernetes policy source knows at one moment:
@@ -43,7 +44,10 @@ func NewClusterView(policies []networkingv1.NetworkPolicy, namespaces map[string
 			v.Errors = append(v.Errors, fmt.Sprintf("NetworkPolicy %s/%s: %v", p.Namespace, p.Name, err))
 			continue
 		}
-		v.Policies = append(v.Policies, *p)
+		// Policies are read for their name and spec only; the rest of the
+		// metadata (annotations, managed fields) need not travel.
+		v.Policies = append(v.Policies, networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name}, Spec: p.Spec})
 	}
 	slices.SortFunc(v.Policies, func(a, b networkingv1.NetworkPolicy) int {
 		return strings.Compare(policyName(&a), policyName(&b))

@@ -65,6 +65,9 @@ func New(cs kubernetes.Interface) (*Source, error) {
 		f.Core().V1().Pods().Informer(),
 		f.Core().V1().Namespaces().Informer(),
 	} {
+		if err := inf.SetTransform(trimObject); err != nil {
+			return nil, fmt.Errorf("watch kubernetes objects: %w", err)
+		}
 		if _, err := inf.AddEventHandler(h); err != nil {
 			return nil, fmt.Errorf("watch kubernetes objects: %w", err)
 		}

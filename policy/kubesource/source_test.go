@@ -3,10 +3,16 @@ package kubesource
 import (
 	"bytes"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/loomnet/loom/policy"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 // TestViewWriterSkipsRepeats: a view equal to the last one written (what
@@ -29,5 +35,72 @@ func TestViewWriterSkipsRepeats(t *testing.T) {
 	}
 	if n := strings.Count(out.String(), "\n"); n != 2 {
 		t.Errorf("%d views written, want 2:\n%s", n, out.String())
+	}
+}
+
+// TestTrimKeepsWhatViewsRead: a pod, namespace and policy trimmed for the
+// cache make the same view as the whole objects, and trimming is
+// idempotent.
+func TestTrimKeepsWhatViewsRead(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "a", Labels: map[string]string{"app": "web"},
+			Annotations:   map[string]string{"big": strings.Repeat("x", 4096)},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
+		Spec: corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{
+			{Name: "web", Image: "web:1", Env: []corev1.EnvVar{{Name: "A", Value: "b"}},
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}, {ContainerPort: 9090}}},
+			{Name: "sidecar", Image: "proxy:1"},
+		}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.0.10", HostIP: "192.0.2.1",
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "x", Labels: map[string]string{"team": "a"}, Annotations: map[string]string{"k": "v"}}}
+	pol := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "p", Annotations: map[string]string{"k": "v"}},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}}
+	view := func(objs ...runtime.Object) policy.ClusterView {
+		t.Helper()
+		src, err := New(fake.NewClientset())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			var err error
+			switch o := o.(type) {
+			case *corev1.Pod:
+				err = src.factory.Core().V1().Pods().Informer().GetStore().Add(o)
+			case *corev1.Namespace:
+				err = src.factory.Core().V1().Namespaces().Informer().GetStore().Add(o)
+			case *networkingv1.NetworkPolicy:
+				err = src.factory.Networking().V1().NetworkPolicies().Informer().GetStore().Add(o)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		v, err := src.View()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	trim := func(o runtime.Object) runtime.Object {
+		t.Helper()
+		once, _ := trimObject(o)
+		twice, _ := trimObject(once)
+		if !reflect.DeepEqual(once, twice) {
+			t.Fatalf("trimming %T twice changes it", o)
+		}
+		return twice.(runtime.Object)
+	}
+	whole := view(pod, ns, pol)
+	trimmed := view(trim(pod), trim(ns), trim(pol))
+	if !reflect.DeepEqual(whole, trimmed) {
+		t.Errorf("views differ:\nwhole   %+v\ntrimmed %+v", whole, trimmed)
+	}
+	if len(whole.Pods) != 1 || whole.Pods[0].NamedPorts["http"].Port != 8080 || len(whole.Policies) != 1 {
+		t.Fatalf("view of the whole objects: %+v", whole)
+	}
+	if p := trim(pod).(*corev1.Pod); p.Annotations != nil || p.ManagedFields != nil || p.Spec.Containers[0].Image != "" {
+		t.Errorf("trimmed pod still carries %+v", p)
 	}
 }
