@@ -73,9 +73,16 @@ func TestDriftIsRepaired(t *testing.T) {
 
 func mustExec(t *testing.T, n *rig.Node, name string, args ...string) string {
 	t.Helper()
-	out, err := n.Exec(name, args...)
-	if err != nil {
-		t.Fatal(err)
+	// A netlink dump that changed under iproute2 (pods come and go while a
+	// test reads) is printed with a warning and may be incomplete: read it
+	// again. Only dumps print it, so commands that change state run once.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		out, err := n.Exec(name, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "Dump was interrupted") || time.Now().After(deadline) {
+			return out
+		}
 	}
-	return out
 }

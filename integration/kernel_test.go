@@ -69,10 +69,7 @@ func kernelDump(t *testing.T, n *rig.Node) []string {
 
 func readJSON(t *testing.T, n *rig.Node, v any, cmd ...string) {
 	t.Helper()
-	o, err := n.Exec(cmd[0], cmd[1:]...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := mustExec(t, n, cmd[0], cmd[1:]...)
 	if strings.TrimSpace(o) == "" {
 		return
 	}
