@@ -140,7 +140,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	}
 	// Nothing in Loom's table that needs connection tracking: Loom's own
 	// rules against the bare hand-made tunnel.
-	_, nc, err := fabric(r, "nomasq", []string{"--masquerade=false", "--allow-pod-to-host", "all"})
+	_, nc, err := fabric(r, "nomasq", noConntrackFlags)
 	if err != nil {
 		return err
 	}
@@ -165,40 +165,23 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	if err != nil {
 		return err
 	}
-	var hw [2]*rig.Node
-	for i := range hw {
-		if hw[i], err = r.AddNode(fmt.Sprintf("handwg%d", i+1)); err != nil {
-			return err
-		}
+	hw, err := handNodes(r, "handwg")
+	if err != nil {
+		return err
 	}
 	handWG, err := bench.BuildHandWireGuard(hw, filepath.Join(bin, "loomd"), r.Dir, 1420)
 	if err != nil {
 		return err
 	}
-	var hn, hc, hd [2]*rig.Node
-	for i := range hn {
-		if hn[i], err = r.AddNode(fmt.Sprintf("hand%d", i+1)); err != nil {
-			return err
-		}
-		if hc[i], err = r.AddNode(fmt.Sprintf("handct%d", i+1)); err != nil {
-			return err
-		}
-		if hd[i], err = r.AddNode(fmt.Sprintf("handdirect%d", i+1)); err != nil {
-			return err
-		}
-	}
-	hand, err := bench.BuildHandTunnel(hn, 1450)
+	hand, err := handBaseline(r, "hand", bench.BuildHandTunnel)
 	if err != nil {
 		return err
 	}
-	handCT, err := bench.BuildHandTunnel(hc, 1450)
+	handCT, err := handBaseline(r, "handct", bench.BuildHandTunnelConntrack)
 	if err != nil {
 		return err
 	}
-	if err := bench.AddHandConntrack(hc); err != nil {
-		return err
-	}
-	handDirect, err := bench.BuildHandDirect(hd, 1450)
+	handDirect, err := handBaseline(r, "handdirect", bench.BuildHandDirect)
 	if err != nil {
 		return err
 	}
@@ -291,9 +274,35 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	return nil
 }
 
-// noConntrackName is Loom configured so that its table needs no
-// connection tracking (no masquerade, pod-to-host open, no policies).
+// noConntrackFlags configure Loom so that its table needs no connection
+// tracking (no masquerade, pod-to-host open, no policies).
+var noConntrackFlags = []string{"--masquerade=false", "--allow-pod-to-host", "all"}
+
+// noConntrackName is the figure of Loom run with noConntrackFlags.
 const noConntrackName = "Loom pod→pod, --masquerade=false --allow-pod-to-host all (no conntrack)"
+
+// handNodes adds two nodes that run no agent, prefix1 and prefix2, for a
+// baseline built by hand.
+func handNodes(r *rig.Rig, prefix string) ([2]*rig.Node, error) {
+	var nodes [2]*rig.Node
+	for i := range nodes {
+		var err error
+		if nodes[i], err = r.AddNode(fmt.Sprintf("%s%d", prefix, i+1)); err != nil {
+			return nodes, err
+		}
+	}
+	return nodes, nil
+}
+
+// handBaseline builds a hand-made baseline with the overlay's MTU on two
+// new nodes.
+func handBaseline(r *rig.Rig, prefix string, build func([2]*rig.Node, int) ([2]bench.HandPod, error)) ([2]bench.HandPod, error) {
+	nodes, err := handNodes(r, prefix)
+	if err != nil {
+		return [2]bench.HandPod{}, err
+	}
+	return build(nodes, 1450)
+}
 
 // handCTName is the hand-made tunnel with connection tracking on.
 const handCTName = "hand-made VXLAN pod→pod, conntrack on (flannel's masquerade rule)"
@@ -433,11 +442,9 @@ func offloadBench(rep *bench.Report, bin string, rounds, secs int) error {
 	defer r.Close()
 	pods := make([][2]bench.HandPod, len(bench.VXLANVariants))
 	for i, v := range bench.VXLANVariants {
-		var nodes [2]*rig.Node
-		for j := range nodes {
-			if nodes[j], err = r.AddNode(fmt.Sprintf("off%d-%d", i, j+1)); err != nil {
-				return err
-			}
+		nodes, err := handNodes(r, fmt.Sprintf("off%d-", i))
+		if err != nil {
+			return err
 		}
 		if pods[i], err = bench.BuildHandVariant(r, nodes, v); err != nil {
 			return fmt.Errorf("variant %q: %w", v.Name, err)
@@ -615,28 +622,16 @@ func profileBench(rep *bench.Report, bin string, rounds, secs int) error {
 	if err != nil {
 		return err
 	}
-	_, nc, err := fabric(r, "nomasq", []string{"--masquerade=false", "--allow-pod-to-host", "all"})
+	_, nc, err := fabric(r, "nomasq", noConntrackFlags)
 	if err != nil {
 		return err
 	}
-	var hn, hc [2]*rig.Node
-	for i := range hn {
-		if hn[i], err = r.AddNode(fmt.Sprintf("hand%d", i+1)); err != nil {
-			return err
-		}
-		if hc[i], err = r.AddNode(fmt.Sprintf("handct%d", i+1)); err != nil {
-			return err
-		}
-	}
-	hand, err := bench.BuildHandTunnel(hn, 1450)
+	hand, err := handBaseline(r, "hand", bench.BuildHandTunnel)
 	if err != nil {
 		return err
 	}
-	handCT, err := bench.BuildHandTunnel(hc, 1450)
+	handCT, err := handBaseline(r, "handct", bench.BuildHandTunnelConntrack)
 	if err != nil {
-		return err
-	}
-	if err := bench.AddHandConntrack(hc); err != nil {
 		return err
 	}
 	paths := []struct {
