@@ -63,6 +63,12 @@ func TestKubernetesPolicySource(t *testing.T) {
 	addr := net.JoinHostPort(web.IP.String(), "8080")
 	serveIn(t, web.NS, addr)
 	reach := func() error { return dialFrom(client.NS, addr) }
+	cutOff := func() error {
+		if reach() == nil {
+			return fmt.Errorf("client still reaches web")
+		}
+		return nil
+	}
 	if err := rig.Eventually(30*time.Second, reach); err != nil {
 		t.Fatalf("client cannot reach web before any policy: %v", err)
 	}
@@ -75,12 +81,7 @@ func TestKubernetesPolicySource(t *testing.T) {
 				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "frontend"}}},
 			}}},
 		}})
-	if err := rig.Eventually(30*time.Second, func() error {
-		if reach() == nil {
-			return fmt.Errorf("client still reaches web")
-		}
-		return nil
-	}); err != nil {
+	if err := rig.Eventually(30*time.Second, cutOff); err != nil {
 		t.Fatalf("the policy from the API was not enforced: %v", err)
 	}
 
@@ -98,31 +99,10 @@ func TestKubernetesPolicySource(t *testing.T) {
 		t.Fatal(err)
 	}
 	apiServer.Set(podObject("client", client, map[string]string{"app": "client"}))
-	if err := rig.Eventually(30*time.Second, func() error {
-		if reach() == nil {
-			return fmt.Errorf("client still reaches web")
-		}
-		return nil
-	}); err != nil {
+	if err := rig.Eventually(30*time.Second, cutOff); err != nil {
 		t.Fatalf("after the helper was killed, a label change in the API was not enforced: %v", err)
 	}
 	if again, err := rig.ChildProcess(nodes[0].Pid(), "loom-kube-policy"); err != nil || again == helper {
 		t.Fatalf("helper after the kill: %d, %v (was %d)", again, err, helper)
 	}
-}
-
-// serveIn accepts and closes connections on addr in a namespace until the
-// test ends.
-func serveIn(t *testing.T, nsName, addr string) {
-	t.Helper()
-	l := listenIn(t, nsName, addr)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 }

@@ -185,21 +185,31 @@ func waitAllReach(t *testing.T, pods []*rig.Pod, timeout time.Duration) {
 	}
 }
 
-// listenIn opens a TCP listener inside a namespace; the socket stays in that
-// namespace whatever thread later uses it.
+// listenIn is rig.ListenIn, closed when the test ends.
 func listenIn(t *testing.T, nsName, addr string) net.Listener {
 	t.Helper()
-	var l net.Listener
-	err := ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp4", addr)
-		return err
-	})
+	l, err := rig.ListenIn(nsName, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
 	return l
+}
+
+// serveIn accepts and closes connections on addr in a namespace until the
+// test ends.
+func serveIn(t *testing.T, nsName, addr string) {
+	t.Helper()
+	l := listenIn(t, nsName, addr)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 }
 
 // httpClientIn returns an HTTP client whose connections are made from

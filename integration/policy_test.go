@@ -267,23 +267,10 @@ func writePolicyDir(t *testing.T, dir string, files map[string]string) {
 // accept and close, and UDP echo servers on 53 and 80.
 func serve(t *testing.T, nsName string) {
 	t.Helper()
+	for _, port := range []int{80, 81} {
+		serveIn(t, nsName, fmt.Sprintf(":%d", port))
+	}
 	err := ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
-		for _, port := range []int{80, 81} {
-			l, err := net.Listen("tcp4", fmt.Sprintf(":%d", port))
-			if err != nil {
-				return err
-			}
-			t.Cleanup(func() { l.Close() })
-			go func() {
-				for {
-					c, err := l.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
-		}
 		for _, port := range []int{53, 80} {
 			pc, err := net.ListenPacket("udp4", fmt.Sprintf(":%d", port))
 			if err != nil {

@@ -255,17 +255,8 @@ func TestPodsKeptOffHostPorts(t *testing.T) {
 	r := newRig(t, "--allow-pod-to-host", "tcp/8443")
 	nodes := startNodes(t, r, 2)
 	p := addPod(t, nodes[0], "p")
-	allowed := listenIn(t, nodes[0].NS, "0.0.0.0:8443")
+	serveIn(t, nodes[0].NS, "0.0.0.0:8443")
 	listenIn(t, nodes[0].NS, "0.0.0.0:8444") // listening, yet out of pods' reach
-	go func() {
-		for {
-			c, err := allowed.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	for _, target := range []netip.Addr{nodes[0].Addr, nodes[1].Addr} {
 		if err := rig.Ping(p.NS, target); err != nil {
 			t.Fatalf("ICMP to node %s: %v", target, err)

@@ -196,18 +196,28 @@ func (s *FakeAPIServer) watch(w http.ResponseWriter, r *http.Request, res *fakeR
 // ServeAPI serves h on FakeAPIPort of the loopback of network namespace
 // nsName until the returned stop is called.
 func ServeAPI(nsName string, h http.Handler) (stop func(), err error) {
-	var l net.Listener
-	err = ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", FakeAPIPort))
-		return err
-	})
+	l, err := ListenIn(nsName, fmt.Sprintf("127.0.0.1:%d", FakeAPIPort))
 	if err != nil {
-		return nil, fmt.Errorf("serve the API in %s: %w", nsName, err)
+		return nil, fmt.Errorf("serve the API: %w", err)
 	}
 	srv := &http.Server{Handler: h}
 	go srv.Serve(l)
 	return func() { srv.Close() }, nil
+}
+
+// ListenIn opens a TCP listener inside network namespace nsName; the
+// socket stays in that namespace whatever thread later uses it.
+func ListenIn(nsName, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp4", addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s in %s: %w", addr, nsName, err)
+	}
+	return l, nil
 }
 
 // ChildProcess returns the pid of parent's child process called name.
