@@ -190,7 +190,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		if err != nil {
 			return flagErr("policy-dir", "%v", err)
 		}
-		a.policy.setObjects(objs)
+		a.policy.setObjects(objs, nil)
 	}
 	if r.policySource == PolicySourceKubernetes {
 		kube, err := a.startKubernetesPolicies(ctx)

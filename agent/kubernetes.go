@@ -232,10 +232,7 @@ func (a *Agent) startKubernetesPolicies(ctx context.Context) (*kubeWatcher, erro
 // clusterViewed puts a view from the Kubernetes source in force.
 func (a *Agent) clusterViewed(v policy.ClusterView) {
 	objs, err := v.Objects()
-	p := a.policy
-	p.mu.Lock()
-	p.objs, p.clusterPods, p.loaded, p.loadedAt = objs, v.Pods, true, time.Now()
-	p.mu.Unlock()
+	a.policy.setObjects(objs, v.Pods)
 	a.policyLoaded(err)
 	a.trigger()
 }

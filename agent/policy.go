@@ -83,17 +83,18 @@ func (a *Agent) reloadPolicies(dir string) {
 		a.policyLoaded(err)
 		return
 	}
-	a.policy.setObjects(objs)
+	a.policy.setObjects(objs, nil)
 	a.policyLoaded(nil)
 	a.log.Info("network policies loaded", zap.String("dir", dir), zap.Int("policies", len(objs.Policies)),
 		zap.Int("namespaces", len(objs.Namespaces)))
 	a.trigger()
 }
 
-// setObjects puts a policy set in force.
-func (p *policyState) setObjects(objs policy.Objects) {
+// setObjects puts a policy set in force, with the cluster's pods when the
+// source knows them (Kubernetes; nil for files).
+func (p *policyState) setObjects(objs policy.Objects, clusterPods []policy.Pod) {
 	p.mu.Lock()
-	p.objs, p.loaded, p.loadedAt = objs, true, time.Now()
+	p.objs, p.clusterPods, p.loaded, p.loadedAt = objs, clusterPods, true, time.Now()
 	p.mu.Unlock()
 }
 
