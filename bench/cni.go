@@ -22,7 +22,7 @@ func RefConflist(dataDir string) []byte {
 // CNILatency times n ADDs and DELs through libcni with list on node n,
 // each in a fresh pod namespace, and returns p50/p99 of both in ms.
 func CNILatency(n *rig.Node, list *libcni.NetworkConfigList, count int) (addP50, addP99, delP50, delP99 float64, err error) {
-	cni := libcni.NewCNIConfigWithCacheDir([]string{n.CNIBin}, filepath.Join(n.Dir, "bench-cache"), nil)
+	cni := n.CNIClient("bench-cache")
 	var adds, dels []float64
 	for i := 0; i < count; i++ {
 		p, err := n.NewPodNS(fmt.Sprintf("lat-%s-%d", list.Name, i))
@@ -50,7 +50,7 @@ func CNILatency(n *rig.Node, list *libcni.NetworkConfigList, count int) (addP50,
 // CNIThroughput attaches count pods with workers concurrent ADDs and
 // returns pods per second, then deletes them.
 func CNIThroughput(n *rig.Node, list *libcni.NetworkConfigList, count, workers int) (float64, error) {
-	cni := libcni.NewCNIConfigWithCacheDir([]string{n.CNIBin}, filepath.Join(n.Dir, "bench-cache"), nil)
+	cni := n.CNIClient("bench-cache")
 	var pods []*rig.Pod
 	for i := 0; i < count; i++ {
 		p, err := n.NewPodNS(fmt.Sprintf("tp-%s-%d", list.Name, i))

@@ -36,8 +36,7 @@ func (n *Node) CNI() (*libcni.CNIConfig, *libcni.NetworkConfigList, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("load conflist of %s: %w", n.Name, err)
 	}
-	cni := libcni.NewCNIConfigWithCacheDir([]string{n.CNIBin}, filepath.Join(n.Dir, "cni-cache"), nil)
-	return cni, list, nil
+	return n.CNIClient("cni-cache"), list, nil
 }
 
 // RuntimeConf is the libcni runtime configuration for the pod.

@@ -68,7 +68,8 @@ type Node struct {
 	Socket string
 	// ConfDir is the node's --cni-conf-dir.
 	ConfDir string
-	// CNIBin holds the plugin wrapper that runs loom inside the node's netns.
+	// CNIBin is the node's CNI path; CNIClient runs its plugins in the
+	// node's namespace.
 	CNIBin string
 	// Args are the node's extra loomd flags.
 	Args []string
@@ -194,12 +195,14 @@ func (r *Rig) AddNode(name string, args ...string) (*Node, error) {
 	return n, nil
 }
 
-// InstallPlugin puts a CNI plugin into the node's CNI path. The runtime
-// (the test) lives in the root namespace; plugins must run in the node's,
-// as they would on a real host, so each is a wrapper that enters it.
+// InstallPlugin puts a CNI plugin into the node's CNI path (a link to
+// binary). CNIClient runs the plugins there in the node's namespace.
 func (n *Node) InstallPlugin(name, binary string) error {
-	wrapper := fmt.Sprintf("#!/bin/sh\nexec nsenter --net=/run/netns/%s -- %s \"$@\"\n", n.NS, binary)
-	return os.WriteFile(filepath.Join(n.CNIBin, name), []byte(wrapper), 0o755)
+	abs, err := filepath.Abs(binary)
+	if err != nil {
+		return err
+	}
+	return os.Symlink(abs, filepath.Join(n.CNIBin, name))
 }
 
 // AgentArgs returns the loomd command line for n, joining join (if any).
