@@ -2,6 +2,7 @@ package rig
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 )
@@ -12,11 +13,23 @@ var Binaries = []string{"loomd", "loom", "loomctl", "loom-kube-policy"}
 // Build compiles the real binaries from the module at moduleRoot into out.
 func Build(moduleRoot, out string) error {
 	for _, b := range Binaries {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(out, b), "./cmd/"+b)
-		cmd.Dir = moduleRoot
-		if o, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("build %s: %w: %s", b, err, o)
+		if err := goBuild(moduleRoot, filepath.Join(out, b), "./cmd/"+b); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// goBuild builds pkg as releases are built: statically linked (no cgo),
+// as `make build` and the images build Loom and as the plugins' releases
+// are. A dynamically linked plugin spends about 1.5 ms more starting up
+// (the loader), which the CNI bench would count.
+func goBuild(moduleRoot, out, pkg string) error {
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
+	cmd.Dir = moduleRoot
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s: %w: %s", pkg, err, o)
 	}
 	return nil
 }
@@ -33,10 +46,8 @@ var ReferencePlugins = map[string]string{
 // BuildReferencePlugins compiles the reference plugins into out.
 func BuildReferencePlugins(moduleRoot, out string) error {
 	for name, pkg := range ReferencePlugins {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(out, name), pkg)
-		cmd.Dir = moduleRoot
-		if o, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("build %s: %w: %s", name, err, o)
+		if err := goBuild(moduleRoot, filepath.Join(out, name), pkg); err != nil {
+			return err
 		}
 	}
 	return nil
