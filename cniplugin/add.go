@@ -105,6 +105,14 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if gw == nil {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("agent returned invalid gateway %q", alloc.Gateway), "")
 	}
+	// With the host end in place the agent can route to it and guard it
+	// while the pod end is configured: the two take about as long. Without
+	// it (made below), the agent would find no veth, so it waits.
+	attached := make(chan error, 1)
+	attachEarly := createdVeth
+	if attachEarly {
+		go func() { attached <- client.Attach(ctx, ref) }()
+	}
 	err = netns.Do(func(hostNS ns.NetNS) error {
 		if !createdVeth && alloc.Existing {
 			// A retried ADD: if the pod side is already what we would make,
@@ -124,10 +132,19 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		}
 		return configurePod(args.IfName, podIP, gw)
 	})
+	var attachErr error
+	if attachEarly {
+		// Wait even if configuring failed: the rollback's release must
+		// not race an attach still in flight.
+		attachErr = <-attached
+	}
 	if err != nil {
 		return types.NewError(types.ErrInternal, "set up pod interface", err.Error())
 	}
-	if err = client.Attach(ctx, ref); err != nil {
+	if !attachEarly {
+		attachErr = client.Attach(ctx, ref)
+	}
+	if err = attachErr; err != nil {
 		return agentError("attach pod", client, err)
 	}
 
