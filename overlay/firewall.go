@@ -189,9 +189,6 @@ func (f *NFTables) write(spec FirewallSpec) error {
 	}
 	if spec.VXLANPort > 0 {
 		addVXLANIngress(c, t, nodes)
-		if spec.tracksConnections() {
-			addVXLANNoTrack(c, t, spec, nodes)
-		}
 	}
 	if err := addPodAntiSpoof(c, t, spec); err != nil {
 		return err
@@ -321,62 +318,6 @@ func addVXLANIngress(c *nftables.Conn, t *nftables.Table, nodes *nftables.Set) {
 	}})
 }
 
-// tracksConnections reports whether the table makes the kernel track
-// connections: NAT, and any rule matching a connection's state.
-func (s FirewallSpec) tracksConnections() bool {
-	return !s.NoMasquerade || s.PodToHost != nil || s.Policy != nil
-}
-
-// Chains of the raw hooks: VXLAN packets between member nodes skip
-// connection tracking.
-const (
-	chainNoTrackIn  = "vxlan-notrack-in"
-	chainNoTrackOut = "vxlan-notrack-out"
-)
-
-// addVXLANNoTrack keeps the outer VXLAN packets exchanged with member nodes
-// out of connection tracking. Nothing reads their state: the ingress guard
-// matches their source alone, they are never NATed, and each direction is
-// a flow of its own (the source port is a hash of the inner flow), so
-// there is never a reply to recognise. Tracking them costs every pod
-// packet a conntrack lookup on each node on top of the inner packet's,
-// and up to two more entries in each node's conntrack table per pod
-// flow. The prerouting chain is a cost of its own, paid by every packet the
-// node receives (the bench's profile: about 2 % of CPU samples while 4
-// streams run, against about 2.5 % that conntrack of the outer packets
-// took), so the chains exist only where Loom's own rules turn connection
-// tracking on; without them nothing is tracked anyway. Only
-// packets from (prerouting) and to (output) member nodes are exempt: a
-// pod's own UDP traffic to port 4789 elsewhere is tracked and masqueraded
-// as any other.
-func addVXLANNoTrack(c *nftables.Conn, t *nftables.Table, spec FirewallSpec, nodes *nftables.Set) {
-	for _, h := range []struct {
-		name   string
-		hook   *nftables.ChainHook
-		offset uint32 // of the member node's address: source in, destination out
-	}{{chainNoTrackIn, nftables.ChainHookPrerouting, 12}, {chainNoTrackOut, nftables.ChainHookOutput, 16}} {
-		ch := c.AddChain(&nftables.Chain{
-			Name: h.name, Table: t, Type: nftables.ChainTypeFilter,
-			Hooknum: h.hook, Priority: nftables.ChainPriorityRaw,
-		})
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(vxlanPortMatch(spec.VXLANPort),
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: h.offset, Len: 4},
-			&expr.Lookup{SourceRegister: 1, SetName: nodes.Name, SetID: nodes.ID},
-			&expr.Notrack{},
-		)})
-	}
-}
-
-// vxlanPortMatch matches UDP packets to the VXLAN port.
-func vxlanPortMatch(port int) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, uint16(port))},
-	}
-}
-
 // The base chains: every packet a node receives pays for each base chain
 // on its hook, so each hook has one, which jumps to the guards.
 const (
@@ -396,8 +337,13 @@ func addBaseChains(c *nftables.Conn, t *nftables.Table, spec FirewallSpec) {
 	})
 	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: podAntiSpoofJump()})
 	if spec.VXLANPort > 0 {
-		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: append(vxlanPortMatch(spec.VXLANPort),
-			&expr.Verdict{Kind: expr.VerdictJump, Chain: ChainVXLANIngress})})
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, uint16(spec.VXLANPort))},
+			&expr.Verdict{Kind: expr.VerdictJump, Chain: ChainVXLANIngress},
+		}})
 	}
 	if spec.PodToHost != nil {
 		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: append(matchPrefix(12, spec.Cluster, false),
