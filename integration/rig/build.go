@@ -20,10 +20,9 @@ func Build(moduleRoot, out string) error {
 	return nil
 }
 
-// goBuild builds pkg as releases are built: statically linked (no cgo),
-// as `make build` and the images build Loom and as the plugins' releases
-// are. A dynamically linked plugin spends about 1.5 ms more starting up
-// (the loader), which the CNI bench would count.
+// goBuild builds pkg statically (no cgo), as `make build`, Loom's images
+// and the plugins' release builds do: a dynamically linked plugin spends
+// about 1.5 ms more starting (the loader), which the CNI bench would count.
 func goBuild(moduleRoot, out, pkg string) error {
 	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
 	cmd.Dir = moduleRoot
