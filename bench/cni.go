@@ -90,6 +90,23 @@ func CNIThroughput(n *rig.Node, list *libcni.NetworkConfigList, count, workers i
 	return rate, firstErr
 }
 
+// PluginStart times count VERSION calls of plugin through libcni on node n
+// and returns their median in ms: what starting the plugin costs every
+// ADD and DEL before it does any work.
+func PluginStart(n *rig.Node, plugin string, count int) (float64, error) {
+	cni := n.CNIClient("bench-cache")
+	var starts []float64
+	for i := 0; i < count; i++ {
+		start := time.Now()
+		if _, err := cni.GetVersionInfo(context.Background(), plugin); err != nil {
+			return 0, fmt.Errorf("%s VERSION: %w", plugin, err)
+		}
+		starts = append(starts, ms(time.Since(start)))
+	}
+	p50, _ := pct(starts)
+	return p50, nil
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
 
 func pct(v []float64) (p50, p99 float64) {

@@ -392,7 +392,15 @@ func cniBench(rep *bench.Report, bin string, rounds, count int) error {
 			}
 			rep.Add("CNI pods/s, 8 workers: "+c.name, "pods/s", rate)
 		}
+		for _, p := range []string{"loom", "bridge", "host-local"} {
+			start, err := bench.PluginStart(n, p, 20)
+			if err != nil {
+				return err
+			}
+			rep.Add("CNI plugin start (VERSION through libcni): "+p, "ms", start)
+		}
 	}
+	rep.Note("CNI: every ADD and DEL starts its plugins (Loom: one; the reference chain: bridge, which starts host-local); the plugin start rows are that floor.")
 	for _, f := range []string{"CNI ADD p50: ", "CNI ADD p99: ", "CNI DEL p50: ", "CNI DEL p99: ", "CNI pods/s, 8 workers: "} {
 		target := ""
 		if strings.Contains(f, "p50") {
