@@ -26,13 +26,16 @@ demo: deps build
 # every fuzz target over its seed corpus (go test runs the seeds and
 # testdata/fuzz). Exploring new inputs is `make fuzz`: a random search does
 # not belong in a gate that must give the same answer on the same code.
-test: deps lint
+# build first: the integration tests build the same binaries with the same
+# flags, so on a cold build cache they find them compiled instead of
+# spending their own timeout compiling.
+test: deps lint build
 	$(GO) test -count=1 -timeout 15m ./...
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
 
-integration: deps
+integration: deps build
 	$(GO) test -count=1 -timeout 15m -v ./integration/...
 
 fuzz:
