@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 
@@ -74,4 +75,47 @@ func TestConfigFileIsStrict(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "loom.yaml:2") || !strings.Contains(err.Error(), "clustr-cidr") {
 		t.Fatalf("err = %v, want it to name line 2 and the key", err)
 	}
+}
+
+// FuzzConfigFile feeds loomd's --config reader arbitrary files: it must
+// answer with an error naming the file or apply the file, never panic, and
+// what --print-config then prints must read back to the same configuration.
+func FuzzConfigFile(f *testing.F) {
+	for _, seed := range []string{
+		"cluster-cidr: 10.50.0.0/16\nvni: 3\njoin: [10.0.0.1, 10.0.0.2:7946]\ndead-node-grace: 5s\ninsecure-gossip: true\n",
+		"join:\n  - a\n  - 'b,c'\n",
+		"vni: 0x10\n",
+		"cluster-cidr: \"\"\n",
+		"join: []\n",
+		"vni: [\n",
+		"- vni\n",
+		"",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fs, _ := testFlags()
+		if err := applyConfigYAML(fs, "fuzz.yaml", data); err != nil {
+			var fe *FlagError
+			if !errors.As(err, &fe) || !strings.Contains(err.Error(), "fuzz.yaml") {
+				t.Fatalf("error %q is not a FlagError naming the file", err)
+			}
+			return
+		}
+		var printed bytes.Buffer
+		if err := PrintConfig(&printed, fs); err != nil {
+			t.Fatalf("print a config the file set: %v", err)
+		}
+		fs2, _ := testFlags()
+		if err := applyConfigYAML(fs2, "printed.yaml", printed.Bytes()); err != nil {
+			t.Fatalf("printed config does not read back: %v\n%s", err, printed.String())
+		}
+		var again bytes.Buffer
+		if err := PrintConfig(&again, fs2); err != nil {
+			t.Fatal(err)
+		}
+		if again.String() != printed.String() {
+			t.Fatalf("config changed reading back its print:\n%s\nbecame\n%s", printed.String(), again.String())
+		}
+	})
 }
