@@ -18,6 +18,7 @@ import (
 	"github.com/loomnet/loom/ipam"
 	"github.com/loomnet/loom/overlay"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Version is the agent's version, set at build time with -ldflags.
@@ -316,27 +317,36 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 	return r, nil
 }
 
-// defaultRouteIface returns the interface of the IPv4 default route.
-func defaultRouteIface() (string, error) {
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
+// defaultRouteIface returns the interface of the IPv4 default route. It
+// lists through k, whose dumps are retried when a route change interrupts
+// them: a host whose routes churn (another agent, DHCP) must not fail
+// loomd's start.
+func defaultRouteIface(k overlay.Kernel) (string, error) {
+	routes, err := k.RouteList(&netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("list routes: %w", err)
 	}
 	for _, rt := range routes {
-		if rt.Dst == nil || rt.Dst.String() == "0.0.0.0/0" {
-			l, err := netlink.LinkByIndex(rt.LinkIndex)
-			if err != nil {
-				return "", err
-			}
-			return l.Attrs().Name, nil
+		if rt.Dst != nil && rt.Dst.String() != "0.0.0.0/0" {
+			continue
 		}
+		links, err := k.LinkList()
+		if err != nil {
+			return "", fmt.Errorf("list links: %w", err)
+		}
+		for _, l := range links {
+			if l.Attrs().Index == rt.LinkIndex {
+				return l.Attrs().Name, nil
+			}
+		}
+		return "", fmt.Errorf("default route's interface %d not found", rt.LinkIndex)
 	}
 	return "", errors.New("no IPv4 default route")
 }
 
 func (r *resolved) resolveUnderlay(k overlay.Kernel) error {
 	if r.Iface == "" {
-		name, err := defaultRouteIface()
+		name, err := defaultRouteIface(k)
 		if err != nil {
 			return flagErr("iface", "not set and no default route to pick one from (%v); pass --iface", err)
 		}

@@ -47,6 +47,25 @@ func TestResolveDerivesAddressAndMTU(t *testing.T) {
 	}
 }
 
+func TestResolvePicksTheDefaultRouteInterface(t *testing.T) {
+	k := overlay.NewFakeKernel()
+	other := k.AddDummy("eth1")
+	k.AddrReplace(other, &netlink.Addr{IPNet: mustIPNet(t, "198.51.100.7/24")})
+	k.RouteReplace(&netlink.Route{LinkIndex: other.Attrs().Index, Dst: mustIPNet(t, "198.51.100.0/24")})
+	eth0 := k.AddDummy("eth0")
+	k.AddrReplace(eth0, &netlink.Addr{IPNet: mustIPNet(t, "192.0.2.10/24")})
+	k.RouteReplace(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP("192.0.2.1")})
+	c := validConfig()
+	c.Iface = ""
+	r, err := Resolve(c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Iface != "eth0" || r.advertise.String() != "192.0.2.10" {
+		t.Fatalf("picked %s (%s), want eth0 (192.0.2.10), the default route's", r.Iface, r.advertise)
+	}
+}
+
 func TestResolveNamesTheBadFlag(t *testing.T) {
 	keyFile := filepath.Join(t.TempDir(), "key")
 	os.WriteFile(keyFile, []byte("not base64!\n"), 0o600)
@@ -62,6 +81,7 @@ func TestResolveNamesTheBadFlag(t *testing.T) {
 		{"subnet-prefix", func(c *Config) { c.SubnetPrefix = 16 }},
 		{"subnet-prefix", func(c *Config) { c.SubnetPrefix = 8 }},
 		{"iface", func(c *Config) { c.Iface = "nope0" }},
+		{"iface", func(c *Config) { c.Iface = "" }}, // and no default route
 		{"advertise-addr", func(c *Config) { c.AdvertiseAddr = "300.1.1.1" }},
 		{"gossip-key-file", func(c *Config) { c.InsecureGossip = false }},
 		{"gossip-key-file", func(c *Config) { c.InsecureGossip = false; c.GossipKeyFile = "/nonexistent/key" }},

@@ -10,6 +10,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/loomnet/loom/api"
 	"github.com/vishvananda/netlink"
@@ -164,7 +165,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 // end goes with it).
 func deletePodVeth(netns ns.NetNS, ifName string) {
 	_ = netns.Do(func(ns.NetNS) error {
-		if l, err := netlink.LinkByName(ifName); err == nil {
+		if l, err := netlinksafe.LinkByName(ifName); err == nil {
 			_ = netlink.LinkDel(l)
 		}
 		return nil
@@ -174,14 +175,14 @@ func deletePodVeth(netns ns.NetNS, ifName string) {
 // existingAttachment finds a pod interface that already carries podIP and
 // whose host end is hostIf, as left by an earlier ADD of this attachment.
 func existingAttachment(ifName, hostIfName string, podIP *net.IPNet, hostNS ns.NetNS) (pod, host net.Interface, ok bool) {
-	l, err := netlink.LinkByName(ifName)
+	l, err := netlinksafe.LinkByName(ifName)
 	if err != nil {
 		return pod, host, false
 	}
 	if _, isVeth := l.(*netlink.Veth); !isVeth {
 		return pod, host, false
 	}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_V4)
 	if err != nil {
 		return pod, host, false
 	}
@@ -194,7 +195,7 @@ func existingAttachment(ifName, hostIfName string, podIP *net.IPNet, hostNS ns.N
 		return pod, host, false
 	}
 	err = hostNS.Do(func(ns.NetNS) error {
-		hl, err := netlink.LinkByName(hostIfName)
+		hl, err := netlinksafe.LinkByName(hostIfName)
 		if err != nil {
 			return err
 		}
@@ -212,7 +213,7 @@ func existingAttachment(ifName, hostIfName string, podIP *net.IPNet, hostNS ns.N
 // scope-link route to the gateway and the default route through it, so
 // every packet leaves through the host, which routes it.
 func configurePod(ifName string, podIP *net.IPNet, gw net.IP) error {
-	link, err := netlink.LinkByName(ifName)
+	link, err := netlinksafe.LinkByName(ifName)
 	if err != nil {
 		return fmt.Errorf("look up %s: %w", ifName, err)
 	}
@@ -231,7 +232,7 @@ func configurePod(ifName string, podIP *net.IPNet, gw net.IP) error {
 	}
 	// Runtimes normally bring up lo with the loopback plugin; doing it here
 	// too keeps hand-made pods (compose rigs, scripts) working.
-	if lo, err := netlink.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
+	if lo, err := netlinksafe.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
 		_ = netlink.LinkSetUp(lo)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/loomnet/loom/api"
 	"github.com/vishvananda/netlink"
@@ -41,7 +42,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if alloc.Stale {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("pod address %s belongs to subnet %s, which this node no longer owns; recreate the pod", alloc.IP, alloc.Subnet), "")
 	}
-	hostLink, err := netlink.LinkByName(alloc.HostIf)
+	hostLink, err := netlinksafe.LinkByName(alloc.HostIf)
 	if err != nil {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("host veth %s of the pod is missing", alloc.HostIf), err.Error())
 	}
@@ -49,7 +50,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("agent returned invalid address %q", alloc.IP), err.Error())
 	}
-	hostRoutes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: podNet}, netlink.RT_FILTER_DST)
+	hostRoutes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: podNet}, netlink.RT_FILTER_DST)
 	if err != nil {
 		return types.NewError(types.ErrInternal, "list host routes", err.Error())
 	}
@@ -69,7 +70,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 	defer netns.Close()
 	err = netns.Do(func(ns.NetNS) error {
-		link, err := netlink.LinkByName(args.IfName)
+		link, err := netlinksafe.LinkByName(args.IfName)
 		if err != nil {
 			return fmt.Errorf("pod interface %s is missing: %w", args.IfName, err)
 		}
@@ -78,7 +79,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 		}
 		// plugins/pkg/ip's address check looks for a connected route, which a
 		// /32 pod address never has; check address and routes directly.
-		addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+		addrs, err := netlinksafe.AddrList(link, netlink.FAMILY_V4)
 		if err != nil {
 			return fmt.Errorf("list addresses of %s: %w", args.IfName, err)
 		}
@@ -94,7 +95,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 			}
 		}
 		gw := net.ParseIP(alloc.Gateway)
-		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: link.Attrs().Index}, netlink.RT_FILTER_OIF)
+		routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: link.Attrs().Index}, netlink.RT_FILTER_OIF)
 		if err != nil {
 			return fmt.Errorf("list routes of %s: %w", args.IfName, err)
 		}
