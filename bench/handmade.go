@@ -165,24 +165,30 @@ func addHandPod(nodeNS string, pod HandPod, overlay netip.Addr, mtu int) error {
 	})
 }
 
-// BuildHandTunnelConntrack is BuildHandTunnel on nodes that also have the
-// NAT chain flannel's --ip-masq installs (pods' traffic leaving the pod
-// network is masqueraded). Pod to pod traffic is not rewritten, but with a
-// NAT hook in its namespace the kernel tracks every connection through the
-// node, as on any node that runs kube-proxy or masquerades: the baseline
-// that isolates what Loom's rules cost from what connection tracking costs.
-func BuildHandTunnelConntrack(nodes [2]*rig.Node, mtu int) ([2]HandPod, error) {
-	pods, err := BuildHandTunnel(nodes, mtu)
-	if err != nil {
-		return pods, err
-	}
-	const rules = "add table ip handmasq; " +
-		"add chain ip handmasq post { type nat hook postrouting priority srcnat; }; " +
-		"add rule ip handmasq post ip saddr 10.99.0.0/16 ip daddr != 10.99.0.0/16 masquerade"
-	for _, n := range nodes {
-		if _, err := rig.Run("nsenter", "--net=/run/netns/"+n.NS, "nft", rules); err != nil {
+// HandBuilder builds a hand-made baseline between two rig nodes that run
+// no agent, with pods of the given MTU.
+type HandBuilder func(nodes [2]*rig.Node, mtu int) ([2]HandPod, error)
+
+// WithConntrack returns build on nodes that also have the NAT chain
+// flannel's --ip-masq installs (pods' traffic leaving the pod network is
+// masqueraded). Pod to pod traffic is not rewritten, but with a NAT hook in
+// its namespace the kernel tracks every connection through the node, as on
+// any node that runs kube-proxy or masquerades: the baseline that isolates
+// what Loom's rules cost from what connection tracking costs.
+func WithConntrack(build HandBuilder) HandBuilder {
+	return func(nodes [2]*rig.Node, mtu int) ([2]HandPod, error) {
+		pods, err := build(nodes, mtu)
+		if err != nil {
 			return pods, err
 		}
+		const rules = "add table ip handmasq; " +
+			"add chain ip handmasq post { type nat hook postrouting priority srcnat; }; " +
+			"add rule ip handmasq post ip saddr 10.99.0.0/16 ip daddr != 10.99.0.0/16 masquerade"
+		for _, n := range nodes {
+			if _, err := rig.Run("nsenter", "--net=/run/netns/"+n.NS, "nft", rules); err != nil {
+				return pods, err
+			}
+		}
+		return pods, nil
 	}
-	return pods, nil
 }

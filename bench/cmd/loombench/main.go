@@ -24,12 +24,17 @@ func main() {
 	short := flag.Bool("short", false, "reduced run (< 5 minutes): fewer rounds, shorter transfers, 10 nodes only")
 	out := flag.String("out", "bench", "directory for results.json and results.md")
 	flag.StringVar(&only, "only", "", "run only these sections, comma-separated: dataplane, cni, scale, offload, profile, policy, convergence")
+	rounds := flag.Int("rounds", 3, "alternating rounds of each measurement; more narrow the medians on a noisy machine")
 	flag.Parse()
+	if *rounds < 1 || *rounds > 100 {
+		fmt.Fprintf(os.Stderr, "loombench: --rounds %d: want 1 to 100\n", *rounds)
+		os.Exit(2)
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "loombench: must run as root (network namespaces)")
 		os.Exit(1)
 	}
-	if err := run(*short, *out); err != nil {
+	if err := run(*short, *out, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "loombench:", err)
 		os.Exit(1)
 	}
@@ -52,10 +57,10 @@ func section(name string) bool {
 
 func logf(format string, a ...any) { fmt.Printf("bench: "+format+"\n", a...) }
 
-func run(short bool, out string) error {
-	mode, rounds, secs, cniCount, sizes, window := "full", 3, 3, 100, []int{10, 25, 50}, 10*time.Second
+func run(short bool, out string, rounds int) error {
+	mode, secs, cniCount, sizes, window := "full", 3, 100, []int{10, 25, 50}, 10*time.Second
 	if short {
-		mode, rounds, secs, cniCount, sizes, window = "short", 3, 2, 30, []int{10}, 5*time.Second
+		mode, secs, cniCount, sizes, window = "short", 2, 30, []int{10}, 5*time.Second
 	}
 	rep := bench.NewReport(mode)
 	bin, err := os.MkdirTemp("", "loom-bench-bin-")
@@ -177,7 +182,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	if err != nil {
 		return err
 	}
-	handCT, err := handBaseline(r, "handct", bench.BuildHandTunnelConntrack)
+	handCT, err := handBaseline(r, "handct", bench.WithConntrack(bench.BuildHandTunnel))
 	if err != nil {
 		return err
 	}
@@ -185,10 +190,14 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	if err != nil {
 		return err
 	}
+	handDirectCT, err := handBaseline(r, "handdirectct", bench.WithConntrack(bench.BuildHandDirect))
+	if err != nil {
+		return err
+	}
 	for _, c := range []struct {
 		ns  string
 		dst netip.Addr
-	}{{pA.NS, pB.IP}, {pA.NS, pC.IP}, {rp[0].NS, rp[1].IP}, {nc[0].NS, nc[1].IP}, {dp[0].NS, dp[1].IP}, {pp[0].NS, pp[1].IP}, {wgp[0].NS, wgp[1].IP}, {handWG[0].NS, handWG[1].IP}, {hand[0].NS, hand[1].IP}, {handCT[0].NS, handCT[1].IP}, {handDirect[0].NS, handDirect[1].IP}, {loom[0].NS, loom[1].Addr}} {
+	}{{pA.NS, pB.IP}, {pA.NS, pC.IP}, {rp[0].NS, rp[1].IP}, {nc[0].NS, nc[1].IP}, {dp[0].NS, dp[1].IP}, {pp[0].NS, pp[1].IP}, {wgp[0].NS, wgp[1].IP}, {handWG[0].NS, handWG[1].IP}, {hand[0].NS, hand[1].IP}, {handCT[0].NS, handCT[1].IP}, {handDirect[0].NS, handDirect[1].IP}, {handDirectCT[0].NS, handDirectCT[1].IP}, {loom[0].NS, loom[1].Addr}} {
 		if err := rig.Eventually(30*time.Second, func() error { return rig.Ping(c.ns, c.dst) }); err != nil {
 			return err
 		}
@@ -208,6 +217,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 		{noConntrackName, nc[0].NS, nc[1].NS, nc[1].IP},
 		{"Loom pod→pod, direct routing", dp[0].NS, dp[1].NS, dp[1].IP},
 		{"hand-made direct route pod→pod", handDirect[0].NS, handDirect[1].NS, handDirect[1].IP},
+		{handDirectCTName, handDirectCT[0].NS, handDirectCT[1].NS, handDirectCT[1].IP},
 		{"Loom pod→pod, 100 policies selecting the pods", pp[0].NS, pp[1].NS, pp[1].IP},
 		{"Loom pod→pod, WireGuard backend", wgp[0].NS, wgp[1].NS, wgp[1].IP},
 		{"hand-made WireGuard pod→pod", handWG[0].NS, handWG[1].NS, handWG[1].IP},
@@ -255,6 +265,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 		rep.Compare("TCP "+s+" stream(s): Loom pod→pod, rp_filter anti-spoofing", "TCP "+s+" stream(s): Loom pod→pod", "")
 		rep.Compare("TCP "+s+" stream(s): "+noConntrackName, "TCP "+s+" stream(s): hand-made VXLAN pod→pod", "")
 		rep.Compare("TCP "+s+" stream(s): Loom pod→pod, direct routing", "TCP "+s+" stream(s): hand-made direct route pod→pod", "≥ 0.97")
+		rep.Compare("TCP "+s+" stream(s): Loom pod→pod, direct routing", "TCP "+s+" stream(s): "+handDirectCTName, "")
 		rep.Compare("TCP "+s+" stream(s): hand-made direct route pod→pod", "TCP "+s+" stream(s): hand-made VXLAN pod→pod", "")
 	}
 	rep.Compare("TCP 1 stream(s): Loom pod→pod, 100 policies selecting the pods", "TCP 1 stream(s): Loom pod→pod", "≥ 0.95")
@@ -296,7 +307,7 @@ func handNodes(r *rig.Rig, prefix string) ([2]*rig.Node, error) {
 
 // handBaseline builds a hand-made baseline with the overlay's MTU on two
 // new nodes.
-func handBaseline(r *rig.Rig, prefix string, build func([2]*rig.Node, int) ([2]bench.HandPod, error)) ([2]bench.HandPod, error) {
+func handBaseline(r *rig.Rig, prefix string, build bench.HandBuilder) ([2]bench.HandPod, error) {
 	nodes, err := handNodes(r, prefix)
 	if err != nil {
 		return [2]bench.HandPod{}, err
@@ -306,6 +317,9 @@ func handBaseline(r *rig.Rig, prefix string, build func([2]*rig.Node, int) ([2]b
 
 // handCTName is the hand-made tunnel with connection tracking on.
 const handCTName = "hand-made VXLAN pod→pod, conntrack on (flannel's masquerade rule)"
+
+// handDirectCTName is the hand-made direct route with connection tracking on.
+const handDirectCTName = "hand-made direct route pod→pod, conntrack on (flannel's masquerade rule)"
 
 // fabric starts a two-node Loom fabric (names prefix1, prefix2) with extra
 // loomd flags and one pod on each node.
@@ -638,7 +652,7 @@ func profileBench(rep *bench.Report, bin string, rounds, secs int) error {
 	if err != nil {
 		return err
 	}
-	handCT, err := handBaseline(r, "handct", bench.BuildHandTunnelConntrack)
+	handCT, err := handBaseline(r, "handct", bench.WithConntrack(bench.BuildHandTunnel))
 	if err != nil {
 		return err
 	}
