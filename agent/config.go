@@ -318,9 +318,8 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 }
 
 // defaultRouteIface returns the interface of the IPv4 default route. It
-// lists through k, whose dumps are retried when a route change interrupts
-// them: a host whose routes churn (another agent, DHCP) must not fail
-// loomd's start.
+// lists through k, like every dump loomd makes, so that one interrupted by
+// a concurrent change is retried instead of failing the start.
 func defaultRouteIface(k overlay.Kernel) (string, error) {
 	routes, err := k.RouteList(&netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {

@@ -21,8 +21,8 @@ var handleOwners = []string{"overlay/kernel_netlink.go", "bench/"}
 // rawNetlinkDumps reports each place in src that calls a dump of the
 // netlink package directly, or opens a handle outside handleOwners. Since
 // netlink v1.2.1 a dump that a concurrent change interrupts fails with
-// ErrDumpInterrupted; on a node whose routes or links change all the time
-// (pods coming and going) an unretried dump fails at random. Loom lists
+// ErrDumpInterrupted; on a node whose links and addresses change all the
+// time (pods coming and going) an unretried dump fails at random. Loom lists
 // through overlay.Kernel (loomd) or plugins/pkg/netlinksafe (the plugin),
 // which retry.
 func rawNetlinkDumps(path string, src []byte) ([]string, error) {
