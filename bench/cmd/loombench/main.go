@@ -24,10 +24,10 @@ func main() {
 	short := flag.Bool("short", false, "reduced run (< 5 minutes): fewer rounds, shorter transfers, 10 nodes only")
 	out := flag.String("out", "bench", "directory for results.json and results.md")
 	flag.StringVar(&only, "only", "", "run only these sections, comma-separated: dataplane, cni, scale, offload, profile, policy, convergence")
-	rounds := flag.Int("rounds", 3, "alternating rounds of each measurement; more narrow the medians on a noisy machine")
+	rounds := flag.Int("rounds", 3, "alternating rounds of the dataplane, cni, offload and profile sections; more narrow the medians on a noisy machine")
 	flag.Parse()
 	if *rounds < 1 || *rounds > 100 {
-		fmt.Fprintf(os.Stderr, "loombench: --rounds %d: want 1 to 100\n", *rounds)
+		fmt.Fprintf(os.Stderr, "loombench: -rounds %d: want 1 to 100\n", *rounds)
 		os.Exit(2)
 	}
 	if os.Geteuid() != 0 {
