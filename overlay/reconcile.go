@@ -275,43 +275,45 @@ func (dp *Dataplane) ensurePodHost(hostIf string) (netlink.Link, int, error) {
 // replaced, then Loom-tagged routes and routes on the tunnel device that are
 // not wanted are removed. Routes of others elsewhere are never touched.
 func (dp *Dataplane) syncRoutes(want []netlink.Route, remove bool) (added, removed int, err error) {
-	current, err := dp.k.RouteList(&netlink.Route{Protocol: RouteProtocol, Table: mainTable},
-		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	// One dump of the table, sorted here: Loom's routes and those on the
+	// tunnel device are mostly the same ones, and at thousands of peers each
+	// dump costs more than the whole rest of a no-op reconcile.
+	current, err := dp.k.RouteList(&netlink.Route{Table: mainTable}, netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return 0, 0, fmt.Errorf("list loom routes: %w", err)
+		return 0, 0, fmt.Errorf("list routes: %w", err)
 	}
-	if idx := dp.backend.DeviceIndex(); idx > 0 {
-		onDev, err := dp.k.RouteList(&netlink.Route{LinkIndex: idx, Table: mainTable},
-			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return 0, 0, fmt.Errorf("list routes on tunnel device: %w", err)
-		}
-		current = append(current, onDev...)
-	}
-	have := map[routeKey]netlink.Route{}
-	for _, r := range current {
-		if k, ok := keyOf(r); ok {
-			have[k] = r
-		}
-	}
-	wanted := map[routeKey]bool{}
-	var errs []error
-	for _, r := range want {
-		k, _ := keyOf(r)
-		wanted[k] = true
-		if old, ok := have[k]; ok && sameRoute(old, r) {
+	dev := dp.backend.DeviceIndex()
+	// Indexes into current, not copies: a route is a few hundred bytes.
+	have := make(map[routeKey]int, len(want))
+	for i := range current {
+		r := &current[i]
+		if r.Protocol != RouteProtocol && (dev <= 0 || r.LinkIndex != dev) {
 			continue
 		}
-		if err := dp.k.RouteReplace(&r); err != nil {
+		if k, ok := keyOf(*r); ok {
+			have[k] = i
+		}
+	}
+	wanted := make(map[routeKey]bool, len(want))
+	var errs []error
+	for i := range want {
+		r := &want[i]
+		k, _ := keyOf(*r)
+		wanted[k] = true
+		if old, ok := have[k]; ok && sameRoute(current[old], *r) {
+			continue
+		}
+		if err := dp.k.RouteReplace(r); err != nil {
 			errs = append(errs, fmt.Errorf("program route to %s: %w", k.dst, err))
 			continue
 		}
 		added++
 	}
-	for k, r := range have {
+	for k, i := range have {
 		if wanted[k] || !remove {
 			continue
 		}
+		r := current[i]
 		if err := dp.k.RouteDel(&r); err != nil {
 			errs = append(errs, fmt.Errorf("remove stale route to %s: %w", k.dst, err))
 			continue

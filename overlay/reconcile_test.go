@@ -112,6 +112,27 @@ func TestApplyRemovesDeadPeerAndRepairsChangedOne(t *testing.T) {
 	assertMap(t, "routes", routes, map[string]string{"10.244.2.0/24": "10.244.2.0", "10.244.1.0/24": "unreachable"})
 }
 
+// A peer dies while the others stay as they are: nothing to add, so the
+// stale pass works from what the add pass listed, and must still remove
+// the dead peer's entries.
+func TestApplyRemovesDeadPeerWhenNothingIsAdded(t *testing.T) {
+	f := newFixture(t)
+	b, c := peer("b", "192.0.2.2", "10.244.2.0/24"), peer("c", "192.0.2.3", "10.244.3.0/24")
+	if _, err := f.dp.Apply(Desired{Subnet: own, Peers: []Peer{b, c}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.dp.Apply(Desired{Subnet: own, Peers: []Peer{b}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Added["neigh+fdb"] != 0 || res.Removed["neigh+fdb"] != 2 {
+		t.Fatalf("added %d and removed %d neighbour/fdb entries, want 0 and 2", res.Added["neigh+fdb"], res.Removed["neigh+fdb"])
+	}
+	neighs, fdbs, _ := f.kernelState(t)
+	assertMap(t, "neighbours", neighs, map[string]string{"10.244.2.0": VTEPMAC("b").String()})
+	assertMap(t, "fdb", fdbs, map[string]string{VTEPMAC("b").String(): "192.0.2.2"})
+}
+
 func TestApplyRemovesPlantedStaleEntriesButNotForeignRoutes(t *testing.T) {
 	f := newFixture(t)
 	b := peer("b", "192.0.2.2", "10.244.2.0/24")

@@ -40,7 +40,16 @@ type VXLAN struct {
 	// index is the device's link index; read by the kernel watcher while
 	// the reconciler may be replacing the device.
 	index atomic.Int64
+	// unchanged holds what AddPeers listed when it had nothing to write,
+	// for the RemoveStale that follows in the same reconcile: in a no-op
+	// resync the kernel's entries are what was just listed, and at
+	// thousands of peers a second pair of dumps is most of the cost. Only
+	// the reconciler (under its lock) touches it.
+	unchanged *l2Entries
 }
+
+// l2Entries are the device's neighbour and FDB entries as listed.
+type l2Entries struct{ neighs, fdbs []netlink.Neigh }
 
 var _ Backend = (*VXLAN)(nil)
 
@@ -190,35 +199,35 @@ func (v *VXLAN) fdb(p Peer) *netlink.Neigh {
 // AddPeers implements Backend: neighbour (overlay IP -> VTEP MAC), then FDB
 // (VTEP MAC -> underlay IP), so the kernel never has to resolve anything.
 func (v *VXLAN) AddPeers(peers []Peer) (int, error) {
-	neighs, err := v.k.NeighList(v.DeviceIndex(), netlink.FAMILY_V4)
+	v.unchanged = nil
+	l2, err := v.listL2()
 	if err != nil {
-		return 0, fmt.Errorf("list neighbours of %s: %w", v.cfg.Name, err)
+		return 0, err
 	}
-	fdbs, err := v.k.NeighList(v.DeviceIndex(), unix.AF_BRIDGE)
-	if err != nil {
-		return 0, fmt.Errorf("list fdb of %s: %w", v.cfg.Name, err)
-	}
-	haveNeigh := map[netip.Addr]string{}
+	neighs, fdbs := l2.neighs, l2.fdbs
+	// MACs compare as their raw bytes: formatting thousands of them is a
+	// visible share of a no-op reconcile.
+	haveNeigh := make(map[netip.Addr]string, len(neighs))
 	for _, n := range neighs {
 		if n.State&netlink.NUD_PERMANENT != 0 {
-			haveNeigh[addrOf(n.IP)] = n.HardwareAddr.String()
+			haveNeigh[addrOf(n.IP)] = string(n.HardwareAddr)
 		}
 	}
-	haveFDB := map[string]netip.Addr{}
+	haveFDB := make(map[string]netip.Addr, len(fdbs))
 	for _, f := range fdbs {
-		haveFDB[f.HardwareAddr.String()] = addrOf(f.IP)
+		haveFDB[string(f.HardwareAddr)] = addrOf(f.IP)
 	}
 	writes := 0
 	var errs []error
 	for _, p := range peers {
-		if haveNeigh[p.OverlayIP()] != p.VTEPMAC.String() {
+		if haveNeigh[p.OverlayIP()] != string(p.VTEPMAC) {
 			if err := v.k.NeighSet(v.neigh(p)); err != nil {
 				errs = append(errs, fmt.Errorf("set neighbour %s -> %s for %s: %w", p.OverlayIP(), p.VTEPMAC, p.Name, err))
 				continue
 			}
 			writes++
 		}
-		if dst, ok := haveFDB[p.VTEPMAC.String()]; !ok || dst != p.Underlay {
+		if dst, ok := haveFDB[string(p.VTEPMAC)]; !ok || dst != p.Underlay {
 			if err := v.k.NeighSet(v.fdb(p)); err != nil {
 				errs = append(errs, fmt.Errorf("set fdb %s -> %s for %s: %w", p.VTEPMAC, p.Underlay, p.Name, err))
 				continue
@@ -226,7 +235,23 @@ func (v *VXLAN) AddPeers(peers []Peer) (int, error) {
 			writes++
 		}
 	}
+	if writes == 0 && len(errs) == 0 {
+		v.unchanged = &l2
+	}
 	return writes, errors.Join(errs...)
+}
+
+// listL2 lists the device's neighbour and FDB entries.
+func (v *VXLAN) listL2() (l2Entries, error) {
+	neighs, err := v.k.NeighList(v.DeviceIndex(), netlink.FAMILY_V4)
+	if err != nil {
+		return l2Entries{}, fmt.Errorf("list neighbours of %s: %w", v.cfg.Name, err)
+	}
+	fdbs, err := v.k.NeighList(v.DeviceIndex(), unix.AF_BRIDGE)
+	if err != nil {
+		return l2Entries{}, fmt.Errorf("list fdb of %s: %w", v.cfg.Name, err)
+	}
+	return l2Entries{neighs, fdbs}, nil
 }
 
 // PeerRoutes implements Backend: the peer's subnet via its overlay address,
@@ -245,20 +270,25 @@ func (v *VXLAN) PeerRoutes(peers []Peer) []netlink.Route {
 // RemoveStale implements Backend: every FDB and neighbour entry on the
 // device that no live peer wants is removed, whoever made it.
 func (v *VXLAN) RemoveStale(peers []Peer) (int, error) {
-	wantNeigh := map[netip.Addr]string{}
-	wantFDB := map[string]netip.Addr{}
+	wantNeigh := make(map[netip.Addr]string, len(peers))
+	wantFDB := make(map[string]netip.Addr, len(peers))
 	for _, p := range peers {
-		wantNeigh[p.OverlayIP()] = p.VTEPMAC.String()
-		wantFDB[p.VTEPMAC.String()] = p.Underlay
+		wantNeigh[p.OverlayIP()] = string(p.VTEPMAC)
+		wantFDB[string(p.VTEPMAC)] = p.Underlay
 	}
 	removed := 0
 	var errs []error
-	fdbs, err := v.k.NeighList(v.DeviceIndex(), unix.AF_BRIDGE)
-	if err != nil {
-		return 0, fmt.Errorf("list fdb of %s: %w", v.cfg.Name, err)
+	l2 := v.unchanged
+	v.unchanged = nil
+	if l2 == nil {
+		fresh, err := v.listL2()
+		if err != nil {
+			return 0, err
+		}
+		l2 = &fresh
 	}
-	for _, f := range fdbs {
-		if dst, ok := wantFDB[f.HardwareAddr.String()]; ok && dst == addrOf(f.IP) {
+	for _, f := range l2.fdbs {
+		if dst, ok := wantFDB[string(f.HardwareAddr)]; ok && dst == addrOf(f.IP) {
 			continue
 		}
 		if err := v.k.NeighDel(&f); err != nil {
@@ -267,12 +297,8 @@ func (v *VXLAN) RemoveStale(peers []Peer) (int, error) {
 		}
 		removed++
 	}
-	neighs, err := v.k.NeighList(v.DeviceIndex(), netlink.FAMILY_V4)
-	if err != nil {
-		return removed, fmt.Errorf("list neighbours of %s: %w", v.cfg.Name, err)
-	}
-	for _, n := range neighs {
-		if mac, ok := wantNeigh[addrOf(n.IP)]; ok && mac == n.HardwareAddr.String() && n.State&netlink.NUD_PERMANENT != 0 {
+	for _, n := range l2.neighs {
+		if mac, ok := wantNeigh[addrOf(n.IP)]; ok && mac == string(n.HardwareAddr) && n.State&netlink.NUD_PERMANENT != 0 {
 			continue
 		}
 		if err := v.k.NeighDel(&n); err != nil {
