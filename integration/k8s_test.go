@@ -38,7 +38,7 @@ func serveHTTPIn(t *testing.T, p *rig.Pod, port string) {
 // httpGetFrom makes one request from inside a namespace, on a new
 // connection each time (as load-balanced Service traffic would).
 func httpGetFrom(nsName, url string) (string, error) {
-	client, done := httpClientIn(nsName)
+	client, done := rig.HTTPClientIn(nsName)
 	defer done()
 	resp, err := client.Get(url)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -210,21 +209,6 @@ func serveIn(t *testing.T, nsName, addr string) {
 			c.Close()
 		}
 	}()
-}
-
-// httpClientIn returns an HTTP client whose connections are made from
-// inside a namespace, one per request.
-func httpClientIn(nsName string) (*http.Client, func()) {
-	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
-			var err error
-			c, err = (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}}
-	return &http.Client{Transport: tr, Timeout: 5 * time.Second}, tr.CloseIdleConnections
 }
 
 // dialFrom connects from inside a namespace and sends one line.

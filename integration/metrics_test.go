@@ -2,9 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"io"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,40 +13,11 @@ import (
 // the node's own loopback).
 func getIn(t *testing.T, nsName, url string) (int, string) {
 	t.Helper()
-	code, body, err := tryGetIn(nsName, url)
+	code, body, err := rig.GetIn(nsName, url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return code, body
-}
-
-func tryGetIn(nsName, url string) (int, string, error) {
-	client, done := httpClientIn(nsName)
-	defer done()
-	resp, err := client.Get(url)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
-
-// metricValue sums the samples of a series whose label set contains match.
-func metricValue(body, name, match string) (float64, bool) {
-	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(\{[^}]*\})? ([0-9.e+-]+)$`)
-	total, found := 0.0, false
-	for _, m := range re.FindAllStringSubmatch(body, -1) {
-		if !strings.Contains(m[1], match) {
-			continue
-		}
-		v, err := strconv.ParseFloat(m[2], 64)
-		if err == nil {
-			total += v
-			found = true
-		}
-	}
-	return total, found
 }
 
 // TestMetricsAndHealth scrapes a live agent: every listed series exists,
@@ -73,39 +41,39 @@ func TestMetricsAndHealth(t *testing.T) {
 		"loom_gossip_messages_total", "loom_gossip_key_failures_total", "loom_cni_requests_total",
 		"loom_cni_request_duration_seconds_bucket", "go_goroutines", "process_resident_memory_bytes",
 	} {
-		if _, ok := metricValue(before, series, ""); !ok {
+		if _, ok := rig.MetricValue(before, series, ""); !ok {
 			t.Errorf("series %s missing", series)
 		}
 	}
-	if v, _ := metricValue(before, "loom_peers", `state="alive"`); v != 1 {
+	if v, _ := rig.MetricValue(before, "loom_peers", `state="alive"`); v != 1 {
 		t.Errorf("loom_peers{state=alive} = %v, want 1", v)
 	}
-	if v, _ := metricValue(before, "loom_subnet_leases", `state="active"`); v != 2 {
+	if v, _ := rig.MetricValue(before, "loom_subnet_leases", `state="active"`); v != 2 {
 		t.Errorf("loom_subnet_leases{state=active} = %v, want 2", v)
 	}
-	if v, _ := metricValue(before, "loom_kernel_entries", `kind="peer_route"`); v != 1 {
+	if v, _ := rig.MetricValue(before, "loom_kernel_entries", `kind="peer_route"`); v != 1 {
 		t.Errorf("loom_kernel_entries{kind=peer_route} = %v, want 1", v)
 	}
-	if v, _ := metricValue(before, "loom_gossip_bytes_total", `direction="received"`); v <= 0 {
+	if v, _ := rig.MetricValue(before, "loom_gossip_bytes_total", `direction="received"`); v <= 0 {
 		t.Errorf("no gossip bytes received counted")
 	}
-	adds, _ := metricValue(before, "loom_cni_requests_total", `result="ok",verb="ADD"`)
-	used, _ := metricValue(before, "loom_pod_addresses", `state="used"`)
+	adds, _ := rig.MetricValue(before, "loom_cni_requests_total", `result="ok",verb="ADD"`)
+	used, _ := rig.MetricValue(before, "loom_pod_addresses", `state="used"`)
 
 	addPod(t, n, "p")
 	mustExec(t, n, "ip", "link", "del", "loom.1") // drift for the agent to repair
 	if err := rig.Eventually(15*time.Second, func() error {
-		_, after, err := tryGetIn(n.NS, base+"/metrics")
+		_, after, err := rig.GetIn(n.NS, base+"/metrics")
 		if err != nil {
 			return err
 		}
-		if v, _ := metricValue(after, "loom_cni_requests_total", `result="ok",verb="ADD"`); v < adds+2 {
+		if v, _ := rig.MetricValue(after, "loom_cni_requests_total", `result="ok",verb="ADD"`); v < adds+2 {
 			return fmt.Errorf("ADD requests %v, want at least %v (allocate and attach)", v, adds+2)
 		}
-		if v, _ := metricValue(after, "loom_pod_addresses", `state="used"`); v != used+1 {
+		if v, _ := rig.MetricValue(after, "loom_pod_addresses", `state="used"`); v != used+1 {
 			return fmt.Errorf("used addresses %v, want %v", v, used+1)
 		}
-		if v, _ := metricValue(after, "loom_drift_repaired_total", `kind="device"`); v < 1 {
+		if v, _ := rig.MetricValue(after, "loom_drift_repaired_total", `kind="device"`); v < 1 {
 			return fmt.Errorf("device repair not counted as drift")
 		}
 		return nil
@@ -130,7 +98,7 @@ func TestReadyzExplainsNotReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := rig.Eventually(15*time.Second, func() error {
-		code, body, err := tryGetIn(n.NS, "http://127.0.0.1:9641/readyz")
+		code, body, err := rig.GetIn(n.NS, "http://127.0.0.1:9641/readyz")
 		if err != nil {
 			return err
 		}

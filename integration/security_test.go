@@ -150,7 +150,7 @@ func receiveUDPIn(t *testing.T, nsName, addr string) <-chan string {
 func droppedIn(t *testing.T, n *rig.Node, chain string) float64 {
 	t.Helper()
 	_, body := getIn(t, n.NS, "http://127.0.0.1:9641/metrics")
-	v, _ := metricValue(body, "loom_firewall_dropped_packets_total", `chain="`+chain+`"`)
+	v, _ := rig.MetricValue(body, "loom_firewall_dropped_packets_total", `chain="`+chain+`"`)
 	return v
 }
 
@@ -346,7 +346,7 @@ func TestRogueAgentsAreIgnored(t *testing.T) {
 func getMetric(t *testing.T, n *rig.Node, name, match string) (float64, bool) {
 	t.Helper()
 	_, body := getIn(t, n.NS, "http://127.0.0.1:9641/metrics")
-	return metricValue(body, name, match)
+	return rig.MetricValue(body, name, match)
 }
 
 // startWithout starts n's agent with the rig's defaults minus the flags

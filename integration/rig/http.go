@@ -1,0 +1,63 @@
+package rig
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// HTTPClientIn returns an HTTP client whose connections are made from
+// inside network namespace nsName, one per request, and a func that
+// releases it.
+func HTTPClientIn(nsName string) (*http.Client, func()) {
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
+			var err error
+			c, err = (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}}
+	return &http.Client{Transport: tr, Timeout: 5 * time.Second}, tr.CloseIdleConnections
+}
+
+// GetIn fetches url from inside network namespace nsName and returns the
+// status code and body.
+func GetIn(nsName, url string) (int, string, error) {
+	client, done := HTTPClientIn(nsName)
+	defer done()
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, "", fmt.Errorf("get %s in %s: %w", url, nsName, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// MetricValue sums the samples of the Prometheus series name in body whose
+// label set contains match.
+func MetricValue(body, name, match string) (float64, bool) {
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(\{[^}]*\})? ([0-9.e+-]+)$`)
+	total, found := 0.0, false
+	for _, m := range re.FindAllStringSubmatch(body, -1) {
+		if !strings.Contains(m[1], match) {
+			continue
+		}
+		v, err := strconv.ParseFloat(m[2], 64)
+		if err == nil {
+			total += v
+			found = true
+		}
+	}
+	return total, found
+}
