@@ -196,3 +196,44 @@ func RaiseNeighborLimits(n int) (restore func(), err error) {
 		}
 	}, nil
 }
+
+// GossipRate is the gossip traffic of a node, in bytes per second sent and
+// received (UDP and TCP), averaged over nodes and measured over window
+// from each agent's loom_gossip_bytes_total, served at metricsURL inside
+// the node's namespace.
+func GossipRate(nodes []*rig.Node, metricsURL string, window time.Duration) (sent, received float64, err error) {
+	type sample struct {
+		at             time.Time
+		sent, received float64
+	}
+	scrape := func(n *rig.Node) (sample, error) {
+		code, body, err := rig.GetIn(n.NS, metricsURL)
+		if err != nil {
+			return sample{}, err
+		}
+		if code != 200 {
+			return sample{}, fmt.Errorf("%s metrics: HTTP %d", n.Name, code)
+		}
+		// A series not yet exported is a counter still at zero.
+		s, _ := rig.MetricValue(body, "loom_gossip_bytes_total", `direction="sent"`)
+		r, _ := rig.MetricValue(body, "loom_gossip_bytes_total", `direction="received"`)
+		return sample{time.Now(), s, r}, nil
+	}
+	first := make([]sample, len(nodes))
+	for i, n := range nodes {
+		if first[i], err = scrape(n); err != nil {
+			return 0, 0, err
+		}
+	}
+	time.Sleep(window)
+	for i, n := range nodes {
+		last, err := scrape(n)
+		if err != nil {
+			return 0, 0, err
+		}
+		secs := last.at.Sub(first[i].at).Seconds()
+		sent += (last.sent - first[i].sent) / secs
+		received += (last.received - first[i].received) / secs
+	}
+	return sent / float64(len(nodes)), received / float64(len(nodes)), nil
+}

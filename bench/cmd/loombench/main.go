@@ -571,8 +571,9 @@ func kubeFootprint(rep *bench.Report, r *rig.Rig) error {
 	return nil
 }
 
-// convergenceBench grows a fabric to each size and measures a join and a
-// crash at that size; footprint and gossip traffic at the largest.
+// convergenceBench grows a fabric to each size and measures its gossip
+// traffic, a join and a crash at that size; the agents' footprint at the
+// largest.
 func convergenceBench(rep *bench.Report, bin string, sizes []int, window time.Duration) error {
 	restore, err := bench.RaiseNeighborLimits(slices.Max(sizes) + 1)
 	if err != nil {
@@ -605,6 +606,14 @@ func convergenceBench(rep *bench.Report, bin string, sizes []int, window time.Du
 				return fmt.Errorf("%w\n--- last lines of %s's log ---\n%s", err, n.Name, rig.Tail(n.LogPath(), 30))
 			}
 		}
+		// Gossip of a settled fabric, before the rounds below add and crash
+		// nodes (memberlist keeps gossiping to the dead for a while).
+		sent, received, err := bench.GossipRate(nodes, "http://127.0.0.1:9641/metrics", window)
+		if err != nil {
+			return err
+		}
+		rep.Add(fmt.Sprintf("gossip bytes/s sent per node, idle, %d nodes", len(nodes)), "B/s", sent)
+		rep.Add(fmt.Sprintf("gossip bytes/s received per node, idle, %d nodes", len(nodes)), "B/s", received)
 		logf("convergence at %d nodes", size)
 		for round := 0; round < 3; round++ {
 			join, withdraw, err := bench.Convergence(r, nodes, fmt.Sprintf("join%d-%d", size, round))
