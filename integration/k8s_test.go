@@ -35,20 +35,6 @@ func serveHTTPIn(t *testing.T, p *rig.Pod, port string) {
 	t.Cleanup(func() { srv.Close() })
 }
 
-// httpGetFrom makes one request from inside a namespace, on a new
-// connection each time (as load-balanced Service traffic would).
-func httpGetFrom(nsName, url string) (string, error) {
-	client, done := rig.HTTPClientIn(nsName)
-	defer done()
-	resp, err := client.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
-}
-
 // nftApply loads a ruleset into a node's namespace with nft -f.
 func nftApply(t *testing.T, n *rig.Node, ruleset string) {
 	t.Helper()
@@ -169,7 +155,7 @@ func TestKubernetesScenarios(t *testing.T) {
 		}
 		hits := map[string]int{}
 		for i := 0; i < 300; i++ {
-			body, err := httpGetFrom(client.NS, "http://10.96.0.10:80/")
+			_, body, err := rig.GetIn(client.NS, "http://10.96.0.10:80/")
 			if err != nil {
 				t.Fatalf("request %d: %v", i, err)
 			}
@@ -187,7 +173,7 @@ func TestKubernetesScenarios(t *testing.T) {
 		// Hairpin: a backend reaching the Service lands on itself at times.
 		self := 0
 		for i := 0; i < 60; i++ {
-			body, err := httpGetFrom(backends[0].NS, "http://10.96.0.10:80/")
+			_, body, err := rig.GetIn(backends[0].NS, "http://10.96.0.10:80/")
 			if err != nil {
 				t.Fatalf("hairpin request %d: %v", i, err)
 			}
@@ -216,11 +202,11 @@ func TestKubernetesScenarios(t *testing.T) {
   chain postrouting { type nat hook postrouting priority srcnat; meta mark 0x4000 masquerade; }
 }
 `, nodes[0].Addr, backends[1].IP, backends[0].IP))
-		body, err := httpGetFrom(outside.NS, fmt.Sprintf("http://%s:30080/", nodes[0].Addr))
+		_, body, err := rig.GetIn(outside.NS, fmt.Sprintf("http://%s:30080/", nodes[0].Addr))
 		if err != nil || !strings.HasPrefix(body, "be2 ") {
 			t.Fatalf("NodePort (Cluster) answered %q, %v; want be2", body, err)
 		}
-		body, err = httpGetFrom(outside.NS, fmt.Sprintf("http://%s:30081/", nodes[0].Addr))
+		_, body, err = rig.GetIn(outside.NS, fmt.Sprintf("http://%s:30081/", nodes[0].Addr))
 		if err != nil || body != "be1 "+outside.Addr.String() {
 			t.Fatalf("NodePort (Local) answered %q, %v; want be1 seeing the client's own %s", body, err, outside.Addr)
 		}

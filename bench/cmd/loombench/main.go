@@ -571,6 +571,10 @@ func kubeFootprint(rep *bench.Report, r *rig.Rig) error {
 	return nil
 }
 
+// convergenceMetricsAddr is where each agent of the convergence fabric
+// serves its metrics, on its own namespace's loopback.
+const convergenceMetricsAddr = "127.0.0.1:9641"
+
 // convergenceBench grows a fabric to each size and measures its gossip
 // traffic, a join and a crash at that size; the agents' footprint at the
 // largest.
@@ -580,7 +584,7 @@ func convergenceBench(rep *bench.Report, bin string, sizes []int, window time.Du
 		return err
 	}
 	defer restore()
-	r, err := rig.New(rig.Options{BinDir: bin, Logf: func(string, ...any) {}, AgentArgs: []string{"--dead-node-grace", "0s", "--metrics-addr", "127.0.0.1:9641"}})
+	r, err := rig.New(rig.Options{BinDir: bin, Logf: func(string, ...any) {}, AgentArgs: []string{"--dead-node-grace", "0s", "--metrics-addr", convergenceMetricsAddr}})
 	if err != nil {
 		return err
 	}
@@ -608,7 +612,7 @@ func convergenceBench(rep *bench.Report, bin string, sizes []int, window time.Du
 		}
 		// Gossip of a settled fabric, before the rounds below add and crash
 		// nodes (memberlist keeps gossiping to the dead for a while).
-		sent, received, err := bench.GossipRate(nodes, "http://127.0.0.1:9641/metrics", window)
+		sent, received, err := bench.GossipRate(nodes, "http://"+convergenceMetricsAddr+"/metrics", window)
 		if err != nil {
 			return err
 		}
