@@ -250,6 +250,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			log.Warn("stop gossip", zap.Error(err))
 		}
 	}()
+	// Deferred before the API stops, so it runs after: veths of pods
+	// deleted just before shutdown are deleted now, while the kernel
+	// handle is still open, rather than left behind (or deleted through a
+	// closed handle by their background deletion).
+	defer a.dp.WaitDetached("", "")
 	stopAPI, err := a.serveAPI()
 	if err != nil {
 		return err

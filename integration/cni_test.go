@@ -166,20 +166,7 @@ func TestCNIDelThenRestart(t *testing.T) {
 	r := newRig(t)
 	n := startNodes(t, r, 1)[0]
 	p := addPod(t, n, "p")
-	ctx := context.Background()
-	cni, list, err := n.CNI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostIf := ""
-	if veths := podVeths(t, n); len(veths) == 1 {
-		hostIf = veths[0]
-	} else {
-		t.Fatalf("pod veths before DEL: %v, want one", veths)
-	}
-	if err := cni.DelNetworkList(ctx, list, p.RuntimeConf()); err != nil {
-		t.Fatal(err)
-	}
+	hostIf := delKeepingNetns(t, n, p)
 	n.Stop(syscall.SIGKILL)
 	if _, err := n.Exec("ip", "link", "show", hostIf); err != nil {
 		t.Fatalf("veth %s already gone when the agent died: the test needs it pending (%v)", hostIf, err)
@@ -190,12 +177,49 @@ func TestCNIDelThenRestart(t *testing.T) {
 	if err := n.WaitReady(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
+	ctx := context.Background()
 	if err := p.Add(ctx); err != nil {
 		t.Fatalf("ADD of the deleted attachment after the restart: %v", err)
 	}
 	if err := rig.Ping(n.NS, p.IP); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestCNIDelThenStop stops the agent while a deleted pod's veth waits for
+// its background deletion: the agent finishes the deletion before it
+// exits (with the kernel handle still open), instead of leaving the veth
+// behind or deleting through a closed handle.
+func TestCNIDelThenStop(t *testing.T) {
+	r := newRig(t)
+	n := startNodes(t, r, 1)[0]
+	p := addPod(t, n, "p")
+	hostIf := delKeepingNetns(t, n, p)
+	if err := n.Stop(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := n.Exec("ip", "link", "show", hostIf); err == nil {
+		t.Fatalf("veth of a deleted pod outlived the agent's shutdown: %s", out)
+	}
+}
+
+// delKeepingNetns runs CNI DEL for p but leaves its netns in place, as a
+// runtime that is slow to remove it would, and returns the pod's host
+// veth, which the agent then deletes in the background.
+func delKeepingNetns(t *testing.T, n *rig.Node, p *rig.Pod) string {
+	t.Helper()
+	veths := podVeths(t, n)
+	if len(veths) != 1 {
+		t.Fatalf("pod veths before DEL: %v, want one", veths)
+	}
+	cni, list, err := n.CNI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cni.DelNetworkList(context.Background(), list, p.RuntimeConf()); err != nil {
+		t.Fatal(err)
+	}
+	return veths[0]
 }
 
 // TestCNIBadInput runs the plugin as a runtime would, with broken input:
