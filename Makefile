@@ -14,7 +14,7 @@ FUZZTIME  ?= 60s
 export CGO_ENABLED := 0
 export GOFLAGS := $(strip $(GOFLAGS) -trimpath)
 
-.PHONY: all build deps demo test unit integration fuzz lint image compose-image compose-demo bench bench-short clean
+.PHONY: all build deps demo test test-race unit integration fuzz lint image compose-image compose-demo bench bench-short clean
 
 all: build
 
@@ -38,6 +38,14 @@ demo: deps build
 # spending their own timeout compiling.
 test: deps lint build
 	$(GO) test -count=1 -timeout 15m ./...
+
+# Every test again under the race detector: the tests themselves and the
+# binaries the integration rig runs (rig.RaceEnv), whose logs each test
+# checks for race reports. Slower than make test and needs cgo, so it is
+# not part of it.
+test-race: deps
+	@scripts/deps.sh gcc
+	CGO_ENABLED=1 LOOM_RACE=1 $(GO) test -race -count=1 -timeout 30m ./...
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)

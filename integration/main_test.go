@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,6 +80,17 @@ func newRig(t *testing.T, agentArgs ...string) *rig.Rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		// Agents first, so that what they log while stopping is read too.
+		for _, n := range r.Nodes() {
+			n.Stop(syscall.SIGTERM)
+		}
+		// Agents built by `make test-race` report races in their logs
+		// and carry on; the test that drove them into it fails.
+		for _, n := range r.Nodes() {
+			if races := rig.RaceReports(n.LogPath()); races != "" {
+				t.Errorf("race detector in loomd on %s:\n%s", n.Name, races)
+			}
+		}
 		if t.Failed() {
 			for _, n := range r.Nodes() {
 				t.Logf("--- loomd log of %s ---\n%s", n.Name, rig.Tail(n.LogPath(), 40))

@@ -2,7 +2,7 @@
 # Installs the system tools Loom's demo, tests and benchmarks use, if any is
 # missing. Idempotent; needs root (apt-get) only when something is missing.
 # Arguments name optional tools to check as well: perf (make bench's kernel
-# profile).
+# profile), gcc (make test-race: the race detector needs cgo).
 set -euo pipefail
 
 # tool -> Debian package
@@ -19,6 +19,7 @@ declare -A pkgs=(
 )
 declare -A optional=(
 	[perf]=linux-perf
+	[gcc]=gcc
 )
 for tool in "$@"; do
 	if [ -z "${optional[$tool]:-}" ]; then

@@ -1,13 +1,25 @@
 package rig
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 )
 
 // Binaries are the programs a rig runs.
 var Binaries = []string{"loomd", "loom", "loomctl", "loom-kube-policy"}
+
+// RaceEnv names the environment variable that, set to 1, makes Build
+// compile Loom's binaries with the race detector (`make test-race`): the
+// agent's concurrency (gossip callbacks, reconciler, API, watchers) then
+// runs under the detector in every integration test, and a detected race
+// shows in the agent's log as RaceReport.
+const RaceEnv = "LOOM_RACE"
+
+// RaceReport is the line a race-detector build writes on each detected race.
+const RaceReport = "WARNING: DATA RACE"
 
 // Build compiles the real binaries from the module at moduleRoot into out.
 func Build(moduleRoot, out string) error {
@@ -15,7 +27,7 @@ func Build(moduleRoot, out string) error {
 	for _, b := range Binaries {
 		pkgs = append(pkgs, "./cmd/"+b)
 	}
-	return goBuild(moduleRoot, out, pkgs)
+	return goBuild(moduleRoot, out, pkgs, os.Getenv(RaceEnv) == "1")
 }
 
 // goBuild builds the main packages pkgs into the directory out, each named
@@ -24,15 +36,20 @@ func Build(moduleRoot, out string) error {
 // `make build`, Loom's images and the plugins' release builds are: a
 // dynamically linked plugin spends about 1.5 ms more starting (the loader),
 // which the CNI bench would count, and the same flags as `make build` let
-// `make test` find every package already compiled.
-func goBuild(moduleRoot, out string, pkgs []string) error {
+// `make test` find every package already compiled. With race the binaries
+// carry the race detector, which needs cgo.
+func goBuild(moduleRoot, out string, pkgs []string, race bool) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
 	// A trailing slash makes -o a directory even for one package.
-	cmd := exec.Command("go", append([]string{"build", "-trimpath", "-o", out + "/"}, pkgs...)...)
+	args, cgo := []string{"build", "-trimpath"}, "CGO_ENABLED=0"
+	if race {
+		args, cgo = append(args, "-race"), "CGO_ENABLED=1"
+	}
+	cmd := exec.Command("go", append(append(args, "-o", out+"/"), pkgs...)...)
 	cmd.Dir = moduleRoot
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = append(os.Environ(), cgo)
 	if o, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("build %v: %w: %s", pkgs, err, o)
 	}
@@ -51,5 +68,20 @@ var ReferencePlugins = []string{
 
 // BuildReferencePlugins compiles the reference plugins into out.
 func BuildReferencePlugins(moduleRoot, out string) error {
-	return goBuild(moduleRoot, out, ReferencePlugins)
+	return goBuild(moduleRoot, out, ReferencePlugins, false)
+}
+
+// RaceReports returns the race detector's reports in the log at path, the
+// first few dozen lines of them, or "" when there are none.
+func RaceReports(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	i := bytes.Index(b, []byte(RaceReport))
+	if i < 0 {
+		return ""
+	}
+	lines := strings.SplitN(string(b[i:]), "\n", 61)
+	return strings.Join(lines[:min(len(lines), 60)], "\n")
 }
