@@ -62,6 +62,11 @@ func run(short bool, out string, rounds int) error {
 	if short {
 		mode, secs, cniCount, sizes, window = "short", 2, 30, []int{10}, 5*time.Second
 	}
+	if os.Getenv(rig.RaceEnv) == "1" {
+		// Race-detector builds run several times slower: every figure
+		// would be about the detector, not Loom.
+		return fmt.Errorf("%s=1 would build the binaries with the race detector; benchmarks measure release builds, unset it", rig.RaceEnv)
+	}
 	rep := bench.NewReport(mode)
 	bin, err := os.MkdirTemp("", "loom-bench-bin-")
 	if err != nil {
