@@ -287,12 +287,12 @@ func TestCNIBadInput(t *testing.T) {
 // TestCNIConcurrentChurn: 32 workers run 2,000 ADD/DEL cycles in total
 // through libcni against one node. No address is ever held twice, and at
 // the end nothing is left: no allocation, veth or route, and the agent
-// holds no more file descriptors than before (sockets and handles are not
+// holds no more file descriptors or goroutines than before (nothing is
 // leaked per request).
 func TestCNIConcurrentChurn(t *testing.T) {
 	r := newRig(t)
 	n := startNodes(t, r, 1)[0]
-	fdsBefore := openFDs(t, n)
+	fdsBefore, goroutinesBefore := openFDs(t, n), goroutines(t, n)
 	cni, list, err := n.CNI()
 	if err != nil {
 		t.Fatal(err)
@@ -365,16 +365,16 @@ func TestCNIConcurrentChurn(t *testing.T) {
 		t.Fatal(firstErr)
 	}
 	assertNoPodState(t, n)
-	// Some descriptors open lazily on the first request; a leak per
+	// Some descriptors and goroutines start on first use; a leak per
 	// request would show as thousands. Closed API connections take a
 	// moment to be reaped.
 	const slack = 16
 	if err := rig.Eventually(10*time.Second, func() error {
-		now := openFDs(t, n)
-		if now > fdsBefore+slack {
-			return fmt.Errorf("loomd holds %d file descriptors after the churn, %d before", now, fdsBefore)
+		fds, gs := openFDs(t, n), goroutines(t, n)
+		if fds > fdsBefore+slack || gs > goroutinesBefore+slack {
+			return fmt.Errorf("loomd holds %d file descriptors and %d goroutines after the churn, %d and %d before", fds, gs, fdsBefore, goroutinesBefore)
 		}
-		t.Logf("loomd file descriptors: %d before the churn, %d after", fdsBefore, now)
+		t.Logf("loomd file descriptors / goroutines: %d / %d before the churn, %d / %d after", fdsBefore, goroutinesBefore, fds, gs)
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -389,6 +389,16 @@ func openFDs(t *testing.T, n *rig.Node) int {
 		t.Fatalf("file descriptors of loomd on %s: %v", n.Name, err)
 	}
 	return len(fds)
+}
+
+// goroutines reads n's agent's go_goroutines gauge.
+func goroutines(t *testing.T, n *rig.Node) int {
+	t.Helper()
+	v, ok := getMetric(t, n, "go_goroutines", "")
+	if !ok {
+		t.Fatalf("loomd on %s exports no go_goroutines", n.Name)
+	}
+	return int(v)
 }
 
 func resultIP(t *testing.T, res types.Result) string {

@@ -26,7 +26,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	r := newRig(t)
 	nodes := startNodes(t, r, 2)
 	n := nodes[0]
-	const base = "http://127.0.0.1:9641"
+	const base = rig.AgentHTTP
 	if code, body := getIn(t, n.NS, base+"/healthz"); code != 200 {
 		t.Fatalf("/healthz = %d %s", code, body)
 	}
@@ -98,7 +98,7 @@ func TestReadyzExplainsNotReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := rig.Eventually(15*time.Second, func() error {
-		code, body, err := rig.GetIn(n.NS, "http://127.0.0.1:9641/readyz")
+		code, body, err := rig.GetIn(n.NS, rig.AgentHTTP+"/readyz")
 		if err != nil {
 			return err
 		}

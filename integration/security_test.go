@@ -149,7 +149,7 @@ func receiveUDPIn(t *testing.T, nsName, addr string) <-chan string {
 // droppedIn reads loom_firewall_dropped_packets_total for one chain.
 func droppedIn(t *testing.T, n *rig.Node, chain string) float64 {
 	t.Helper()
-	_, body := getIn(t, n.NS, "http://127.0.0.1:9641/metrics")
+	_, body := getIn(t, n.NS, rig.AgentHTTP+"/metrics")
 	v, _ := rig.MetricValue(body, "loom_firewall_dropped_packets_total", `chain="`+chain+`"`)
 	return v
 }
@@ -345,7 +345,7 @@ func TestRogueAgentsAreIgnored(t *testing.T) {
 
 func getMetric(t *testing.T, n *rig.Node, name, match string) (float64, bool) {
 	t.Helper()
-	_, body := getIn(t, n.NS, "http://127.0.0.1:9641/metrics")
+	_, body := getIn(t, n.NS, rig.AgentHTTP+"/metrics")
 	return rig.MetricValue(body, name, match)
 }
 

@@ -30,6 +30,10 @@ func HTTPClientIn(nsName string) (*http.Client, func()) {
 	return &http.Client{Transport: tr, Timeout: 5 * time.Second}, tr.CloseIdleConnections
 }
 
+// AgentHTTP is where each node's agent serves metrics and health: loomd's
+// default address, inside the node's namespace (reach it with GetIn).
+const AgentHTTP = "http://127.0.0.1:9641"
+
 // GetIn fetches url from inside network namespace nsName and returns the
 // status code and body.
 func GetIn(nsName, url string) (int, string, error) {
