@@ -9,8 +9,14 @@ import (
 
 func TestRaceReportsFindsTheDetectorsReport(t *testing.T) {
 	dir := t.TempDir()
-	clean := filepath.Join(dir, "clean.log")
-	os.WriteFile(clean, []byte("{\"level\":\"info\",\"msg\":\"ready\"}\n"), 0o644)
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	clean := write("clean.log", "{\"level\":\"info\",\"msg\":\"ready\"}\n")
 	if got := RaceReports(clean); got != "" {
 		t.Errorf("a log without races reported %q", got)
 	}
@@ -23,9 +29,7 @@ func TestRaceReportsFindsTheDetectorsReport(t *testing.T) {
 	for range 100 {
 		b.WriteString("  frame\n")
 	}
-	raced := filepath.Join(dir, "raced.log")
-	os.WriteFile(raced, []byte(b.String()), 0o644)
-	got := RaceReports(raced)
+	got := RaceReports(write("raced.log", b.String()))
 	if !strings.HasPrefix(got, RaceReport+"\nWrite at") {
 		t.Errorf("report does not start at the detector's line: %q", got[:min(len(got), 80)])
 	}
