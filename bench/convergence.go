@@ -199,15 +199,15 @@ func RaiseNeighborLimits(n int) (restore func(), err error) {
 
 // GossipRate is the gossip traffic of a node, in bytes per second sent and
 // received (UDP and TCP), averaged over nodes and measured over window
-// from each agent's loom_gossip_bytes_total, served at metricsURL inside
-// the node's namespace.
-func GossipRate(nodes []*rig.Node, metricsURL string, window time.Duration) (sent, received float64, err error) {
+// from each agent's loom_gossip_bytes_total, served at rig.AgentHTTP
+// inside the node's namespace.
+func GossipRate(nodes []*rig.Node, window time.Duration) (sent, received float64, err error) {
 	type sample struct {
 		at             time.Time
 		sent, received float64
 	}
 	scrape := func(n *rig.Node) (sample, error) {
-		code, body, err := rig.GetIn(n.NS, metricsURL)
+		code, body, err := rig.GetIn(n.NS, rig.AgentHTTP+"/metrics")
 		if err != nil {
 			return sample{}, err
 		}

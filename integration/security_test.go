@@ -149,8 +149,7 @@ func receiveUDPIn(t *testing.T, nsName, addr string) <-chan string {
 // droppedIn reads loom_firewall_dropped_packets_total for one chain.
 func droppedIn(t *testing.T, n *rig.Node, chain string) float64 {
 	t.Helper()
-	_, body := getIn(t, n.NS, rig.AgentHTTP+"/metrics")
-	v, _ := rig.MetricValue(body, "loom_firewall_dropped_packets_total", `chain="`+chain+`"`)
+	v, _ := getMetric(t, n, "loom_firewall_dropped_packets_total", `chain="`+chain+`"`)
 	return v
 }
 

@@ -576,10 +576,6 @@ func kubeFootprint(rep *bench.Report, r *rig.Rig) error {
 	return nil
 }
 
-// convergenceMetricsAddr is where each agent of the convergence fabric
-// serves its metrics, on its own namespace's loopback.
-const convergenceMetricsAddr = "127.0.0.1:9641"
-
 // convergenceBench grows a fabric to each size and measures its gossip
 // traffic, a join and a crash at that size; the agents' footprint at the
 // largest.
@@ -589,7 +585,7 @@ func convergenceBench(rep *bench.Report, bin string, sizes []int, window time.Du
 		return err
 	}
 	defer restore()
-	r, err := rig.New(rig.Options{BinDir: bin, Logf: func(string, ...any) {}, AgentArgs: []string{"--dead-node-grace", "0s", "--metrics-addr", convergenceMetricsAddr}})
+	r, err := rig.New(rig.Options{BinDir: bin, Logf: func(string, ...any) {}, AgentArgs: []string{"--dead-node-grace", "0s"}})
 	if err != nil {
 		return err
 	}
@@ -617,7 +613,7 @@ func convergenceBench(rep *bench.Report, bin string, sizes []int, window time.Du
 		}
 		// Gossip of a settled fabric, before the rounds below add and crash
 		// nodes (memberlist keeps gossiping to the dead for a while).
-		sent, received, err := bench.GossipRate(nodes, "http://"+convergenceMetricsAddr+"/metrics", window)
+		sent, received, err := bench.GossipRate(nodes, window)
 		if err != nil {
 			return err
 		}
