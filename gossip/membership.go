@@ -52,12 +52,15 @@ type Config struct {
 type Membership struct {
 	validate func(NodeRecord) error
 	name     string
-	log      *zap.Logger
-	metrics  *Metrics
-	state    StateExchanger
-	pods     StateExchanger
-	ml       *memberlist.Memberlist
-	queue    *memberlist.TransmitLimitedQueue
+	// advertise and port are where peers reach this node.
+	advertise netip.Addr
+	port      int
+	log       *zap.Logger
+	metrics   *Metrics
+	state     StateExchanger
+	pods      StateExchanger
+	ml        *memberlist.Memberlist
+	queue     *memberlist.TransmitLimitedQueue
 
 	// localMu guards localMeta, the encoded record served to memberlist.
 	localMu   sync.Mutex
@@ -70,6 +73,9 @@ type Membership struct {
 	changes chan struct{}
 
 	keyring keyringState
+	// announcer makes peers that hold this node at an old address take
+	// the new one.
+	announcer *addressAnnouncer
 	// started holds ml once Create has returned, for callbacks that may
 	// run before (m.ml is for the agent's calls, made after Start).
 	started atomic.Pointer[memberlist.Memberlist]
@@ -97,6 +103,8 @@ func Start(cfg Config, local NodeRecord) (*Membership, error) {
 		validate:  cfg.ValidateRecord,
 		metrics:   cfg.Metrics,
 		name:      cfg.NodeName,
+		advertise: cfg.AdvertiseAddr,
+		port:      cfg.Port,
 		log:       cfg.Logger,
 		state:     cfg.State,
 		pods:      cfg.Pods,
@@ -132,9 +140,13 @@ func Start(cfg Config, local NodeRecord) (*Membership, error) {
 	mlc.AdvertisePort = cfg.Port
 	mlc.Delegate = &delegate{m: m}
 	mlc.Events = &events{m: m}
+	m.announcer = newAddressAnnouncer(m)
+	mlc.Conflict = conflictDelegate{m.announcer}
+	mlc.Merge = mergeDelegate{m.announcer}
 	mlc.Logger = log.New(&logWriter{log: cfg.Logger, keyFailures: cfg.Metrics.KeyFailures}, "", 0)
-	// A node restarted under the same name at the same address must be able to
-	// take its place again at once, not after memberlist's dead-node timeout.
+	// A node back under its name at another address is taken a second after
+	// its old entry is declared dead (see addressAnnouncer), not only once
+	// memberlist has forgotten the dead entry (GossipToTheDeadTime).
 	mlc.DeadNodeReclaimTime = time.Second
 	if len(cfg.Keys) > 0 {
 		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
@@ -280,11 +292,17 @@ func (m *Membership) Peers() []Peer {
 func (m *Membership) NumMembers() int { return m.ml.NumMembers() }
 
 // Leave announces a clean departure; peers drop this node at once.
-func (m *Membership) Leave(timeout time.Duration) error { return m.ml.Leave(timeout) }
+func (m *Membership) Leave(timeout time.Duration) error {
+	m.announcer.stop()
+	return m.ml.Leave(timeout)
+}
 
 // Shutdown stops gossip without announcing a departure: peers detect the
 // silence as a failure, which is what a restart should look like.
-func (m *Membership) Shutdown() error { return m.ml.Shutdown() }
+func (m *Membership) Shutdown() error {
+	m.announcer.stop()
+	return m.ml.Shutdown()
+}
 
 // logWriter forwards memberlist's "[LEVEL] memberlist: ..." lines to zap,
 // and counts the ones that mean a packet failed decryption or
@@ -293,6 +311,10 @@ type logWriter struct {
 	log         *zap.Logger
 	keyFailures interface{ Inc() }
 }
+
+// conflictMarker starts memberlist's line for a node name heard at a
+// second address.
+const conflictMarker = "Conflicting address for"
 
 var keyFailureMarkers = []string{"decrypt", "No installed keys", "Encryption is configured but remote state is not encrypted", "not encrypted", "verify"}
 
@@ -310,6 +332,11 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	for _, lvl := range []string{"[DEBUG]", "[INFO]", "[WARN]", "[ERR]", "[ERROR]"} {
 		if strings.HasPrefix(line, lvl) {
 			msg = strings.TrimSpace(strings.TrimPrefix(line, lvl))
+			if strings.Contains(msg, conflictMarker) {
+				// Logged on every message from a node at a new address;
+				// conflictDelegate says it once, and what it means.
+				lvl = "[DEBUG]"
+			}
 			switch lvl {
 			case "[DEBUG]":
 				w.log.Debug(msg, zap.String("component", "memberlist"))

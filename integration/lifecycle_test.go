@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loomnet/loom/api"
 	"github.com/loomnet/loom/integration/rig"
 )
 
@@ -183,6 +185,99 @@ func TestNodeReturnsWithoutState(t *testing.T) {
 		t.Fatalf("returning node got %s, want its old %s", after.Node.Subnet, before.Node.Subnet)
 	}
 	waitKernelMatches(t, nodes[0], nodes, nil, 20*time.Second)
+}
+
+// TestNodeReturnsAtNewAddress: a node crashes and comes back at another
+// underlay address (a new DHCP lease), its pods still in place, twice.
+// Peers can take the new address only once memberlist has declared the old
+// one dead; the returning node must then be taken back at once, not at its
+// next full state sync (up to 10 s later, so two moves both within the
+// bound by luck are unlikely). Afterwards the pods reach each other, and no
+// FDB or firewall entry names an old address (which may be handed to a host
+// that is not a member).
+func TestNodeReturnsAtNewAddress(t *testing.T) {
+	// memberlist takes the new address a second after the old one's death
+	// (DeadNodeReclaimTime); the returning node pushes it every second.
+	const takenWithin = 4 * time.Second
+	r := newRig(t)
+	nodes := startNodes(t, r, 3)
+	pods := []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b"), addPod(t, nodes[2], "c")}
+	waitAllReach(t, pods, 30*time.Second)
+
+	mover := nodes[2]
+	var old []netip.Addr
+	for move := 1; move <= 2; move++ {
+		mover.Stop(syscall.SIGKILL)
+		was, err := r.Readdress(mover)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, was)
+		if err := mover.Start(nodes[0]); err != nil {
+			t.Fatal(err)
+		}
+		dead, back := watchReturn(t, nodes[0], mover, 60*time.Second)
+		t.Logf("move %d: node1 took %s at %s %s after declaring it dead at %s", move, mover.Name, mover.Addr, back.Sub(dead).Round(time.Millisecond), was)
+		if back.Sub(dead) > takenWithin {
+			t.Fatalf("move %d: node1 took %s at its new address %s after its old one was declared dead, want within %s",
+				move, mover.Name, back.Sub(dead).Round(time.Millisecond), takenWithin)
+		}
+		waitAllReach(t, pods, 30*time.Second)
+	}
+	for _, n := range nodes {
+		var local []netip.Addr
+		for _, p := range pods {
+			if p.Node == n {
+				local = append(local, p.IP)
+			}
+		}
+		waitKernelMatches(t, n, nodes, local, 20*time.Second)
+	}
+	for _, n := range nodes[:2] {
+		set := mustExec(t, n, "nft", "list", "set", "ip", "loom", "nodes")
+		for _, a := range old {
+			if strings.Contains(set, a.String()) {
+				t.Errorf("%s's firewall still lets %s's old address %s in:\n%s", n.Name, mover.Name, a, set)
+			}
+		}
+		if !strings.Contains(set, mover.Addr.String()) {
+			t.Errorf("%s's firewall lacks %s's address %s:\n%s", n.Name, mover.Name, mover.Addr, set)
+		}
+	}
+}
+
+// watchReturn follows, in n's status, a peer that came back at a new
+// address: it returns when it first saw n hold the old entry dead (which
+// memberlist keeps for at least a second) and when it first saw n hold
+// the peer alive at its new address.
+func watchReturn(t *testing.T, n, peer *rig.Node, timeout time.Duration) (dead, back time.Time) {
+	t.Helper()
+	var last api.PeerStatus
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		st, err := n.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range st.Peers {
+			if p.Name != peer.Name {
+				continue
+			}
+			last = p
+			switch {
+			case p.State == "dead" && dead.IsZero():
+				dead = time.Now()
+			case p.State == "alive" && p.Underlay == peer.Addr.String():
+				if dead.IsZero() {
+					t.Fatalf("%s took %s at %s without declaring its old address dead", n.Name, peer.Name, peer.Addr)
+				}
+				return dead, time.Now()
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("after %s %s has not taken %s at %s: last seen %+v", timeout, n.Name, peer.Name, peer.Addr, last)
+	return
 }
 
 func lastLines(s string, n int) string {

@@ -152,14 +152,9 @@ func (r *Rig) Nodes() []*Node {
 // AddNode creates a node namespace wired to the switch. It does not start
 // the agent, so without Start it is an "outside" host on the underlay.
 func (r *Rig) AddNode(name string, args ...string) (*Node, error) {
-	r.mu.Lock()
-	idx := r.nextAddr
-	r.nextAddr++
-	r.mu.Unlock()
-	base := Underlay.Addr().As4()
-	base[3] = byte(idx)
+	idx, addr := r.nextUnderlayAddr()
 	n := &Node{
-		Name: name, NS: fmt.Sprintf("%s-n%d", r.Prefix, idx), Addr: netip.AddrFrom4(base),
+		Name: name, NS: fmt.Sprintf("%s-n%d", r.Prefix, idx), Addr: addr,
 		Dir: filepath.Join(r.Dir, name), Args: args, rig: r, port: fmt.Sprintf("p%d", idx),
 	}
 	n.Socket = filepath.Join(n.Dir, "loom.sock")
@@ -193,6 +188,38 @@ func (r *Rig) AddNode(name string, args ...string) (*Node, error) {
 		}
 	}
 	return n, nil
+}
+
+// nextUnderlayAddr hands out the next unused address on the switch, with
+// its index (which also names the node's namespace and switch port).
+func (r *Rig) nextUnderlayAddr() (int, netip.Addr) {
+	r.mu.Lock()
+	idx := r.nextAddr
+	r.nextAddr++
+	r.mu.Unlock()
+	base := Underlay.Addr().As4()
+	base[3] = byte(idx)
+	return idx, netip.AddrFrom4(base)
+}
+
+// Readdress moves a node on the switch to a new underlay address, as a
+// changed DHCP lease or a reinstalled host would, and returns the old one.
+// The agent is not told: stop it first, or see how it copes.
+func (r *Rig) Readdress(n *Node) (netip.Addr, error) {
+	_, addr := r.nextUnderlayAddr()
+	old := n.Addr
+	// The old address goes first: deleting a primary address takes the
+	// secondaries of its subnet with it.
+	for _, a := range [][]string{
+		{"addr", "del", netip.PrefixFrom(old, Underlay.Bits()).String(), "dev", "eth0"},
+		{"addr", "add", netip.PrefixFrom(addr, Underlay.Bits()).String(), "dev", "eth0"},
+	} {
+		if err := ipn(n.NS, a...); err != nil {
+			return old, err
+		}
+	}
+	n.Addr = addr
+	return old, nil
 }
 
 // InstallPlugin puts a CNI plugin into the node's CNI path (a link to
