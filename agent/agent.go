@@ -51,6 +51,14 @@ type Agent struct {
 	serving     bool
 	conflicts   int
 	confWritten bool
+	// underlayLost: the advertised address is not on --iface.
+	underlayLost bool
+
+	// underlayMoved is set when Run ends for ErrUnderlayMoved: gossip then
+	// leaves rather than stopping silently, so peers take the node at its
+	// new address as soon as it is back, without first declaring the old
+	// one dead.
+	underlayMoved atomic.Bool
 
 	// dpMu serialises computing desired state and applying it with pod
 	// attach and detach, so a reconcile never works from a snapshot of the
@@ -245,7 +253,15 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	}
 	defer func() {
 		// No Leave: peers must see a restart as a failure and keep routes
-		// for the grace period, not withdraw them at once.
+		// for the grace period, not withdraw them at once. A node leaving
+		// for a new address is the exception: its routes are useless
+		// already, and peers record it as failed anyway (its record does
+		// not say it is leaving the fabric).
+		if a.underlayMoved.Load() {
+			if err := a.members.Leave(2 * time.Second); err != nil {
+				log.Warn("leave gossip before starting again at the new underlay address", zap.Error(err))
+			}
+		}
 		if err := a.members.Shutdown(); err != nil {
 			log.Warn("stop gossip", zap.Error(err))
 		}
@@ -278,8 +294,16 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err := a.claim(persisted, havePersisted); err != nil {
 		return err
 	}
+	ctx, endRun := context.WithCancelCause(ctx)
+	defer endRun(nil)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
+	a.watchUnderlay(watchCtx, func(to netip.Addr) {
+		a.log.Warn("underlay address changed; loomd starts again to advertise the new one (data plane and pods stay)",
+			zap.Stringer("from", r.advertise), zap.Stringer("to", to), zap.String("iface", r.Iface))
+		a.underlayMoved.Store(true)
+		endRun(ErrUnderlayMoved)
+	})
 	if r.policySource == PolicySourceFiles {
 		go a.watchPolicyDir(watchCtx, policyLoadedFrom)
 	}
@@ -288,7 +312,13 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	}); err != nil {
 		a.log.Warn("cannot watch kernel changes; drift is repaired on the periodic resync only", zap.Error(err))
 	}
-	return a.loop(ctx)
+	if err := a.loop(ctx); err != nil {
+		return err
+	}
+	if errors.Is(context.Cause(ctx), ErrUnderlayMoved) {
+		return ErrUnderlayMoved
+	}
+	return nil
 }
 
 // joinForClaim joins the fabric before a subnet is claimed. A node with a

@@ -367,12 +367,7 @@ func (r *resolved) resolveUnderlay(k overlay.Kernel) error {
 		if err != nil {
 			return flagErr("iface", "%q: list addresses: %v", r.Iface, err)
 		}
-		for _, a := range addrs {
-			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap().Is4() && !ip.IsLinkLocalUnicast() {
-				r.advertise = ip.Unmap()
-				break
-			}
-		}
+		r.advertise = firstIPv4(addrs)
 		if !r.advertise.IsValid() {
 			return flagErr("advertise-addr", "not set and interface %q has no IPv4 address", r.Iface)
 		}

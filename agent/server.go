@@ -484,6 +484,9 @@ func (a *Agent) notReady() []string {
 	if !a.serving {
 		why = append(why, "local API not serving")
 	}
+	if lost := a.underlayLostReason(); lost != "" {
+		why = append(why, lost)
+	}
 	return why
 }
 

@@ -224,6 +224,71 @@ func TestNodeReturnsAtNewAddress(t *testing.T) {
 		}
 		waitAllReach(t, pods, 30*time.Second)
 	}
+	checkFollowedMove(t, nodes, pods, mover, old...)
+}
+
+// TestUnderlayAddressChangesUnderAgent: a running node's underlay address
+// changes (a new DHCP lease). loomd sees it, starts again in place at the
+// new address, and leaves gossip first, so peers take it back without
+// waiting to declare the old address dead.
+func TestUnderlayAddressChangesUnderAgent(t *testing.T) {
+	r := newRig(t)
+	nodes := startNodes(t, r, 3)
+	pods := []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b"), addPod(t, nodes[2], "c")}
+	waitAllReach(t, pods, 30*time.Second)
+
+	mover := nodes[2]
+	pid := mover.Pid()
+	old, err := r.Readdress(mover)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := time.Now()
+	if err := rig.Eventually(30*time.Second, func() error {
+		st, err := nodes[0].Status()
+		if err != nil {
+			return err
+		}
+		for _, p := range st.Peers {
+			if p.Name == mover.Name && p.State == "alive" && p.Underlay == mover.Addr.String() {
+				return nil
+			}
+		}
+		return fmt.Errorf("node1 does not hold %s alive at %s: %+v", mover.Name, mover.Addr, st.Peers)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("node1 took %s at %s %s after its address changed", mover.Name, mover.Addr, time.Since(moved).Round(time.Millisecond))
+	if mover.Pid() != pid || !processRunning(pid) {
+		t.Fatalf("loomd (pid %d) did not start again in place", pid)
+	}
+	logged, _ := os.ReadFile(mover.LogPath())
+	if !regexp.MustCompile(`"msg":"loomd starting".*"underlay":"` + regexp.QuoteMeta(mover.Addr.String()) + `"`).Match(logged) {
+		t.Fatalf("loomd did not start again at %s:\n%s", mover.Addr, rig.Tail(mover.LogPath(), 20))
+	}
+	if err := mover.WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitAllReach(t, pods, 30*time.Second)
+	checkFollowedMove(t, nodes, pods, mover, old)
+}
+
+// processRunning reports whether pid is a live process, not a zombie.
+func processRunning(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses.
+	rest := string(b[strings.LastIndexByte(string(b), ')')+1:])
+	return !strings.HasPrefix(strings.TrimSpace(rest), "Z")
+}
+
+// checkFollowedMove checks that every node's kernel holds what the fabric
+// implies after mover changed address, and that no firewall lets one of
+// its old addresses in (it may be handed to a host that is not a member).
+func checkFollowedMove(t *testing.T, nodes []*rig.Node, pods []*rig.Pod, mover *rig.Node, old ...netip.Addr) {
+	t.Helper()
 	for _, n := range nodes {
 		var local []netip.Addr
 		for _, p := range pods {
@@ -232,8 +297,9 @@ func TestNodeReturnsAtNewAddress(t *testing.T) {
 			}
 		}
 		waitKernelMatches(t, n, nodes, local, 20*time.Second)
-	}
-	for _, n := range nodes[:2] {
+		if n == mover {
+			continue
+		}
 		set := mustExec(t, n, "nft", "list", "set", "ip", "loom", "nodes")
 		for _, a := range old {
 			if strings.Contains(set, a.String()) {

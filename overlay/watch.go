@@ -26,6 +26,7 @@ import (
 func Watch(ctx context.Context, deviceIndex func() int, detaching func(hostIf string) bool, notify func(), onError func(error)) error {
 	done := make(chan struct{})
 	go func() { <-ctx.Done(); close(done) }()
+	onError = whileRunning(ctx, onError)
 	links := make(chan netlink.LinkUpdate, 256)
 	routes := make(chan netlink.RouteUpdate, 1024)
 	neighs := make(chan netlink.NeighUpdate, 1024)
@@ -86,4 +87,35 @@ func linkNeedsRepair(u netlink.LinkUpdate, detaching func(string) bool) bool {
 	// a new link reports every bit (^0), so it must be excluded.
 	flipped := u.Header.Type == unix.RTM_NEWLINK && u.Change != ^uint32(0) && u.Change&unix.IFF_UP != 0
 	return flipped && down && !detaching(name)
+}
+
+// WatchAddresses calls notify after any IPv4 or IPv6 address is added to or
+// removed from an interface of the current network namespace: the agent
+// re-reads its underlay interface then. notify must not block. It stops
+// when ctx ends and reports a dead subscription through onError.
+func WatchAddresses(ctx context.Context, notify func(), onError func(error)) error {
+	done := make(chan struct{})
+	go func() { <-ctx.Done(); close(done) }()
+	onError = whileRunning(ctx, onError)
+	updates := make(chan netlink.AddrUpdate, 64)
+	if err := netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{ErrorCallback: onError}); err != nil {
+		return fmt.Errorf("subscribe to address changes: %w", err)
+	}
+	go func() {
+		for range updates {
+			notify()
+		}
+	}()
+	return nil
+}
+
+// whileRunning drops the errors a subscription reports once ctx has
+// ended: closing its socket makes the pending receive fail, which is the
+// watcher stopping, not notifications lost.
+func whileRunning(ctx context.Context, onError func(error)) func(error) {
+	return func(err error) {
+		if ctx.Err() == nil {
+			onError(err)
+		}
+	}
 }

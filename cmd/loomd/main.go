@@ -138,7 +138,11 @@ file, and the file over the environment.`,
 	wgDevice.Flags().StringVar(&wgSocket, "socket", "", "UAPI socket to serve")
 	cmd.AddCommand(wgDevice)
 	cmd.SetArgs(args)
-	if err := cmd.Execute(); err != nil {
+	err := cmd.Execute()
+	if errors.Is(err, agent.ErrUnderlayMoved) {
+		err = startAgain()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "loomd:", err)
 		var fe *agent.FlagError
 		if errors.As(err, &fe) || isUsageError(err) {
@@ -147,6 +151,19 @@ file, and the file over the environment.`,
 		return 1
 	}
 	return 0
+}
+
+// startAgain replaces the process with a fresh loomd with the same
+// arguments and environment. The supervisor (systemd, the kubelet, a
+// compose restart policy, or none) sees the same process go on. It returns
+// only when the exec failed; loomd then exits 1 and a supervisor restarts
+// it instead.
+func startAgain() error {
+	self, err := os.Executable()
+	if err == nil {
+		err = syscall.Exec(self, os.Args, os.Environ())
+	}
+	return fmt.Errorf("%w; starting again failed: %v", agent.ErrUnderlayMoved, err)
 }
 
 // applyEnv sets every flag the user did not pass from LOOM_<FLAG>, through
