@@ -372,11 +372,15 @@ func mergeTargets(join, known []string) []string {
 func (a *Agent) record() gossip.NodeRecord {
 	a.stateMu.Lock()
 	defer a.stateMu.Unlock()
-	return gossip.NodeRecord{
+	rec := gossip.NodeRecord{
 		Name: a.cfg.NodeName, Underlay: a.cfg.advertise, VTEPMAC: a.mac,
 		Subnet: a.subnet, LeaseEpoch: a.epoch, AgentVersion: Version, Backend: a.backend.Name(),
-		WGPublicKey: a.wgPublic,
+		WGPublicKey: a.wgPublic, TunnelPort: uint16(a.cfg.VXLANPort), VNI: uint32(a.cfg.VNI),
 	}
+	if a.wg != nil {
+		rec.TunnelPort, rec.VNI = uint16(a.cfg.WireGuardPort), 0
+	}
+	return rec
 }
 
 func (a *Agent) currentSubnet() netip.Prefix {
@@ -480,7 +484,7 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 		a.log.Error("read pod allocations", zap.Error(err))
 	}
 	now := time.Now()
-	d, next, excluded := desiredState(a.cfg.NodeName, a.backend.Name(), subnet, a.cfg.advertise, a.members.Peers(), a.leases, allocs, now, a.cfg.DeadNodeGrace)
+	d, next, excluded := desiredState(a.record(), subnet, a.members.Peers(), a.leases, allocs, now, a.cfg.DeadNodeGrace)
 	d.Policy = a.compilePolicy(allocs, d.Peers)
 	a.stateMu.Lock()
 	for name, why := range excluded {
@@ -573,9 +577,10 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 // local allocations. A dead peer stays for grace after its death so a quick
 // restart does not interrupt traffic; next says when the earliest grace
 // period ends.
-func desiredState(self, backend string, subnet netip.Prefix, advertise netip.Addr, peers []gossip.Peer,
+func desiredState(local gossip.NodeRecord, subnet netip.Prefix, peers []gossip.Peer,
 	leases *ipam.LeaseTable, allocs []ipam.Allocation, now time.Time, grace time.Duration) (overlay.Desired, time.Time, map[string]string) {
-	d := overlay.Desired{Subnet: subnet, NodeAddrs: []netip.Addr{advertise}, NodeOverlays: []netip.Addr{subnet.Addr()}}
+	self, backend := local.Name, local.Backend
+	d := overlay.Desired{Subnet: subnet, NodeAddrs: []netip.Addr{local.Underlay}, NodeOverlays: []netip.Addr{subnet.Addr()}}
 	var next time.Time
 	excluded := map[string]string{}
 	for _, p := range peers {
@@ -609,6 +614,16 @@ func desiredState(self, backend string, subnet netip.Prefix, advertise netip.Add
 			continue
 		case backendFamily(backend) == "wireguard" && len(r.WGPublicKey) != gossip.WGKeySize:
 			excluded[r.Name] = "refused: no WireGuard public key in its record"
+			continue
+		case r.TunnelPort != 0 && local.TunnelPort != 0 && r.TunnelPort != local.TunnelPort:
+			// Packets would go to a port the peer does not listen on.
+			excluded[r.Name] = fmt.Sprintf("refused: receives %s on port %d, this node on %d (all nodes of a fabric need the same --%s-port)",
+				backendFamily(backend), r.TunnelPort, local.TunnelPort, backendFamily(backend))
+			continue
+		case r.VNI != 0 && local.VNI != 0 && r.VNI != local.VNI:
+			// The peer's device would drop this node's packets, and this
+			// node's the peer's.
+			excluded[r.Name] = fmt.Sprintf("refused: runs VNI %d, this node %d (all nodes of a fabric need the same --vni)", r.VNI, local.VNI)
 			continue
 		}
 		h, held := leases.Holder(r.Subnet, now)

@@ -49,7 +49,7 @@ func TestDesiredStateFromMembershipLeasesAndPods(t *testing.T) {
 		{IP: netip.MustParseAddr("10.244.1.7"), HostIf: "loomaaaa"},
 		{IP: netip.MustParseAddr("10.244.77.7"), HostIf: "loombbbb"}, // a subnet this node lost
 	}
-	d, next, excluded := desiredState("self", "vxlan", own, netip.MustParseAddr("192.0.2.1"), peers, leases, allocs, now, 10*time.Second)
+	d, next, excluded := desiredState(localRecord("vxlan"), own, peers, leases, allocs, now, 10*time.Second)
 	var names []string
 	for _, p := range d.Peers {
 		names = append(names, p.Name)
@@ -79,7 +79,7 @@ func TestDesiredStateFromMembershipLeasesAndPods(t *testing.T) {
 	}
 
 	// With no grace, a dead peer is withdrawn at once.
-	d, _, _ = desiredState("self", "vxlan", own, netip.MustParseAddr("192.0.2.1"), peers, leases, nil, now, 0)
+	d, _, _ = desiredState(localRecord("vxlan"), own, peers, leases, nil, now, 0)
 	if len(d.Peers) != 2 {
 		t.Fatalf("with zero grace, peers = %+v", d.Peers)
 	}
@@ -98,7 +98,7 @@ func TestDesiredStateDrivesFakeKernelToExactEntries(t *testing.T) {
 		gp("b", "192.0.2.3", "10.244.3.0/24", gossip.PeerAlive, now),
 	}
 	own := netip.MustParsePrefix("10.244.1.0/24")
-	d, _, _ := desiredState("self", "vxlan", own, netip.MustParseAddr("192.0.2.1"), peers, ipam.NewLeaseTable(space), nil, now, 0)
+	d, _, _ := desiredState(localRecord("vxlan"), own, peers, ipam.NewLeaseTable(space), nil, now, 0)
 	if _, err := dp.Apply(d); err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestDesiredStateDrivesFakeKernelToExactEntries(t *testing.T) {
 		t.Fatalf("%d neighbour+fdb entries, want 4", n)
 	}
 	peers[1].State, peers[1].Since = gossip.PeerDead, now.Add(-time.Minute)
-	d, _, _ = desiredState("self", "vxlan", own, netip.MustParseAddr("192.0.2.1"), peers, ipam.NewLeaseTable(space), nil, now, 10*time.Second)
+	d, _, _ = desiredState(localRecord("vxlan"), own, peers, ipam.NewLeaseTable(space), nil, now, 10*time.Second)
 	if _, err := dp.Apply(d); err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestDesiredStateRefusesOtherBackends(t *testing.T) {
 		{"vxlan+direct", []string{"direct", "old", "vx"}, map[string]string{"wg": "runs backend wireguard"}},
 		{"wireguard", []string{"wg"}, map[string]string{"vx": "runs backend vxlan, this node runs wireguard", "wg-nokey": "no WireGuard public key"}},
 	} {
-		d, _, excluded := desiredState("self", tc.backend, own, netip.MustParseAddr("192.0.2.1"), peers, ipam.NewLeaseTable(space), nil, now, 0)
+		d, _, excluded := desiredState(localRecord(tc.backend), own, peers, ipam.NewLeaseTable(space), nil, now, 0)
 		var got []string
 		for _, p := range d.Peers {
 			got = append(got, p.Name)
@@ -164,6 +164,50 @@ func TestDesiredStateRefusesOtherBackends(t *testing.T) {
 			if why := excluded[name]; !strings.HasPrefix(why, "refused: ") || !strings.Contains(why, want) {
 				t.Errorf("%s: %s excluded for %q, want it refused with %q", tc.backend, name, why, want)
 			}
+		}
+	}
+}
+
+// localRecord is the record of the node desiredState computes for.
+func localRecord(backend string) gossip.NodeRecord {
+	return gossip.NodeRecord{Name: "self", Backend: backend, Underlay: netip.MustParseAddr("192.0.2.1")}
+}
+
+// TestDesiredStateRefusesOtherTunnelSettings: a peer that receives on
+// another port or runs another VNI would exchange packets that both
+// sides drop; it is refused with the settings named. Agents that do not
+// advertise them (older ones) are taken as before.
+func TestDesiredStateRefusesOtherTunnelSettings(t *testing.T) {
+	space, _ := ipam.NewSubnetSpace(netip.MustParsePrefix("10.244.0.0/16"), 24)
+	now := time.Unix(1_000_000, 0)
+	peer := func(name, addr, subnet string, port uint16, vni uint32) gossip.Peer {
+		p := gp(name, addr, subnet, gossip.PeerAlive, now)
+		p.Record.Backend, p.Record.TunnelPort, p.Record.VNI = "vxlan", port, vni
+		return p
+	}
+	peers := []gossip.Peer{
+		peer("same", "192.0.2.2", "10.244.2.0/24", 4789, 1),
+		peer("old", "192.0.2.3", "10.244.3.0/24", 0, 0),
+		peer("port", "192.0.2.4", "10.244.4.0/24", 8472, 1),
+		peer("vni", "192.0.2.5", "10.244.5.0/24", 4789, 2),
+	}
+	local := localRecord("vxlan")
+	local.TunnelPort, local.VNI = 4789, 1
+	d, _, excluded := desiredState(local, netip.MustParsePrefix("10.244.1.0/24"), peers, ipam.NewLeaseTable(space), nil, now, 0)
+	var got []string
+	for _, p := range d.Peers {
+		got = append(got, p.Name)
+	}
+	slices.Sort(got)
+	if strings.Join(got, ",") != "old,same" {
+		t.Errorf("programmed %v, want [old same]", got)
+	}
+	for name, want := range map[string]string{
+		"port": "receives vxlan on port 8472, this node on 4789 (all nodes of a fabric need the same --vxlan-port)",
+		"vni":  "runs VNI 2, this node 1",
+	} {
+		if why := excluded[name]; !strings.HasPrefix(why, "refused: ") || !strings.Contains(why, want) {
+			t.Errorf("%s excluded for %q, want it refused with %q", name, why, want)
 		}
 	}
 }

@@ -31,6 +31,8 @@ const (
 	tagBackend  = 7
 	tagLeaving  = 8
 	tagWGKey    = 9
+	tagTunnel   = 10
+	tagVNI      = 11
 )
 
 // WGKeySize is the length of a WireGuard (Curve25519) public key.
@@ -54,6 +56,12 @@ type NodeRecord struct {
 	Leaving bool
 	// WGPublicKey is the node's WireGuard public key (WireGuard backend).
 	WGPublicKey []byte
+	// TunnelPort is the UDP port its data plane receives on (the VXLAN or
+	// WireGuard port); 0 from agents that did not advertise it.
+	TunnelPort uint16
+	// VNI is its VXLAN network identifier; 0 when it runs no VXLAN or did
+	// not advertise it.
+	VNI uint32
 }
 
 // HasSubnet reports whether the node has claimed a pod subnet yet.
@@ -106,6 +114,12 @@ func (r NodeRecord) Encode() ([]byte, error) {
 			return nil, fmt.Errorf("encode node record %q: WireGuard key has %d bytes, want %d", r.Name, len(r.WGPublicKey), WGKeySize)
 		}
 		add(tagWGKey, r.WGPublicKey)
+	}
+	if r.TunnelPort != 0 {
+		add(tagTunnel, binary.BigEndian.AppendUint16(nil, r.TunnelPort))
+	}
+	if r.VNI != 0 {
+		add(tagVNI, binary.BigEndian.AppendUint32(nil, r.VNI))
 	}
 	if err != nil {
 		return nil, err
@@ -191,6 +205,16 @@ func DecodeNodeRecord(b []byte) (NodeRecord, error) {
 				return r, fmt.Errorf("decode node record: WireGuard key has %d bytes, want %d", n, WGKeySize)
 			}
 			r.WGPublicKey = append([]byte(nil), v...)
+		case tagTunnel:
+			if n != 2 {
+				return r, fmt.Errorf("decode node record: tunnel port has %d bytes, want 2", n)
+			}
+			r.TunnelPort = binary.BigEndian.Uint16(v)
+		case tagVNI:
+			if n != 4 {
+				return r, fmt.Errorf("decode node record: VNI has %d bytes, want 4", n)
+			}
+			r.VNI = binary.BigEndian.Uint32(v)
 		}
 	}
 	switch {

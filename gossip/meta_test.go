@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -14,6 +15,7 @@ func sampleRecord() NodeRecord {
 		Name: "node-1", Underlay: netip.MustParseAddr("192.0.2.10"),
 		VTEPMAC: net.HardwareAddr{0x0e, 1, 2, 3, 4, 5}, Subnet: netip.MustParsePrefix("10.244.7.0/24"),
 		LeaseEpoch: 1234567890123, AgentVersion: "v1.2.3", Backend: "vxlan", Leaving: true,
+		TunnelPort: 4789, VNI: 1 << 23,
 	}
 }
 
@@ -27,8 +29,7 @@ func TestNodeRecordRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Name != r.Name || got.Underlay != r.Underlay || !bytes.Equal(got.VTEPMAC, r.VTEPMAC) ||
-			got.Subnet != r.Subnet || got.LeaseEpoch != r.LeaseEpoch || got.AgentVersion != r.AgentVersion || got.Backend != r.Backend || got.Leaving != r.Leaving {
+		if !reflect.DeepEqual(got, r) {
 			t.Fatalf("round trip: got %+v, want %+v", got, r)
 		}
 	}
@@ -57,6 +58,8 @@ func TestDecodeNodeRecordRejectsMalformed(t *testing.T) {
 		"header only":      {recordVersion, tagName},
 		"missing name":     {recordVersion, tagUnderlay, 4, 192, 0, 2, 1},
 		"bad mac length":   {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 2, 1, 2},
+		"bad tunnel port":  {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 2, 0, 0, 0, 0, 1, tagTunnel, 1, 7},
+		"bad vni":          {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 2, 0, 0, 0, 0, 1, tagVNI, 3, 0, 0, 1},
 		"multicast mac":    {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 1, 0, 0, 0, 0, 1},
 		"host bits subnet": {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 2, 0, 0, 0, 0, 1, tagSubnet, 5, 10, 244, 1, 1, 24},
 		"repeated field":   {recordVersion, tagName, 1, 'a', tagName, 1, 'b'},
@@ -82,6 +85,8 @@ func TestNodeRecordWireGuardKey(t *testing.T) {
 	r := sampleRecord()
 	r.Backend = "wireguard"
 	r.WGPublicKey = bytes.Repeat([]byte{7}, WGKeySize)
+	// The key is then the last field, which the short-key case below cuts.
+	r.TunnelPort, r.VNI = 0, 0
 	enc, err := r.Encode()
 	if err != nil {
 		t.Fatal(err)

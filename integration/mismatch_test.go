@@ -1,0 +1,70 @@
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loomnet/loom/integration/rig"
+)
+
+// TestMismatchedTunnelSettingsAreRefused: fabric-wide settings are flags
+// on every node, so one node can be started with another --vxlan-port or
+// --vni (a half-done rollout). Its packets and its peers' would be
+// dropped on arrival; instead both sides refuse each other, say why in
+// their status and log it, and the rest of the fabric is unaffected.
+func TestMismatchedTunnelSettingsAreRefused(t *testing.T) {
+	r := newRig(t)
+	nodes := startNodes(t, r, 2)
+	for _, odd := range [][]string{
+		{"portnode", "--vxlan-port", "8472"},
+		{"vninode", "--vni", "7"},
+	} {
+		n, err := r.AddNode(odd[0], odd[1:]...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(nodes[0]); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.WaitReady(60 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := r.Nodes()
+	waitRefused(t, all[0], "portnode", "receives vxlan on port 8472, this node on 4789 (all nodes of a fabric need the same --vxlan-port)")
+	waitRefused(t, all[2], "node1", "receives vxlan on port 4789, this node on 8472")
+	waitRefused(t, all[0], "vninode", "runs VNI 7, this node 1 (all nodes of a fabric need the same --vni)")
+	waitRefused(t, all[3], "node2", "runs VNI 1, this node 7")
+	waitRefused(t, all[2], "vninode", "port 4789, this node on 8472")
+	if !strings.Contains(rig.Tail(all[0].LogPath(), 400), "refusing peer") {
+		t.Fatal("node1 did not log the refusal")
+	}
+	waitConverged(t, nodes)
+	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b")}, 30*time.Second)
+}
+
+// waitRefused waits until n knows peer, has not programmed it, and gives a
+// reason containing want.
+func waitRefused(t *testing.T, n *rig.Node, peer, want string) {
+	t.Helper()
+	err := rig.Eventually(20*time.Second, func() error {
+		st, err := n.Status()
+		if err != nil {
+			return err
+		}
+		for _, p := range st.Peers {
+			if p.Name == peer {
+				if p.Programmed || !strings.Contains(p.Reason, want) {
+					return fmt.Errorf("%s on %s: programmed=%v reason=%q, want refused with %q", peer, n.Name, p.Programmed, p.Reason, want)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("%s does not know %s yet", n.Name, peer)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
