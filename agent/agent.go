@@ -243,10 +243,19 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		a.stateMu.Unlock()
 	}
 	a.freshBootstrap = len(r.Join) == 0 && !havePersisted
+	// endRun ends Run with a cause: ErrUnderlayMoved, or an error that
+	// says why this node must not run.
+	ctx, endRun := context.WithCancelCause(ctx)
+	defer endRun(nil)
 	a.members, err = gossip.Start(gossip.Config{
 		NodeName: r.NodeName, AdvertiseAddr: r.advertise, Port: r.GossipPort, Keys: r.keys,
 		Profile: r.GossipProfile, State: a.leases, Pods: a.policy.dir, Logger: log, Metrics: a.metrics.gossip,
 		ValidateRecord: r.validateRecord, OnKeyringChange: a.persistKeyring,
+		OnNameInUse: func(other netip.Addr) {
+			err := errNameInUse(r.NodeName, other)
+			log.Error("stopping: another live node runs under this node's name", zap.String("node", r.NodeName), zap.Stringer("other", other), zap.Error(err))
+			endRun(err)
+		},
 	}, a.record())
 	if err != nil {
 		return err
@@ -291,11 +300,14 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err := a.joinForClaim(ctx, havePersisted); err != nil {
 		return err
 	}
+	// Before claiming: under a name another live node runs as, the lease
+	// table would hand this node that node's subnet.
+	if other, inUse := a.members.NameInUse(2); inUse {
+		return errNameInUse(r.NodeName, other)
+	}
 	if err := a.claim(persisted, havePersisted); err != nil {
 		return err
 	}
-	ctx, endRun := context.WithCancelCause(ctx)
-	defer endRun(nil)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	a.watchUnderlay(watchCtx, func(to netip.Addr) {
@@ -315,10 +327,16 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err := a.loop(ctx); err != nil {
 		return err
 	}
-	if errors.Is(context.Cause(ctx), ErrUnderlayMoved) {
-		return ErrUnderlayMoved
+	if cause := context.Cause(ctx); !errors.Is(cause, context.Canceled) {
+		return cause
 	}
 	return nil
+}
+
+// errNameInUse is the configuration error of a node started under the
+// name of another live node.
+func errNameInUse(name string, other netip.Addr) error {
+	return flagErr("node-name", "%q is in use by a live node at %s; give this node another name (cloned machines keep their hostname, which is the default)", name, other)
 }
 
 // joinForClaim joins the fabric before a subnet is claimed. A node with a

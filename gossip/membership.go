@@ -46,6 +46,9 @@ type Config struct {
 	// OnKeyringChange is called with the keys (primary first) whenever a
 	// keyring operation changed them, so they can be persisted.
 	OnKeyringChange func(keys [][]byte)
+	// OnNameInUse is called (once) when another live node turns out to run
+	// under this node's name, with its address (see NameInUse).
+	OnNameInUse func(other netip.Addr)
 }
 
 // Membership is a running memberlist plus Loom's view of its peers.
@@ -75,7 +78,8 @@ type Membership struct {
 	keyring keyringState
 	// announcer makes peers that hold this node at an old address take
 	// the new one.
-	announcer *addressAnnouncer
+	announcer   *addressAnnouncer
+	onNameInUse func(other netip.Addr)
 	// started holds ml once Create has returned, for callbacks that may
 	// run before (m.ml is for the agent's calls, made after Start).
 	started atomic.Pointer[memberlist.Memberlist]
@@ -100,18 +104,19 @@ func Start(cfg Config, local NodeRecord) (*Membership, error) {
 	}
 	installMemberlistSink(cfg.Metrics)
 	m := &Membership{
-		validate:  cfg.ValidateRecord,
-		metrics:   cfg.Metrics,
-		name:      cfg.NodeName,
-		advertise: cfg.AdvertiseAddr,
-		port:      cfg.Port,
-		log:       cfg.Logger,
-		state:     cfg.State,
-		pods:      cfg.Pods,
-		localMeta: meta,
-		peers:     map[string]Peer{},
-		changes:   make(chan struct{}, 1),
-		keyring:   keyringState{onChange: cfg.OnKeyringChange, pending: map[string]chan KeyringResult{}},
+		validate:    cfg.ValidateRecord,
+		metrics:     cfg.Metrics,
+		name:        cfg.NodeName,
+		advertise:   cfg.AdvertiseAddr,
+		port:        cfg.Port,
+		onNameInUse: cfg.OnNameInUse,
+		log:         cfg.Logger,
+		state:       cfg.State,
+		pods:        cfg.Pods,
+		localMeta:   meta,
+		peers:       map[string]Peer{},
+		changes:     make(chan struct{}, 1),
+		keyring:     keyringState{onChange: cfg.OnKeyringChange, pending: map[string]chan KeyringResult{}},
 	}
 	var mlc *memberlist.Config
 	switch cfg.Profile {

@@ -68,3 +68,21 @@ func TestConflictLoggedOncePerAddress(t *testing.T) {
 		t.Fatal("a conflict about another node started this node's announcements")
 	}
 }
+
+// A message speaking of this node at another address may come from another
+// node running under its name: it fetches peers' views (starts the rounds)
+// but claims nothing until a view holds this node elsewhere.
+func TestConflictAboutSelfOnlyStartsRounds(t *testing.T) {
+	a, logs := newTestAnnouncer(t)
+	self := &memberlist.Node{Name: "node3", Addr: net.ParseIP("10.0.0.4"), Port: 7946}
+	(conflictDelegate{a}).NotifyConflict(self, &memberlist.Node{Name: "node3", Addr: net.ParseIP("10.0.0.9"), Port: 7946})
+	if !a.isRunning() {
+		t.Fatal("a conflict about this node started no rounds")
+	}
+	a.mu.Lock()
+	stale, held := a.stale, a.heldAt
+	a.mu.Unlock()
+	if stale || held.IsValid() || logs.Len() != 0 {
+		t.Fatalf("after a conflict alone: stale %v, held at %v, %d log lines; want none", stale, held, logs.Len())
+	}
+}

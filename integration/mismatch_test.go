@@ -2,6 +2,8 @@ package integration
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -67,4 +69,50 @@ func waitRefused(t *testing.T, n *rig.Node, peer, want string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestDuplicateNodeNameIsRefused: a node started under the name of a live
+// node (a cloned machine keeps its hostname, the default --node-name)
+// would be handed that node's subnet by the lease table and serve pods
+// from it. It must stop before claiming anything, saying why, and leave
+// the node that has the name alone.
+func TestDuplicateNodeNameIsRefused(t *testing.T) {
+	r := newRig(t)
+	nodes := startNodes(t, r, 2)
+	before, err := nodes[1].Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone, err := r.AddNode("clone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := clone.StartWith(func(args []string) []string {
+		return append(args, "--node-name", "node2")
+	}, nodes[0]); err != nil {
+		t.Fatal(err)
+	}
+	code, err := clone.WaitExit(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := rig.Tail(clone.LogPath(), 40)
+	if code != 2 || !strings.Contains(logged, `--node-name: "node2" is in use by a live node at `+nodes[1].Addr.String()) {
+		t.Fatalf("the clone exited %d, want 2 naming the live node2 at %s:\n%s", code, nodes[1].Addr, logged)
+	}
+	if strings.Contains(logged, "lease claimed") {
+		t.Fatalf("the clone claimed a subnet before stopping:\n%s", logged)
+	}
+	if _, err := os.Stat(filepath.Join(clone.ConfDir, "10-loom.conflist")); !os.IsNotExist(err) {
+		t.Fatalf("the clone wrote a CNI conflist (err %v): runtimes would have used it", err)
+	}
+	after, err := nodes[1].Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.Node.Ready || after.Node.Subnet != before.Node.Subnet || after.Node.Conflicts != 0 {
+		t.Fatalf("node2 was disturbed: before %+v, after %+v", before.Node, after.Node)
+	}
+	waitKernelMatches(t, nodes[0], nodes, nil, 10*time.Second)
+	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b")}, 30*time.Second)
 }

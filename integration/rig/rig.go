@@ -313,6 +313,30 @@ func (n *Node) Stop(sig syscall.Signal) error {
 	return nil
 }
 
+// WaitExit waits up to timeout for the agent to exit by itself and returns
+// its exit status. Afterwards the node counts as stopped.
+func (n *Node) WaitExit(timeout time.Duration) (int, error) {
+	n.mu.Lock()
+	cmd := n.cmd
+	n.mu.Unlock()
+	if cmd == nil {
+		return 0, fmt.Errorf("node %s: agent not running", n.Name)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		<-done
+		return 0, fmt.Errorf("node %s: agent still running after %s", n.Name, timeout)
+	}
+	n.mu.Lock()
+	n.cmd = nil
+	n.mu.Unlock()
+	return cmd.ProcessState.ExitCode(), nil
+}
+
 // Pid is the agent's process ID (nsenter execs loomd), 0 when stopped.
 func (n *Node) Pid() int {
 	n.mu.Lock()
