@@ -228,6 +228,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	if havePersisted && !persisted.HeldBy(r.NodeName) {
+		log.Warn("the state directory holds another node's lease (a copied disk image, or a renamed node); claiming a subnet anew",
+			zap.String("node", r.NodeName), zap.String("lease_owner", persisted.Owner), zap.Stringer("subnet", persisted.Subnet))
+		havePersisted = false
+	}
 	known, err := a.store.LoadPeers()
 	if err != nil {
 		log.Warn("read remembered peers", zap.Error(err))
@@ -730,7 +735,7 @@ func (a *Agent) activate(subnet netip.Prefix, epoch uint64) error {
 	if _, err := a.leases.Merge(update...); err != nil {
 		return fmt.Errorf("record claim on %s: %w", subnet, err)
 	}
-	if err := a.store.SaveLease(ipam.OwnLease{Subnet: subnet, Epoch: c.Epoch}); err != nil {
+	if err := a.store.SaveLease(ipam.OwnLease{Subnet: subnet, Epoch: c.Epoch, Owner: a.cfg.NodeName}); err != nil {
 		return fmt.Errorf("persist lease on %s: %w", subnet, err)
 	}
 	a.stateMu.Lock()

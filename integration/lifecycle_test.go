@@ -346,6 +346,79 @@ func watchReturn(t *testing.T, n, peer *rig.Node, timeout time.Duration) (dead, 
 	return
 }
 
+// TestCopiedStateDirClaimsAnew: a machine built from a disk image of a
+// running node carries that node's --state-dir, lease included, under its
+// own name. Started cut off from the fabric, it used to reuse the lease
+// as its own (a node with a persisted lease serves without its peers) and
+// route the other node's subnet; it must instead wait to claim a subnet
+// of its own, and take one once it reaches the fabric.
+func TestCopiedStateDirClaimsAnew(t *testing.T) {
+	r := newRig(t)
+	nodes := startNodes(t, r, 2)
+	original, err := nodes[1].Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	image, err := r.AddNode("image")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The image is made while node2 is stopped, as a disk snapshot would be.
+	nodes[1].Stop(syscall.SIGTERM)
+	if out, err := rig.Run("cp", "-a", filepath.Join(nodes[1].Dir, "state"), filepath.Join(image.Dir, "state")); err != nil {
+		t.Fatalf("copy state: %v %s", err, out)
+	}
+	if err := nodes[1].Start(nodes[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[1].WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Partition(image); err != nil {
+		t.Fatal(err)
+	}
+	if err := image.Start(nodes[0]); err != nil {
+		t.Fatal(err)
+	}
+	// Cut off, it must not serve node2's subnet as its own: watch it for a
+	// while (it has no peers to learn anything from meanwhile).
+	for deadline := time.Now().Add(4 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if st, err := image.Status(); err == nil && st.Node.Subnet == original.Node.Subnet {
+			t.Fatalf("the copied node took node2's subnet %s as its own", st.Node.Subnet)
+		}
+	}
+	if err := r.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	if err := image.WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := image.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Node.Subnet == original.Node.Subnet {
+		t.Fatalf("the copied node claimed node2's subnet %s", st.Node.Subnet)
+	}
+	if !strings.Contains(rig.Tail(image.LogPath(), 100), "holds another node's lease") {
+		t.Fatal("the copied node did not say why it claimed anew")
+	}
+	for _, n := range r.Nodes() {
+		st, err := n.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Node.Conflicts != 0 {
+			t.Fatalf("%s counts %d subnet conflicts", n.Name, st.Node.Conflicts)
+		}
+		if n == nodes[1] && st.Node.Subnet != original.Node.Subnet {
+			t.Fatalf("node2 moved from %s to %s", original.Node.Subnet, st.Node.Subnet)
+		}
+	}
+	waitConverged(t, r.Nodes())
+	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b"), addPod(t, image, "c")}, 30*time.Second)
+}
+
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	if len(lines) > n {

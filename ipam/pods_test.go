@@ -62,7 +62,7 @@ func TestAllocateExhaustsAndPersists(t *testing.T) {
 	if _, _, err := st.Allocate(subnet, Allocation{ContainerID: "one-too-many", IfName: "eth0", Netns: "", HostIf: ""}); !errors.Is(err, ErrSubnetExhausted) {
 		t.Fatalf("err = %v, want ErrSubnetExhausted", err)
 	}
-	if err := st.SaveLease(OwnLease{Subnet: subnet, Epoch: 42}); err != nil {
+	if err := st.SaveLease(OwnLease{Subnet: subnet, Epoch: 42, Owner: "node1"}); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
@@ -73,7 +73,7 @@ func TestAllocateExhaustsAndPersists(t *testing.T) {
 	defer st.Close()
 	allocs, _ := st.Allocations()
 	l, ok, _ := st.LoadLease()
-	if len(allocs) != 6 || !ok || l.Epoch != 42 || l.Subnet != subnet {
+	if len(allocs) != 6 || !ok || l.Epoch != 42 || l.Subnet != subnet || l.Owner != "node1" {
 		t.Fatalf("after reopen: %d allocations, lease %+v (%v)", len(allocs), l, ok)
 	}
 }
@@ -87,5 +87,18 @@ func TestOpenStoreRefusesSecondAgent(t *testing.T) {
 	defer st.Close()
 	if _, err := OpenStore(dir); err == nil {
 		t.Fatal("second OpenStore on the same dir succeeded")
+	}
+}
+
+// A lease is reused only under the name it was claimed with; state written
+// before the owner was recorded stays usable.
+func TestOwnLeaseHeldByItsName(t *testing.T) {
+	for _, tc := range []struct {
+		owner, name string
+		want        bool
+	}{{"node1", "node1", true}, {"node1", "node2", false}, {"", "node2", true}} {
+		if got := (OwnLease{Owner: tc.owner}).HeldBy(tc.name); got != tc.want {
+			t.Errorf("lease of %q held by %q = %v, want %v", tc.owner, tc.name, got, tc.want)
+		}
 	}
 }

@@ -35,7 +35,16 @@ type Store struct {
 type OwnLease struct {
 	Subnet netip.Prefix `json:"subnet"`
 	Epoch  uint64       `json:"epoch"`
+	// Owner is the node name the lease was claimed under; empty in state
+	// written before it was recorded.
+	Owner string `json:"owner,omitempty"`
 }
+
+// HeldBy reports whether the lease may be reused by the node called name:
+// a state directory copied to another machine (a disk image made from a
+// running node) or kept across a rename holds another name's lease, and
+// reusing it would take that node's subnet.
+func (l OwnLease) HeldBy(name string) bool { return l.Owner == "" || l.Owner == name }
 
 // OpenStore opens (creating if needed) the state database in dir.
 func OpenStore(dir string) (*Store, error) {
