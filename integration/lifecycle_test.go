@@ -231,8 +231,16 @@ func TestNodeReturnsAtNewAddress(t *testing.T) {
 // changes (a new DHCP lease). loomd sees it, starts again in place at the
 // new address, and leaves gossip first, so peers take it back without
 // waiting to declare the old address dead.
-func TestUnderlayAddressChangesUnderAgent(t *testing.T) {
-	r := newRig(t)
+func TestUnderlayAddressChangesUnderAgent(t *testing.T) { underlayChangesUnderAgent(t) }
+
+// TestUnderlayAddressChangesUnderAgentWireGuard is the same over the
+// WireGuard backend, whose peers' endpoints must follow too.
+func TestUnderlayAddressChangesUnderAgentWireGuard(t *testing.T) {
+	underlayChangesUnderAgent(t, "--backend", "wireguard")
+}
+
+func underlayChangesUnderAgent(t *testing.T, agentArgs ...string) {
+	r := newRig(t, agentArgs...)
 	nodes := startNodes(t, r, 3)
 	pods := []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b"), addPod(t, nodes[2], "c")}
 	waitAllReach(t, pods, 30*time.Second)
