@@ -53,6 +53,8 @@ type Agent struct {
 	confWritten bool
 	// underlayLost: the advertised address is not on --iface.
 	underlayLost bool
+	// claimErr is why this node has no subnet, while it waits for one.
+	claimErr error
 
 	// underlayMoved is set when Run ends for ErrUnderlayMoved: gossip then
 	// leaves rather than stopping silently, so peers take the node at its
@@ -311,7 +313,15 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return errNameInUse(r.NodeName, other)
 	}
 	if err := a.claim(persisted, havePersisted); err != nil {
-		return err
+		if !errors.Is(err, ipam.ErrNoFreeSubnet) {
+			return err
+		}
+		// Reservations of dead nodes end on their own: wait, not ready,
+		// rather than exit and rejoin over and over under a supervisor.
+		a.stateMu.Lock()
+		a.claimErr = err
+		a.stateMu.Unlock()
+		log.Error("no free subnet for this node; it waits for one and is not ready meanwhile", zap.Error(err))
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -716,6 +726,26 @@ func (a *Agent) claim(persisted ipam.OwnLease, have bool) error {
 	return a.activate(s, uint64(now.UnixNano()))
 }
 
+// retryClaim claims a subnet for a node that found none free at start.
+func (a *Agent) retryClaim(now time.Time) {
+	a.stateMu.Lock()
+	waiting := a.claimErr != nil
+	a.stateMu.Unlock()
+	if !waiting {
+		return
+	}
+	s, err := a.leases.PickFree(a.cfg.NodeName, now)
+	if err == nil {
+		err = a.activate(s, uint64(now.UnixNano()))
+	}
+	a.stateMu.Lock()
+	a.claimErr = err
+	a.stateMu.Unlock()
+	if err == nil {
+		a.log.Info("claimed a subnet that came free", zap.Stringer("subnet", s))
+	}
+}
+
 // activate makes this node's claim on subnet active, releases any other
 // claim it holds, persists the lease and gossips both.
 func (a *Agent) activate(subnet netip.Prefix, epoch uint64) error {
@@ -753,10 +783,11 @@ func (a *Agent) activate(subnet netip.Prefix, epoch uint64) error {
 // an older lease won it, and reserves the subnets of dead peers.
 func (a *Agent) checkLeases() {
 	subnet := a.currentSubnet()
+	now := time.Now()
 	if !subnet.IsValid() {
+		a.retryClaim(now)
 		return
 	}
-	now := time.Now()
 	if h, ok := a.leases.Holder(subnet, now); ok && h.Owner != a.cfg.NodeName {
 		a.stateMu.Lock()
 		a.conflicts++

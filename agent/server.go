@@ -472,7 +472,11 @@ func (a *Agent) notReady() []string {
 	defer a.stateMu.Unlock()
 	var why []string
 	if !a.subnet.IsValid() {
-		why = append(why, "no subnet claimed yet")
+		msg := "no subnet claimed yet"
+		if a.claimErr != nil {
+			msg += ": " + a.claimErr.Error()
+		}
+		why = append(why, msg)
 	}
 	if !a.applied {
 		msg := "data plane not programmed yet"

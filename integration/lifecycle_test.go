@@ -434,3 +434,50 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// TestNodeWaitsForAFreeSubnet: in a cluster CIDR with no subnet left, a
+// new node does not exit (a supervisor would restart it into the same
+// wall); it stays up, not ready, saying why, and claims the subnet a dead
+// node held as soon as that node's reservation ends.
+func TestNodeWaitsForAFreeSubnet(t *testing.T) {
+	r := newRig(t, "--cluster-cidr", "10.244.0.0/23", "--dead-node-grace", "0s", "--lease-ttl", "6s")
+	nodes := startNodes(t, r, 2)
+	gone, err := nodes[1].Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes[1].Stop(syscall.SIGKILL)
+	late, err := r.AddNode("late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := late.Start(nodes[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := rig.Eventually(20*time.Second, func() error {
+		st, err := late.Status()
+		if err != nil {
+			return err
+		}
+		if st.Node.Ready || !strings.Contains(strings.Join(st.Node.NotReady, "; "), "no free subnet: all 2 /24 subnets of 10.244.0.0/23 are claimed") {
+			return fmt.Errorf("late: ready=%v, not ready because %q", st.Node.Ready, st.Node.NotReady)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := late.WaitReady(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !late.Running() || !processRunning(late.Pid()) {
+		t.Fatal("the late node's agent exited instead of waiting")
+	}
+	st, err := late.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Node.Subnet != gone.Node.Subnet {
+		t.Fatalf("late claimed %s, want the dead node's %s once its reservation ended", st.Node.Subnet, gone.Node.Subnet)
+	}
+	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, late, "b")}, 30*time.Second)
+}

@@ -200,14 +200,25 @@ func (t *LeaseTable) ClaimsBy(owner string) []Claim {
 	return out
 }
 
+// ErrNoFreeSubnet is PickFree's error when every subnet is claimed.
+var ErrNoFreeSubnet = errors.New("no free subnet")
+
 // PickFree returns the first subnet in the node's rendezvous order that no
 // claim blocks at now.
 func (t *LeaseTable) PickFree(node string, now time.Time) (netip.Prefix, error) {
 	t.mu.Lock()
 	blocked := map[netip.Prefix]bool{}
+	reservedOnly := map[netip.Prefix]bool{}
 	for k, c := range t.claims {
-		if c.Blocks(now) {
-			blocked[k.subnet] = true
+		if !c.Blocks(now) {
+			continue
+		}
+		if !blocked[k.subnet] {
+			reservedOnly[k.subnet] = true
+		}
+		blocked[k.subnet] = true
+		if c.State == LeaseActive {
+			reservedOnly[k.subnet] = false
 		}
 	}
 	t.mu.Unlock()
@@ -216,7 +227,14 @@ func (t *LeaseTable) PickFree(node string, now time.Time) (netip.Prefix, error) 
 			return s, nil
 		}
 	}
-	return netip.Prefix{}, fmt.Errorf("no free /%d left in cluster CIDR %s (%d subnets, all claimed)", t.space.Bits, t.space.Cluster, t.space.Count())
+	reserved := 0
+	for _, r := range reservedOnly {
+		if r {
+			reserved++
+		}
+	}
+	return netip.Prefix{}, fmt.Errorf("%w: all %d /%d subnets of %s are claimed, %d of them reserved for dead nodes (freed when their --lease-ttl ends, or at once by loomctl rmpeer)",
+		ErrNoFreeSubnet, t.space.Count(), t.space.Bits, t.space.Cluster, reserved)
 }
 
 // tableWire is the versioned wire form of the table and of updates.

@@ -1,10 +1,12 @@
 package ipam
 
 import (
+	"errors"
 	"fmt"
 	"math/rand"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/quick"
 	"time"
@@ -170,12 +172,21 @@ func TestMergeRejectsInvalidClaimsButKeepsValidOnes(t *testing.T) {
 	}
 }
 
+// A full space is ErrNoFreeSubnet, counting the subnets that only a dead
+// node's reservation blocks (they free up on their own); the space frees
+// up when a reservation ends.
 func TestPickFreeReportsExhaustion(t *testing.T) {
 	s, _ := NewSubnetSpace(netip.MustParsePrefix("10.244.0.0/23"), 24)
 	tab := NewLeaseTable(s)
-	tab.Merge(Claim{Subnet: s.Nth(0), Owner: "a", Epoch: 1, State: LeaseActive}, Claim{Subnet: s.Nth(1), Owner: "b", Epoch: 1, State: LeaseActive})
-	if _, err := tab.PickFree("c", time.Now()); err == nil {
-		t.Fatal("PickFree succeeded in a full space")
+	now := time.Unix(1_000_000, 0)
+	tab.Merge(Claim{Subnet: s.Nth(0), Owner: "a", Epoch: 1, State: LeaseActive},
+		Claim{Subnet: s.Nth(1), Owner: "b", Epoch: 1, State: LeaseReserved, Expires: now.Unix() + 60})
+	_, err := tab.PickFree("c", now)
+	if !errors.Is(err, ErrNoFreeSubnet) || !strings.Contains(err.Error(), "all 2 /24 subnets of 10.244.0.0/23 are claimed, 1 of them reserved for dead nodes") {
+		t.Fatalf("PickFree in a full space: %v", err)
+	}
+	if got, err := tab.PickFree("c", now.Add(time.Minute+time.Second)); err != nil || got != s.Nth(1) {
+		t.Fatalf("after the reservation ended: %s, %v; want %s", got, err, s.Nth(1))
 	}
 }
 
