@@ -797,7 +797,16 @@ func (a *Agent) checkLeases() {
 			zap.Stringer("subnet", subnet), zap.String("holder", h.Owner), zap.Uint64("holder_epoch", h.Epoch))
 		s, err := a.leases.PickFree(a.cfg.NodeName, now)
 		if err != nil {
-			a.log.Error("no subnet to move to", zap.Error(err))
+			// The subnet is another node's now: stop advertising it and
+			// wait, not ready, for one to come free (retryClaim), instead
+			// of finding the same conflict on every pass.
+			a.stateMu.Lock()
+			a.subnet, a.epoch, a.claimErr = netip.Prefix{}, 0, err
+			a.stateMu.Unlock()
+			a.log.Error("no subnet to move to; this node waits for one and is not ready meanwhile", zap.Error(err))
+			if err := a.members.SetLocalRecord(a.record()); err != nil {
+				a.log.Warn("gossip node record", zap.Error(err))
+			}
 			return
 		}
 		if err := a.activate(s, uint64(now.UnixNano())); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,4 +171,79 @@ func waitSeesDead(t *testing.T, n *rig.Node, others []*rig.Node) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestConflictLoserWithoutSpaceWaits: the loser of a subnet conflict that
+// finds no other subnet free gives the subnet up and waits, not ready,
+// instead of keeping (and advertising) a subnet another node holds and
+// counting the same conflict on every pass. Two nodes fill a /23; cut
+// apart, node1's side sees node2's reservation end and a node joining
+// there takes node2's subnet. On healing both claim it, and one of them
+// is left without a subnet (which one follows the merge rules: node2's
+// reservation had ended on the other side).
+func TestConflictLoserWithoutSpaceWaits(t *testing.T) {
+	r := newRig(t, "--cluster-cidr", "10.244.0.0/23", "--dead-node-grace", "0s", "--lease-ttl", "2s")
+	nodes := startNodes(t, r, 2)
+	held, err := nodes[1].Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Partition(nodes[1]); err != nil {
+		t.Fatal(err)
+	}
+	waitSeesDead(t, nodes[0], nodes[1:])
+	joiner, err := r.AddNode("joiner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := joiner.Start(nodes[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := joiner.WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := joiner.Status(); st.Node.Subnet != held.Node.Subnet {
+		t.Fatalf("joiner claimed %s, expected node2's %s once its reservation ended", st.Node.Subnet, held.Node.Subnet)
+	}
+	if err := r.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	var winner, loser *rig.Node
+	if err := rig.Eventually(30*time.Second, func() error {
+		winner, loser = nil, nil
+		for _, n := range []*rig.Node{nodes[1], joiner} {
+			st, err := n.Status()
+			if err != nil {
+				return err
+			}
+			switch {
+			case st.Node.Ready && st.Node.Subnet == held.Node.Subnet:
+				winner = n
+			case !st.Node.Ready && st.Node.Subnet == "" && strings.Contains(strings.Join(st.Node.NotReady, "; "), "no free subnet"):
+				loser = n
+			default:
+				return fmt.Errorf("%s: ready=%v subnet=%q not ready because %q", n.Name, st.Node.Ready, st.Node.Subnet, st.Node.NotReady)
+			}
+		}
+		if winner == nil || loser == nil {
+			return fmt.Errorf("want one of node2 and joiner holding %s and the other waiting", held.Node.Subnet)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s kept %s; %s waits", winner.Name, held.Node.Subnet, loser.Name)
+	// The conflict is counted once, however many passes the agent makes
+	// meanwhile (one at least every 5 s).
+	for deadline := time.Now().Add(6 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		st, err := loser.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Node.Conflicts != 1 || st.Node.Subnet != "" {
+			t.Fatalf("%s counts %d conflicts with subnet %q, want 1 and none", loser.Name, st.Node.Conflicts, st.Node.Subnet)
+		}
+	}
+	waitKernelMatches(t, nodes[0], []*rig.Node{nodes[0], winner}, nil, 20*time.Second)
+	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, winner, "b")}, 30*time.Second)
 }
