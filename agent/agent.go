@@ -51,15 +51,16 @@ type Agent struct {
 	serving     bool
 	conflicts   int
 	confWritten bool
-	// underlayLost: the advertised address is not on --iface.
-	underlayLost bool
+	// underlayProblem says why peers cannot reach this node through
+	// --iface (it is gone, or the advertised address left it); "" if none.
+	underlayProblem string
 	// claimErr is why this node has no subnet, while it waits for one.
 	claimErr error
 
-	// underlayMoved is set when Run ends for ErrUnderlayMoved: gossip then
-	// leaves rather than stopping silently, so peers take the node at its
-	// new address as soon as it is back, without first declaring the old
-	// one dead.
+	// underlayMoved is set when Run ends for ErrUnderlayChanged because
+	// the address moved: gossip then leaves rather than stopping silently,
+	// so peers take the node at its new address as soon as it is back,
+	// without first declaring the old one dead.
 	underlayMoved atomic.Bool
 
 	// dpMu serialises computing desired state and applying it with pod
@@ -250,7 +251,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		a.stateMu.Unlock()
 	}
 	a.freshBootstrap = len(r.Join) == 0 && !havePersisted
-	// endRun ends Run with a cause: ErrUnderlayMoved, or an error that
+	// endRun ends Run with a cause: ErrUnderlayChanged, or an error that
 	// says why this node must not run.
 	ctx, endRun := context.WithCancelCause(ctx)
 	defer endRun(nil)
@@ -325,11 +326,16 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	a.watchUnderlay(watchCtx, func(to netip.Addr) {
-		a.log.Warn("underlay address changed; loomd starts again to advertise the new one (data plane and pods stay)",
-			zap.Stringer("from", r.advertise), zap.Stringer("to", to), zap.String("iface", r.Iface))
-		a.underlayMoved.Store(true)
-		endRun(ErrUnderlayMoved)
+	a.watchUnderlay(watchCtx, func(c underlayChange) {
+		if c.movedTo.IsValid() {
+			a.log.Warn("underlay address changed; loomd starts again to advertise the new one (data plane and pods stay)",
+				zap.Stringer("from", r.advertise), zap.Stringer("to", c.movedTo), zap.String("iface", r.Iface))
+			a.underlayMoved.Store(true)
+		} else {
+			a.log.Warn("underlay interface was created anew; loomd starts again to bind the tunnel to it (data plane and pods stay)",
+				zap.String("iface", r.Iface))
+		}
+		endRun(ErrUnderlayChanged)
 	})
 	if r.policySource == PolicySourceFiles {
 		go a.watchPolicyDir(watchCtx, policyLoadedFrom)

@@ -488,8 +488,8 @@ func (a *Agent) notReady() []string {
 	if !a.serving {
 		why = append(why, "local API not serving")
 	}
-	if lost := a.underlayLostReason(); lost != "" {
-		why = append(why, lost)
+	if a.underlayProblem != "" {
+		why = append(why, a.underlayProblem)
 	}
 	return why
 }

@@ -12,38 +12,48 @@ import (
 	"go.uber.org/zap"
 )
 
-// ErrUnderlayMoved is what Run returns when the address loomd advertises
-// left --iface and another took its place (a new DHCP lease): peers reach
-// the node only at the address memberlist was started with, which cannot
-// change while it runs. loomd starts again in place to advertise the new
-// one; the data plane and the pods stay, as in any restart.
-var ErrUnderlayMoved = errors.New("the address of the underlay interface changed; loomd must start again to advertise the new one")
+// ErrUnderlayChanged is what Run returns when --iface changed under it: the
+// address loomd advertises left the interface and another took its place
+// (a new DHCP lease), or the interface was deleted and created again (a
+// network restart rebuilding a bond or VLAN), so the tunnel device, bound
+// to the old interface, cannot be made again. Gossip advertises the
+// address it was started with, and the device names the interface it was
+// resolved to; neither changes while loomd runs. loomd starts again in
+// place; the data plane and the pods stay, as in any restart.
+var ErrUnderlayChanged = errors.New("the underlay interface changed; loomd must start again to use it")
 
-// underlaySettle is how long address changes must stop before the
+// underlaySettle is how long address and link changes must stop before the
 // interface is read: a DHCP client removes the old address and adds the
-// new one in separate steps.
+// new one in separate steps, and a network restart deletes and creates.
 const underlaySettle = time.Second
 
-// watchUnderlay follows the addresses of --iface when loomd advertises the
-// address it found there. An address given with --advertise-addr need not
-// be on any interface (a NAT's public address), so it is not followed.
-// moved is called once the interface holds another address and not the
-// advertised one.
-func (a *Agent) watchUnderlay(ctx context.Context, moved func(to netip.Addr)) {
-	if a.cfg.AdvertiseAddr != "" {
-		return
-	}
-	changed := make(chan struct{}, 1)
+// underlayChange is what checkUnderlay found: nothing to do (zero), or
+// why loomd must start again.
+type underlayChange struct {
+	// movedTo is the interface's new address when the advertised one left.
+	movedTo netip.Addr
+	// recreated: the interface has another index than at start.
+	recreated bool
+}
+
+func (c underlayChange) restart() bool { return c.movedTo.IsValid() || c.recreated }
+
+// watchUnderlay follows --iface and calls changed once loomd must start
+// again (see ErrUnderlayChanged). The interface's addresses are followed
+// only when loomd advertises the address it found there: one given with
+// --advertise-addr need not be on any interface (a NAT's public address).
+func (a *Agent) watchUnderlay(ctx context.Context, changed func(underlayChange)) {
+	events := make(chan struct{}, 1)
 	notify := func() {
 		select {
-		case changed <- struct{}{}:
+		case events <- struct{}{}:
 		default:
 		}
 	}
-	if err := overlay.WatchAddresses(ctx, notify, func(err error) {
-		a.log.Warn("address change notifications lost; the underlay address is checked on the periodic resync only", zap.Error(err))
+	if err := overlay.WatchUnderlay(ctx, a.cfg.Iface, notify, func(err error) {
+		a.log.Warn("underlay change notifications lost; the underlay interface is checked on the periodic resync only", zap.Error(err))
 	}); err != nil {
-		a.log.Warn("cannot watch address changes; the underlay address is checked on the periodic resync only", zap.Error(err))
+		a.log.Warn("cannot watch the underlay interface; it is checked on the periodic resync only", zap.Error(err))
 	}
 	go func() {
 		settle := time.NewTimer(time.Hour)
@@ -54,33 +64,42 @@ func (a *Agent) watchUnderlay(ctx context.Context, moved func(to netip.Addr)) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-changed:
+			case <-events:
 				settle.Reset(underlaySettle)
 				continue
 			case <-settle.C:
 			case <-resync.C:
 			}
-			if to := a.checkUnderlay(); to.IsValid() {
-				moved(to)
+			if c := a.checkUnderlay(); c.restart() {
+				changed(c)
 				return
 			}
 		}
 	}()
 }
 
-// checkUnderlay reads --iface and records whether it still holds the
-// advertised address. It returns the interface's address when that is
-// another one, and nothing while the advertised address is there or the
-// interface has none.
-func (a *Agent) checkUnderlay() netip.Addr {
-	var addrs []netlink.Addr
+// checkUnderlay reads --iface, records whether it still holds the
+// advertised address (when that came from it), and says whether loomd
+// must start again.
+func (a *Agent) checkUnderlay() underlayChange {
 	l, err := a.kernel.LinkByName(a.cfg.Iface)
-	if err == nil {
-		addrs, err = a.kernel.AddrList(l)
+	if errors.Is(err, overlay.ErrLinkNotFound) {
+		a.setUnderlayProblem(fmt.Sprintf("underlay interface %s is gone", a.cfg.Iface))
+		return underlayChange{}
 	}
-	if err != nil && !errors.Is(err, overlay.ErrLinkNotFound) {
+	if err != nil {
+		a.log.Warn("read the underlay interface", zap.String("iface", a.cfg.Iface), zap.Error(err))
+		return underlayChange{}
+	}
+	recreated := l.Attrs().Index != a.cfg.underlay.Attrs().Index
+	if a.cfg.AdvertiseAddr != "" {
+		a.setUnderlayProblem("")
+		return underlayChange{recreated: recreated}
+	}
+	addrs, err := a.kernel.AddrList(l)
+	if err != nil {
 		a.log.Warn("read the underlay interface's addresses", zap.String("iface", a.cfg.Iface), zap.Error(err))
-		return netip.Addr{}
+		return underlayChange{}
 	}
 	held := false
 	for _, ad := range addrs {
@@ -88,30 +107,30 @@ func (a *Agent) checkUnderlay() netip.Addr {
 			held = true
 		}
 	}
-	a.stateMu.Lock()
-	was := a.underlayLost
-	a.underlayLost = !held
-	a.stateMu.Unlock()
-	switch {
-	case held && was:
-		a.log.Info("underlay address is back", zap.Stringer("underlay", a.cfg.advertise), zap.String("iface", a.cfg.Iface))
-	case !held && !was:
-		a.log.Error("underlay address is no longer on the underlay interface; peers cannot reach this node",
-			zap.Stringer("underlay", a.cfg.advertise), zap.String("iface", a.cfg.Iface))
-	}
 	if held {
-		return netip.Addr{}
+		a.setUnderlayProblem("")
+		return underlayChange{recreated: recreated}
 	}
-	return firstIPv4(addrs)
+	a.setUnderlayProblem(fmt.Sprintf("underlay address %s is no longer on %s", a.cfg.advertise, a.cfg.Iface))
+	// Without an address there is nothing to start again with yet.
+	return underlayChange{movedTo: firstIPv4(addrs)}
 }
 
-// underlayLostReason is the readiness reason while the advertised address
-// is gone, empty otherwise. Callers hold stateMu.
-func (a *Agent) underlayLostReason() string {
-	if !a.underlayLost {
-		return ""
+// setUnderlayProblem records why peers cannot reach this node through
+// --iface ("" when they can), logging each change. It is a readiness
+// reason.
+func (a *Agent) setUnderlayProblem(why string) {
+	a.stateMu.Lock()
+	was := a.underlayProblem
+	a.underlayProblem = why
+	a.stateMu.Unlock()
+	switch {
+	case why == was:
+	case why == "":
+		a.log.Info("underlay interface is usable again", zap.Stringer("underlay", a.cfg.advertise), zap.String("iface", a.cfg.Iface))
+	default:
+		a.log.Error("peers cannot reach this node", zap.String("reason", why))
 	}
-	return fmt.Sprintf("underlay address %s is no longer on %s", a.cfg.advertise, a.cfg.Iface)
 }
 
 // firstIPv4 is the first address of an interface peers could reach:

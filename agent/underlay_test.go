@@ -9,40 +9,67 @@ import (
 	"go.uber.org/zap"
 )
 
-// The advertised address leaving --iface makes the node not ready; another
-// address on the interface is reported as where the node moved; the old
-// address coming back makes it ready again.
-func TestCheckUnderlayFollowsTheInterface(t *testing.T) {
-	k := fakeHost(t)
-	r, err := Resolve(validConfig(), k)
+func underlayAgent(t *testing.T, cfg Config) (*Agent, *overlay.FakeKernel) {
+	k := fakeHost(t).(*overlay.FakeKernel)
+	r, err := Resolve(cfg, k)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{cfg: r, kernel: &overlay.WriteCounter{Kernel: k}, log: zap.NewNop()}
+	return &Agent{cfg: r, kernel: &overlay.WriteCounter{Kernel: k}, log: zap.NewNop()}, k
+}
+
+// The advertised address leaving --iface makes the node not ready; another
+// address on the interface is reported as where the node moved; the old
+// address coming back makes it ready again.
+func TestCheckUnderlayFollowsTheAddress(t *testing.T) {
+	a, k := underlayAgent(t, validConfig())
 	eth0, _ := k.LinkByName("eth0")
-	if to := a.checkUnderlay(); to.IsValid() || a.underlayLostReason() != "" {
-		t.Fatalf("address in place: moved to %v, reason %q; want neither", to, a.underlayLostReason())
+	if c := a.checkUnderlay(); c.restart() || a.underlayProblem != "" {
+		t.Fatalf("address in place: %+v, reason %q; want neither", c, a.underlayProblem)
 	}
 
 	old := &netlink.Addr{IPNet: mustIPNet(t, "192.0.2.10/24")}
 	if err := k.AddrDel(eth0, old); err != nil {
 		t.Fatal(err)
 	}
-	if to := a.checkUnderlay(); to.IsValid() {
-		t.Fatalf("no address on eth0: moved to %v, want nothing until one comes", to)
+	if c := a.checkUnderlay(); c.restart() {
+		t.Fatalf("no address on eth0: %+v, want to wait until one comes", c)
 	}
-	if why := a.underlayLostReason(); !strings.Contains(why, "192.0.2.10 is no longer on eth0") {
-		t.Fatalf("not-ready reason %q does not name the lost address and interface", why)
+	if !strings.Contains(a.underlayProblem, "192.0.2.10 is no longer on eth0") {
+		t.Fatalf("not-ready reason %q does not name the lost address and interface", a.underlayProblem)
 	}
 
 	k.AddrReplace(eth0, &netlink.Addr{IPNet: mustIPNet(t, "169.254.3.3/16")})
 	k.AddrReplace(eth0, &netlink.Addr{IPNet: mustIPNet(t, "192.0.2.77/24")})
-	if to := a.checkUnderlay(); to.String() != "192.0.2.77" {
-		t.Fatalf("moved to %v, want 192.0.2.77 (link-local addresses are not reachable underlay)", to)
+	if c := a.checkUnderlay(); c.movedTo.String() != "192.0.2.77" {
+		t.Fatalf("moved to %v, want 192.0.2.77 (link-local addresses are not reachable underlay)", c.movedTo)
 	}
 
 	k.AddrReplace(eth0, old)
-	if to := a.checkUnderlay(); to.IsValid() || a.underlayLostReason() != "" {
-		t.Fatalf("address back: moved to %v, reason %q; want neither", to, a.underlayLostReason())
+	if c := a.checkUnderlay(); c.restart() || a.underlayProblem != "" {
+		t.Fatalf("address back: %+v, reason %q; want neither", c, a.underlayProblem)
+	}
+}
+
+// --iface deleted is a readiness problem; created again (a new index) it
+// needs a restart, with or without --advertise-addr, once it has the
+// address back.
+func TestCheckUnderlayNoticesARecreatedInterface(t *testing.T) {
+	explicit := validConfig()
+	explicit.AdvertiseAddr = "203.0.113.9"
+	for name, cfg := range map[string]Config{"derived": validConfig(), "--advertise-addr": explicit} {
+		a, k := underlayAgent(t, cfg)
+		eth0, _ := k.LinkByName("eth0")
+		if err := k.LinkDel(eth0); err != nil {
+			t.Fatal(err)
+		}
+		if c := a.checkUnderlay(); c.restart() || !strings.Contains(a.underlayProblem, "underlay interface eth0 is gone") {
+			t.Fatalf("%s: eth0 deleted: %+v, reason %q", name, c, a.underlayProblem)
+		}
+		again := k.AddDummy("eth0")
+		k.AddrReplace(again, &netlink.Addr{IPNet: mustIPNet(t, "192.0.2.10/24")})
+		if c := a.checkUnderlay(); !c.recreated || c.movedTo.IsValid() || a.underlayProblem != "" {
+			t.Fatalf("%s: eth0 created again: %+v, reason %q; want a restart at the same address", name, c, a.underlayProblem)
+		}
 	}
 }

@@ -281,6 +281,35 @@ func underlayChangesUnderAgent(t *testing.T, agentArgs ...string) {
 	checkFollowedMove(t, nodes, pods, mover, old)
 }
 
+// TestUnderlayInterfaceRecreated: a network restart deletes the underlay
+// interface and creates it again (a new index) with the same address. The
+// kernel deletes the VXLAN device with its lower interface, and the old
+// index cannot make it again: loomd must start again in place and rebuild
+// it on the new interface, without peers noticing more than the gap.
+func TestUnderlayInterfaceRecreated(t *testing.T) {
+	r := newRig(t)
+	nodes := startNodes(t, r, 2)
+	pods := []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b")}
+	waitAllReach(t, pods, 30*time.Second)
+	pid := nodes[1].Pid()
+	if err := r.Replug(nodes[1]); err != nil {
+		t.Fatal(err)
+	}
+	replugged := time.Now()
+	waitAllReach(t, pods, 30*time.Second)
+	t.Logf("pods reach each other %s after the interface came back", time.Since(replugged).Round(time.Millisecond))
+	if nodes[1].Pid() != pid || !processRunning(pid) {
+		t.Fatalf("loomd (pid %d) did not start again in place", pid)
+	}
+	if !strings.Contains(rig.Tail(nodes[1].LogPath(), 200), "underlay interface was created anew") {
+		t.Fatalf("loomd did not say why it started again:\n%s", rig.Tail(nodes[1].LogPath(), 20))
+	}
+	if err := nodes[1].WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	checkFollowedMove(t, nodes, pods, nodes[1])
+}
+
 // processRunning reports whether pid is a live process, not a zombie.
 func processRunning(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

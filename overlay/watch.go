@@ -89,21 +89,43 @@ func linkNeedsRepair(u netlink.LinkUpdate, detaching func(string) bool) bool {
 	return flipped && down && !detaching(name)
 }
 
-// WatchAddresses calls notify after any IPv4 or IPv6 address is added to or
-// removed from an interface of the current network namespace: the agent
-// re-reads its underlay interface then. notify must not block. It stops
-// when ctx ends and reports a dead subscription through onError.
-func WatchAddresses(ctx context.Context, notify func(), onError func(error)) error {
+// WatchUnderlay calls notify after an IPv4 address is added to or removed
+// from any interface of the current network namespace, and after the link
+// named iface is created, changed or deleted: the agent re-reads its
+// underlay interface then. Pod veths, created all the time, carry no IPv4
+// address on the host and are not iface, so they do not count. notify
+// must not block. It stops when ctx ends and reports a dead subscription
+// through onError.
+func WatchUnderlay(ctx context.Context, iface string, notify func(), onError func(error)) error {
 	done := make(chan struct{})
 	go func() { <-ctx.Done(); close(done) }()
 	onError = whileRunning(ctx, onError)
-	updates := make(chan netlink.AddrUpdate, 64)
-	if err := netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{ErrorCallback: onError}); err != nil {
+	addrs := make(chan netlink.AddrUpdate, 64)
+	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: onError}); err != nil {
 		return fmt.Errorf("subscribe to address changes: %w", err)
 	}
+	links := make(chan netlink.LinkUpdate, 256)
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onError}); err != nil {
+		return fmt.Errorf("subscribe to link changes: %w", err)
+	}
 	go func() {
-		for range updates {
-			notify()
+		// Until both are closed: a subscription blocked on a full channel
+		// would never see its done.
+		for addrs != nil || links != nil {
+			select {
+			case u, ok := <-addrs:
+				if !ok {
+					addrs = nil
+				} else if u.LinkAddress.IP.To4() != nil {
+					notify()
+				}
+			case u, ok := <-links:
+				if !ok {
+					links = nil
+				} else if u.Attrs().Name == iface {
+					notify()
+				}
+			}
 		}
 	}()
 	return nil

@@ -139,7 +139,7 @@ file, and the file over the environment.`,
 	cmd.AddCommand(wgDevice)
 	cmd.SetArgs(args)
 	err := cmd.Execute()
-	if errors.Is(err, agent.ErrUnderlayMoved) {
+	if errors.Is(err, agent.ErrUnderlayChanged) {
 		err = startAgain()
 	}
 	if err != nil {
@@ -163,7 +163,7 @@ func startAgain() error {
 	if err == nil {
 		err = syscall.Exec(self, os.Args, os.Environ())
 	}
-	return fmt.Errorf("%w; starting again failed: %v", agent.ErrUnderlayMoved, err)
+	return fmt.Errorf("%w; starting again failed: %v", agent.ErrUnderlayChanged, err)
 }
 
 // applyEnv sets every flag the user did not pass from LOOM_<FLAG>, through

@@ -222,6 +222,26 @@ func (r *Rig) Readdress(n *Node) (netip.Addr, error) {
 	return old, nil
 }
 
+// Replug deletes the node's underlay interface and creates it anew with
+// the same address, as a network restart that rebuilds a bond or a VLAN
+// does: the interface comes back under a new index.
+func (r *Rig) Replug(n *Node) error {
+	if err := ipn(r.Switch, "link", "del", n.port); err != nil {
+		return err
+	}
+	for _, s := range [][]string{
+		{r.Switch, "link", "add", n.port, "type", "veth", "peer", "name", "eth0", "netns", n.NS},
+		{r.Switch, "link", "set", n.port, "master", "br0", "up"},
+		{n.NS, "addr", "add", netip.PrefixFrom(n.Addr, Underlay.Bits()).String(), "dev", "eth0"},
+		{n.NS, "link", "set", "eth0", "up"},
+	} {
+		if err := ipn(s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // InstallPlugin puts a CNI plugin into the node's CNI path (a link to
 // binary). CNIClient runs the plugins there in the node's namespace.
 func (n *Node) InstallPlugin(name, binary string) error {
