@@ -19,12 +19,7 @@ func TestDirectRoutingMixedCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := far.Start(nodes[0]); err != nil {
-		t.Fatal(err)
-	}
-	if err := far.WaitReady(60 * time.Second); err != nil {
-		t.Fatal(err)
-	}
+	startReady(t, far, nodes[0])
 	all := append(nodes, far)
 	waitConverged(t, all)
 	var pods []*rig.Pod

@@ -174,12 +174,7 @@ func TestNodeReturnsWithoutState(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(nodes[2].Dir, "state")); err != nil {
 		t.Fatal(err)
 	}
-	if err := nodes[2].Start(nodes[0]); err != nil {
-		t.Fatal(err)
-	}
-	if err := nodes[2].WaitReady(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
+	startReady(t, nodes[2], nodes[0])
 	after, _ := nodes[2].Status()
 	if after.Node.Subnet != before.Node.Subnet {
 		t.Fatalf("returning node got %s, want its old %s", after.Node.Subnet, before.Node.Subnet)
@@ -405,12 +400,7 @@ func TestCopiedStateDirClaimsAnew(t *testing.T) {
 	if out, err := rig.Run("cp", "-a", filepath.Join(nodes[1].Dir, "state"), filepath.Join(image.Dir, "state")); err != nil {
 		t.Fatalf("copy state: %v %s", err, out)
 	}
-	if err := nodes[1].Start(nodes[0]); err != nil {
-		t.Fatal(err)
-	}
-	if err := nodes[1].WaitReady(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
+	startReady(t, nodes[1], nodes[0])
 	if err := r.Partition(image); err != nil {
 		t.Fatal(err)
 	}

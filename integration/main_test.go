@@ -165,6 +165,17 @@ func waitConverged(t *testing.T, all []*rig.Node) {
 	}
 }
 
+// startReady starts n's agent, joining join, and waits until it is ready.
+func startReady(t *testing.T, n *rig.Node, join ...*rig.Node) {
+	t.Helper()
+	if err := n.Start(join...); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitReady(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func addPod(t *testing.T, n *rig.Node, name string) *rig.Pod {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -27,12 +27,7 @@ func TestMismatchedTunnelSettingsAreRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := n.Start(nodes[0]); err != nil {
-			t.Fatal(err)
-		}
-		if err := n.WaitReady(60 * time.Second); err != nil {
-			t.Fatal(err)
-		}
+		startReady(t, n, nodes[0])
 	}
 	all := r.Nodes()
 	waitRefused(t, all[0], "portnode", "receives vxlan on port 8472, this node on 4789 (all nodes of a fabric need the same --vxlan-port)")

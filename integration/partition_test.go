@@ -196,12 +196,7 @@ func TestConflictLoserWithoutSpaceWaits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := joiner.Start(nodes[0]); err != nil {
-		t.Fatal(err)
-	}
-	if err := joiner.WaitReady(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
+	startReady(t, joiner, nodes[0])
 	if st, _ := joiner.Status(); st.Node.Subnet != held.Node.Subnet {
 		t.Fatalf("joiner claimed %s, expected node2's %s once its reservation ended", st.Node.Subnet, held.Node.Subnet)
 	}
