@@ -340,10 +340,14 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if r.policySource == PolicySourceFiles {
 		go a.watchPolicyDir(watchCtx, policyLoadedFrom)
 	}
-	if err := overlay.Watch(watchCtx, a.backend.DeviceIndex, a.dp.Detaching, a.trigger, func(err error) {
+	lost := func(err error) {
 		a.log.Warn("kernel change notifications lost; relying on periodic resync", zap.Error(err))
-	}); err != nil {
+	}
+	if err := overlay.Watch(watchCtx, a.backend.DeviceIndex, a.dp.Detaching, a.trigger, lost); err != nil {
 		a.log.Warn("cannot watch kernel changes; drift is repaired on the periodic resync only", zap.Error(err))
+	}
+	if err := overlay.WatchFirewall(watchCtx, a.trigger, lost); err != nil {
+		a.log.Warn("cannot watch nftables; a removed firewall table is restored on the periodic resync only", zap.Error(err))
 	}
 	if err := a.loop(ctx); err != nil {
 		return err
@@ -450,14 +454,19 @@ func (a *Agent) loop(ctx context.Context) error {
 
 	reason := "startup"
 	for {
-		a.checkLeases()
-		next, err := a.reconcile(reason)
-		if err != nil {
-			retry.Reset(time.Second)
+		if a.checkLeases() && reason == "" {
+			reason = "leases"
 		}
-		if !next.IsZero() {
-			grace.Reset(time.Until(next))
+		if reason != "" {
+			next, err := a.reconcile(reason)
+			if err != nil {
+				retry.Reset(time.Second)
+			}
+			if !next.IsZero() {
+				grace.Reset(time.Until(next))
+			}
 		}
+		reason = ""
 		select {
 		case <-ctx.Done():
 			a.log.Info("loomd stopping; data plane left in place")
@@ -473,8 +482,9 @@ func (a *Agent) loop(ctx context.Context) error {
 		case <-resync.C:
 			reason = "resync"
 		case <-rejoin.C:
+			// Lease states are looked at again above (a reservation may
+			// have ended); the kernel is read again only for a reason.
 			a.rejoin()
-			continue
 		case done := <-a.leaveReq:
 			err := a.leave()
 			done <- err
@@ -733,12 +743,12 @@ func (a *Agent) claim(persisted ipam.OwnLease, have bool) error {
 }
 
 // retryClaim claims a subnet for a node that found none free at start.
-func (a *Agent) retryClaim(now time.Time) {
+func (a *Agent) retryClaim(now time.Time) (claimed bool) {
 	a.stateMu.Lock()
 	waiting := a.claimErr != nil
 	a.stateMu.Unlock()
 	if !waiting {
-		return
+		return false
 	}
 	s, err := a.leases.PickFree(a.cfg.NodeName, now)
 	if err == nil {
@@ -750,6 +760,7 @@ func (a *Agent) retryClaim(now time.Time) {
 	if err == nil {
 		a.log.Info("claimed a subnet that came free", zap.Stringer("subnet", s))
 	}
+	return err == nil
 }
 
 // activate makes this node's claim on subnet active, releases any other
@@ -787,12 +798,11 @@ func (a *Agent) activate(subnet netip.Prefix, epoch uint64) error {
 
 // checkLeases reacts to the lease table: it gives up this node's subnet if
 // an older lease won it, and reserves the subnets of dead peers.
-func (a *Agent) checkLeases() {
+func (a *Agent) checkLeases() (changed bool) {
 	subnet := a.currentSubnet()
 	now := time.Now()
 	if !subnet.IsValid() {
-		a.retryClaim(now)
-		return
+		return a.retryClaim(now)
 	}
 	if h, ok := a.leases.Holder(subnet, now); ok && h.Owner != a.cfg.NodeName {
 		a.stateMu.Lock()
@@ -813,18 +823,19 @@ func (a *Agent) checkLeases() {
 			if err := a.members.SetLocalRecord(a.record()); err != nil {
 				a.log.Warn("gossip node record", zap.Error(err))
 			}
-			return
+			return true
 		}
 		if err := a.activate(s, uint64(now.UnixNano())); err != nil {
 			a.log.Error("claim replacement subnet", zap.Error(err))
 		}
-		return // the next pass looks at the new subnet
+		return true // the next pass looks at the new subnet
 	}
 	if c, ok := a.leases.ClaimOf(subnet, a.cfg.NodeName); ok && c.State != ipam.LeaseActive {
 		// A peer that thought this node dead reserved its lease; take it back.
 		if err := a.activate(subnet, c.Epoch); err != nil {
 			a.log.Error("reactivate own lease", zap.Error(err))
 		}
+		changed = true
 	}
 	var update []ipam.Claim
 	for _, p := range a.members.Peers() {
@@ -846,10 +857,12 @@ func (a *Agent) checkLeases() {
 	if len(update) > 0 {
 		if _, err := a.leases.Merge(update...); err != nil {
 			a.log.Warn("record reservations", zap.Error(err))
-			return
+			return changed
 		}
 		a.broadcastClaims(update)
+		changed = true
 	}
+	return changed
 }
 
 // broadcastClaims gossips claim updates in packet-sized messages.

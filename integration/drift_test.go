@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -85,4 +86,35 @@ func mustExec(t *testing.T, n *rig.Node, name string, args ...string) string {
 			return out
 		}
 	}
+}
+
+// TestFirewallFlushIsRepairedAtOnce: `nft flush ruleset` (what the
+// nftables service runs on every reload) takes Loom's table, and with it
+// masquerade, anti-spoofing and the VXLAN guard. The agent must write it
+// back at once, not at its next resync (an hour away here). Pods come
+// after: gossip about them would make the agent reconcile (and so repair)
+// whatever it watches.
+func TestFirewallFlushIsRepairedAtOnce(t *testing.T) {
+	r := newRig(t, "--resync-interval", "1h")
+	nodes := startNodes(t, r, 2)
+	n := nodes[0]
+	before := mustExec(t, n, "nft", "list", "table", "ip", "loom")
+	// Twice: the first may still meet a reconcile for the nodes' own
+	// gossip of joining.
+	for flush := 1; flush <= 2; flush++ {
+		mustExec(t, n, "nft", "flush", "ruleset")
+		if err := rig.Eventually(10*time.Second, func() error {
+			out, err := n.Exec("nft", "list", "table", "ip", "loom")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(out, "masquerade") || !strings.Contains(out, nodes[1].Addr.String()) {
+				return fmt.Errorf("Loom's table is back without masquerade or the peer's address:\n%s", out)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("flush %d: %v\n--- before the flush ---\n%s", flush, err, before)
+		}
+	}
+	waitAllReach(t, []*rig.Pod{addPod(t, n, "a"), addPod(t, nodes[1], "b")}, 30*time.Second)
 }

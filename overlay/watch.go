@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -140,4 +141,42 @@ func whileRunning(ctx context.Context, onError func(error)) func(error) {
 			onError(err)
 		}
 	}
+}
+
+// WatchFirewall calls notify when Loom's nftables table is deleted by
+// someone else: `nft flush ruleset`, which the nftables service runs on
+// every reload, takes it with every other table, and with it masquerade,
+// anti-spoofing and network policy. The reconcile that follows writes it
+// back at once instead of at the next periodic resync. Loom's own rewrites
+// delete the table too (in the batch that recreates it); the reconcile
+// they cause finds nothing to do. It stops when ctx ends and reports a
+// dead subscription through onError.
+func WatchFirewall(ctx context.Context, notify func(), onError func(error)) error {
+	onError = whileRunning(ctx, onError)
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	// Table events only would be MonitorActionDel, but nftables v0.3.0
+	// filters messages with (flags&1)<<type, which lets nothing through
+	// unless NEWTABLE (type 0) is asked for too.
+	mon := nftables.NewMonitor(nftables.WithMonitorObject(nftables.MonitorObjectTables), nftables.WithMonitorEventBuffer(64))
+	events, err := c.AddMonitor(mon)
+	if err != nil {
+		return fmt.Errorf("monitor nftables: %w", err)
+	}
+	go func() { <-ctx.Done(); mon.Close() }()
+	go func() {
+		for ev := range events {
+			if ev.Error != nil {
+				onError(ev.Error)
+				continue
+			}
+			if t, ok := ev.Data.(*nftables.Table); ok && ev.Type == nftables.MonitorEventTypeDelTable &&
+				t.Name == FirewallTable && t.Family == nftables.TableFamilyIPv4 {
+				notify()
+			}
+		}
+	}()
+	return nil
 }
