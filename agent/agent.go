@@ -346,7 +346,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err := overlay.Watch(watchCtx, a.backend.DeviceIndex, a.dp.Detaching, a.trigger, lost); err != nil {
 		a.log.Warn("cannot watch kernel changes; drift is repaired on the periodic resync only", zap.Error(err))
 	}
-	if err := overlay.WatchFirewall(watchCtx, a.trigger, lost); err != nil {
+	if err := overlay.WatchFirewall(watchCtx, func() {
+		a.log.Warn("another process changed Loom's nftables table; writing it again", zap.String("table", overlay.FirewallTable))
+		a.fw.Invalidate()
+		a.trigger()
+	}, lost); err != nil {
 		a.log.Warn("cannot watch nftables; a removed firewall table is restored on the periodic resync only", zap.Error(err))
 	}
 	if err := a.loop(ctx); err != nil {

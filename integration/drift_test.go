@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -88,32 +89,48 @@ func mustExec(t *testing.T, n *rig.Node, name string, args ...string) string {
 	}
 }
 
-// TestFirewallFlushIsRepairedAtOnce: `nft flush ruleset` (what the
+// TestFirewallTamperingIsRepairedAtOnce: `nft flush ruleset` (what the
 // nftables service runs on every reload) takes Loom's table, and with it
-// masquerade, anti-spoofing and the VXLAN guard. The agent must write it
-// back at once, not at its next resync (an hour away here). Pods come
-// after: gossip about them would make the agent reconcile (and so repair)
-// whatever it watches.
-func TestFirewallFlushIsRepairedAtOnce(t *testing.T) {
+// masquerade, anti-spoofing and the VXLAN guard; `nft flush table` empties
+// it and leaves it in place; a rule added to one of its chains can open
+// what it closes. The agent must write the table back at once, not at its
+// next resync (an hour away here; and a resync only looks for the table).
+// Pods come after: gossip about them would make the agent reconcile (and
+// so repair a removed table) whatever it watches.
+func TestFirewallTamperingIsRepairedAtOnce(t *testing.T) {
 	r := newRig(t, "--resync-interval", "1h")
 	nodes := startNodes(t, r, 2)
 	n := nodes[0]
-	before := mustExec(t, n, "nft", "list", "table", "ip", "loom")
-	// Twice: the first may still meet a reconcile for the nodes' own
-	// gossip of joining.
-	for flush := 1; flush <= 2; flush++ {
-		mustExec(t, n, "nft", "flush", "ruleset")
-		if err := rig.Eventually(10*time.Second, func() error {
-			out, err := n.Exec("nft", "list", "table", "ip", "loom")
-			if err != nil {
-				return err
-			}
-			if !strings.Contains(out, "masquerade") || !strings.Contains(out, nodes[1].Addr.String()) {
-				return fmt.Errorf("Loom's table is back without masquerade or the peer's address:\n%s", out)
-			}
-			return nil
-		}); err != nil {
-			t.Fatalf("flush %d: %v\n--- before the flush ---\n%s", flush, err, before)
+	counters := regexp.MustCompile(`packets \d+ bytes \d+`)
+	list := func() (string, error) {
+		out, err := n.Exec("nft", "list", "table", "ip", "loom")
+		return counters.ReplaceAllString(out, "packets - bytes -"), err
+	}
+	before, err := list()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(before, "chain forward {") || !strings.Contains(before, nodes[1].Addr.String()) {
+		t.Fatalf("Loom's table lacks the forward chain or the peer's address:\n%s", before)
+	}
+	intact := func() (string, error) {
+		out, err := list()
+		if err == nil && out != before {
+			err = fmt.Errorf("Loom's table is not as Loom wrote it:\n%s\n--- want ---\n%s", out, before)
+		}
+		return out, err
+	}
+	for _, tamper := range [][]string{
+		{"nft", "flush", "ruleset"},
+		// Again: the first may still meet a reconcile for the nodes' own
+		// gossip of joining.
+		{"nft", "flush", "ruleset"},
+		{"nft", "flush", "table", "ip", "loom"},
+		{"nft", "add", "rule", "ip", "loom", "forward", "counter", "accept", "comment", `"tampered"`},
+	} {
+		mustExec(t, n, tamper[0], tamper[1:]...)
+		if err := rig.Eventually(10*time.Second, func() error { _, err := intact(); return err }); err != nil {
+			t.Fatalf("after %v: %v", tamper, err)
 		}
 	}
 	waitAllReach(t, []*rig.Pod{addPod(t, n, "a"), addPod(t, nodes[1], "b")}, 30*time.Second)

@@ -132,6 +132,15 @@ func (f *NFTables) tableExists(c *nftables.Conn) (bool, error) {
 	return false, nil
 }
 
+// Invalidate makes the next Apply write the whole table again: someone
+// else changed it in ways Apply does not look for (it checks only that the
+// table exists).
+func (f *NFTables) Invalidate() {
+	f.mu.Lock()
+	f.written = false
+	f.mu.Unlock()
+}
+
 // Apply implements Firewaller. It writes only when the spec changed or the
 // table was removed behind Loom's back, and rewrites the table only when
 // more than set contents changed.

@@ -3,6 +3,7 @@ package overlay
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/google/nftables"
@@ -143,40 +144,68 @@ func whileRunning(ctx context.Context, onError func(error)) func(error) {
 	}
 }
 
-// WatchFirewall calls notify when Loom's nftables table is deleted by
-// someone else: `nft flush ruleset`, which the nftables service runs on
-// every reload, takes it with every other table, and with it masquerade,
-// anti-spoofing and network policy. The reconcile that follows writes it
-// back at once instead of at the next periodic resync. Loom's own rewrites
-// delete the table too (in the batch that recreates it); the reconcile
-// they cause finds nothing to do. It stops when ctx ends and reports a
-// dead subscription through onError.
-func WatchFirewall(ctx context.Context, notify func(), onError func(error)) error {
+// WatchFirewall calls tampered when another process changes Loom's
+// nftables table: deletes it (`nft flush ruleset`, which the nftables
+// service runs on every reload, takes every table, and with Loom's its
+// masquerade, anti-spoofing, VXLAN guard and network policy), flushes it,
+// or deletes or adds chains or rules in it. The agent then writes the
+// whole table again at once; nothing else would notice a table that is
+// there but emptied. Loom's own changes (the generation's process is this
+// one) are skipped, and so are set elements, which Loom changes on every
+// pod. It stops when ctx ends and reports a dead subscription through
+// onError.
+func WatchFirewall(ctx context.Context, tampered func(), onError func(error)) error {
 	onError = whileRunning(ctx, onError)
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
-	// Table events only would be MonitorActionDel, but nftables v0.3.0
-	// filters messages with (flags&1)<<type, which lets nothing through
-	// unless NEWTABLE (type 0) is asked for too.
+	// Table events only would do, but nftables v0.3.0 filters messages
+	// with (flags&1)<<type: any filter without NEWTABLE (type 0) lets
+	// nothing through, and one with it lets everything through.
 	mon := nftables.NewMonitor(nftables.WithMonitorObject(nftables.MonitorObjectTables), nftables.WithMonitorEventBuffer(64))
-	events, err := c.AddMonitor(mon)
+	batches, err := c.AddGenerationalMonitor(mon)
 	if err != nil {
 		return fmt.Errorf("monitor nftables: %w", err)
 	}
 	go func() { <-ctx.Done(); mon.Close() }()
+	self := uint32(os.Getpid())
 	go func() {
-		for ev := range events {
-			if ev.Error != nil {
-				onError(ev.Error)
+		for b := range batches {
+			if b.GeneratedBy == nil {
 				continue
 			}
-			if t, ok := ev.Data.(*nftables.Table); ok && ev.Type == nftables.MonitorEventTypeDelTable &&
-				t.Name == FirewallTable && t.Family == nftables.TableFamilyIPv4 {
-				notify()
+			if b.GeneratedBy.Type == nftables.MonitorEventTypeOOB {
+				onError(b.GeneratedBy.Error)
+				continue
+			}
+			if g, ok := b.GeneratedBy.Data.(*nftables.GenMsg); ok && g.ProcPID == self {
+				continue
+			}
+			for _, ev := range b.Changes {
+				if changesLoomTable(ev) {
+					tampered()
+					break
+				}
 			}
 		}
 	}()
 	return nil
+}
+
+// changesLoomTable reports whether a monitored change is to Loom's table,
+// its chains or its rules. A change the library could only partly parse
+// (someone else's rule with an expression it does not know) still names
+// its table.
+func changesLoomTable(ev *nftables.MonitorEvent) bool {
+	var t *nftables.Table
+	switch d := ev.Data.(type) {
+	case *nftables.Table:
+		t = d
+	case *nftables.Chain:
+		t = d.Table
+	case *nftables.Rule:
+		t = d.Table
+	}
+	return t != nil && t.Name == FirewallTable && t.Family == nftables.TableFamilyIPv4
 }
