@@ -133,5 +133,18 @@ func TestFirewallTamperingIsRepairedAtOnce(t *testing.T) {
 			t.Fatalf("after %v: %v", tamper, err)
 		}
 	}
+	// Loom's own writes must not look like someone else's: left alone,
+	// the agent has no reason to reconcile (its resync is an hour away),
+	// where mistaking its own rewrite for tampering rewrites in a loop.
+	runs := func() float64 {
+		v, _ := getMetric(t, n, "loom_reconcile_runs_total", "")
+		return v
+	}
+	quiet := runs()
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		if now := runs(); now > quiet+2 {
+			t.Fatalf("%v reconciles within 3 s of an idle fabric: the agent rewrites its own table in a loop", now-quiet)
+		}
+	}
 	waitAllReach(t, []*rig.Pod{addPod(t, n, "a"), addPod(t, nodes[1], "b")}, 30*time.Second)
 }

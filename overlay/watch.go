@@ -150,10 +150,10 @@ func whileRunning(ctx context.Context, onError func(error)) func(error) {
 // masquerade, anti-spoofing, VXLAN guard and network policy), flushes it,
 // or deletes or adds chains or rules in it. The agent then writes the
 // whole table again at once; nothing else would notice a table that is
-// there but emptied. Loom's own changes (the generation's process is this
-// one) are skipped, and so are set elements, which Loom changes on every
-// pod. It stops when ctx ends and reports a dead subscription through
-// onError.
+// there but emptied. Loom's own changes (committed by one of this
+// process's threads) are skipped, and so are set elements, which Loom
+// changes on every pod. It stops when ctx ends and reports a dead
+// subscription through onError.
 func WatchFirewall(ctx context.Context, tampered func(), onError func(error)) error {
 	onError = whileRunning(ctx, onError)
 	c, err := nftables.New()
@@ -169,7 +169,6 @@ func WatchFirewall(ctx context.Context, tampered func(), onError func(error)) er
 		return fmt.Errorf("monitor nftables: %w", err)
 	}
 	go func() { <-ctx.Done(); mon.Close() }()
-	self := uint32(os.Getpid())
 	go func() {
 		for b := range batches {
 			if b.GeneratedBy == nil {
@@ -179,7 +178,7 @@ func WatchFirewall(ctx context.Context, tampered func(), onError func(error)) er
 				onError(b.GeneratedBy.Error)
 				continue
 			}
-			if g, ok := b.GeneratedBy.Data.(*nftables.GenMsg); ok && g.ProcPID == self {
+			if g, ok := b.GeneratedBy.Data.(*nftables.GenMsg); ok && ownThread(g.ProcPID) {
 				continue
 			}
 			for _, ev := range b.Changes {
@@ -191,6 +190,17 @@ func WatchFirewall(ctx context.Context, tampered func(), onError func(error)) er
 		}
 	}()
 	return nil
+}
+
+// ownThread reports whether the kernel's process ID of an nftables
+// generation is one of this process's threads: the kernel records the
+// task that committed it, which for a Go program is any of its threads.
+func ownThread(tid uint32) bool {
+	if tid == 0 {
+		return false
+	}
+	_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid))
+	return err == nil
 }
 
 // changesLoomTable reports whether a monitored change is to Loom's table,
