@@ -746,7 +746,8 @@ func (a *Agent) claim(persisted ipam.OwnLease, have bool) error {
 	return a.activate(s, uint64(now.UnixNano()))
 }
 
-// retryClaim claims a subnet for a node that found none free at start.
+// retryClaim claims a subnet for a node waiting for one: it found none
+// free at start, or lost its own to an older lease with none to move to.
 func (a *Agent) retryClaim(now time.Time) (claimed bool) {
 	a.stateMu.Lock()
 	waiting := a.claimErr != nil
