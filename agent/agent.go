@@ -327,13 +327,17 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	a.watchUnderlay(watchCtx, func(c underlayChange) {
-		if c.movedTo.IsValid() {
+		switch {
+		case c.movedTo.IsValid():
 			a.log.Warn("underlay address changed; loomd starts again to advertise the new one (data plane and pods stay)",
 				zap.Stringer("from", r.advertise), zap.Stringer("to", c.movedTo), zap.String("iface", r.Iface))
 			a.underlayMoved.Store(true)
-		} else {
+		case c.recreated:
 			a.log.Warn("underlay interface was created anew; loomd starts again to bind the tunnel to it (data plane and pods stay)",
 				zap.String("iface", r.Iface))
+		default:
+			a.log.Warn("underlay MTU changed; loomd starts again to size the overlay to it (pods made before keep their MTU until recreated)",
+				zap.String("iface", r.Iface), zap.Int("underlay_mtu", c.mtu), zap.Int("overlay_mtu_was", r.mtu))
 		}
 		endRun(ErrUnderlayChanged)
 	})

@@ -14,9 +14,11 @@ import (
 
 // ErrUnderlayChanged is what Run returns when --iface changed under it: the
 // address loomd advertises left the interface and another took its place
-// (a new DHCP lease), or the interface was deleted and created again (a
+// (a new DHCP lease), the interface was deleted and created again (a
 // network restart rebuilding a bond or VLAN), so the tunnel device, bound
-// to the old interface, cannot be made again. Gossip advertises the
+// to the old interface, cannot be made again, or its MTU changed (jumbo
+// frames turned on or off) and the overlay's, derived from it, no longer
+// fits. Gossip advertises the
 // address it was started with, and the device names the interface it was
 // resolved to; neither changes while loomd runs. loomd starts again in
 // place; the data plane and the pods stay, as in any restart.
@@ -34,9 +36,12 @@ type underlayChange struct {
 	movedTo netip.Addr
 	// recreated: the interface has another index than at start.
 	recreated bool
+	// mtu is the interface's new MTU when the overlay's is derived from
+	// it (no --mtu) and no longer fits.
+	mtu int
 }
 
-func (c underlayChange) restart() bool { return c.movedTo.IsValid() || c.recreated }
+func (c underlayChange) restart() bool { return c.movedTo.IsValid() || c.recreated || c.mtu != 0 }
 
 // watchUnderlay follows --iface and calls changed once loomd must start
 // again (see ErrUnderlayChanged). The interface's addresses are followed
@@ -91,10 +96,13 @@ func (a *Agent) checkUnderlay() underlayChange {
 		a.log.Warn("read the underlay interface", zap.String("iface", a.cfg.Iface), zap.Error(err))
 		return underlayChange{}
 	}
-	recreated := l.Attrs().Index != a.cfg.underlay.Attrs().Index
+	same := underlayChange{recreated: l.Attrs().Index != a.cfg.underlay.Attrs().Index}
+	if a.cfg.MTU == 0 && l.Attrs().MTU-backendOverhead(a.cfg.Backend) != a.cfg.mtu {
+		same.mtu = l.Attrs().MTU
+	}
 	if a.cfg.AdvertiseAddr != "" {
 		a.setUnderlayProblem("")
-		return underlayChange{recreated: recreated}
+		return same
 	}
 	addrs, err := a.kernel.AddrList(l)
 	if err != nil {
@@ -109,7 +117,7 @@ func (a *Agent) checkUnderlay() underlayChange {
 	}
 	if held {
 		a.setUnderlayProblem("")
-		return underlayChange{recreated: recreated}
+		return same
 	}
 	a.setUnderlayProblem(fmt.Sprintf("underlay address %s is no longer on %s", a.cfg.advertise, a.cfg.Iface))
 	// Without an address there is nothing to start again with yet.

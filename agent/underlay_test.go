@@ -73,3 +73,26 @@ func TestCheckUnderlayNoticesARecreatedInterface(t *testing.T) {
 		}
 	}
 }
+
+// An overlay MTU derived from --iface follows the interface's; one given
+// with --mtu does not.
+func TestCheckUnderlayNoticesAnMTUChange(t *testing.T) {
+	explicit := validConfig()
+	explicit.MTU = 1400
+	for name, tc := range map[string]struct {
+		cfg  Config
+		want int
+	}{"derived": {validConfig(), 9000}, "--mtu": {explicit, 0}} {
+		a, k := underlayAgent(t, tc.cfg)
+		eth0, _ := k.LinkByName("eth0")
+		if c := a.checkUnderlay(); c.restart() {
+			t.Fatalf("%s: nothing changed: %+v", name, c)
+		}
+		if err := k.LinkSetMTU(eth0, 9000); err != nil {
+			t.Fatal(err)
+		}
+		if c := a.checkUnderlay(); c.mtu != tc.want || c.restart() != (tc.want != 0) {
+			t.Fatalf("%s: eth0 at MTU 9000: %+v, want new MTU %d", name, c, tc.want)
+		}
+	}
+}

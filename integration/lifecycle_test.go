@@ -305,6 +305,44 @@ func TestUnderlayInterfaceRecreated(t *testing.T) {
 	checkFollowedMove(t, nodes, pods, nodes[1])
 }
 
+// TestUnderlayMTUChangeResizesOverlay: the underlay interface's MTU changes
+// (jumbo frames turned off, or on). The overlay's MTU, derived from it,
+// must follow: loomd starts again in place, the VXLAN device and the pods
+// made afterwards get the new size, and the pods already there still
+// reach each other.
+func TestUnderlayMTUChangeResizesOverlay(t *testing.T) {
+	r := newRig(t)
+	nodes := startNodes(t, r, 2)
+	pods := []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b")}
+	waitAllReach(t, pods, 30*time.Second)
+	n := nodes[1]
+	pid := n.Pid()
+	mustExec(t, n, "ip", "link", "set", "eth0", "mtu", "1400")
+	if err := rig.Eventually(30*time.Second, func() error {
+		out, err := n.Exec("ip", "link", "show", "loom.1")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, " mtu 1350 ") {
+			return fmt.Errorf("loom.1 is not at MTU 1350 (underlay 1400 - 50):\n%s", out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n.Pid() != pid || !processRunning(pid) {
+		t.Fatalf("loomd (pid %d) did not start again in place", pid)
+	}
+	if err := n.WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	fresh := addPod(t, n, "c")
+	if out, err := fresh.Exec("ip", "link", "show", "eth0"); err != nil || !strings.Contains(out, " mtu 1350 ") {
+		t.Fatalf("a pod made after the change is not at MTU 1350: %v\n%s", err, out)
+	}
+	waitAllReach(t, append(pods, fresh), 30*time.Second)
+}
+
 // processRunning reports whether pid is a live process, not a zombie.
 func processRunning(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
