@@ -57,6 +57,9 @@ type Agent struct {
 	// claimErr is why this node has no subnet, while it waits for one.
 	claimErr error
 
+	// kubeNodes are the Kubernetes Node objects the policy source saw.
+	kubeNodes kubeNodes
+
 	// underlayMoved is set when Run ends for ErrUnderlayChanged because
 	// the address moved: gossip then leaves rather than stopping silently,
 	// so peers take the node at its new address as soon as it is back,
@@ -847,7 +850,11 @@ func (a *Agent) checkLeases() (changed bool) {
 		changed = true
 	}
 	var update []ipam.Claim
-	for _, p := range a.members.Peers() {
+	peers := a.members.Peers()
+	if a.releaseDeletedNodes(peers) {
+		changed = true
+	}
+	for _, p := range peers {
 		if p.Live() {
 			continue
 		}

@@ -231,6 +231,7 @@ func (a *Agent) startKubernetesPolicies(ctx context.Context) (*kubeWatcher, erro
 
 // clusterViewed puts a view from the Kubernetes source in force.
 func (a *Agent) clusterViewed(v policy.ClusterView) {
+	a.kubeNodes.update(v)
 	objs, err := v.Objects()
 	a.policy.setObjects(objs, v.Pods)
 	a.policyLoaded(err)

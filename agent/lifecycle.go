@@ -30,10 +30,24 @@ func (a *Agent) removePeer(name string) ([]string, int, error) {
 			return nil, http.StatusConflict, fmt.Errorf("node %s is %s; stop its agent before removing it", name, p.State)
 		}
 	}
+	if !known && len(a.leases.ClaimsBy(name)) == 0 {
+		return nil, http.StatusNotFound, fmt.Errorf("no node named %s in membership or the lease table", name)
+	}
+	released, err := a.releaseClaims(name)
+	if err != nil {
+		return nil, http.StatusInternalServerError, err
+	}
+	a.log.Info("peer removed by operator; its subnets are free", zap.String("node", name), zap.Strings("subnets", released))
+	a.trigger()
+	return released, http.StatusOK, nil
+}
+
+// releaseClaims releases every claim of node name that is not released
+// yet, here and (by gossip) cluster-wide, and returns their subnets.
+func (a *Agent) releaseClaims(name string) ([]string, error) {
 	var update []ipam.Claim
 	var released []string
 	for _, c := range a.leases.ClaimsBy(name) {
-		known = true
 		if c.State == ipam.LeaseReleased {
 			continue
 		}
@@ -42,18 +56,13 @@ func (a *Agent) removePeer(name string) ([]string, int, error) {
 		update = append(update, c)
 		released = append(released, c.Subnet.String())
 	}
-	if !known {
-		return nil, http.StatusNotFound, fmt.Errorf("no node named %s in membership or the lease table", name)
-	}
 	if len(update) > 0 {
 		if _, err := a.leases.Merge(update...); err != nil {
-			return nil, http.StatusInternalServerError, err
+			return nil, err
 		}
 		a.broadcastClaims(update)
 	}
-	a.log.Info("peer removed by operator; its subnets are free", zap.String("node", name), zap.Strings("subnets", released))
-	a.trigger()
-	return released, http.StatusOK, nil
+	return released, nil
 }
 
 func (a *Agent) handleRemovePeer(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -23,34 +24,7 @@ func TestKubernetesPolicySource(t *testing.T) {
 	r := newRig(t)
 	apiServer := rig.NewFakeAPIServer()
 	apiServer.Set(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"team": "shop"}}})
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := rig.WriteKubeconfig(kubeconfig); err != nil {
-		t.Fatal(err)
-	}
-	var nodes []*rig.Node
-	for i := 1; i <= 2; i++ {
-		n, err := r.AddNode(fmt.Sprintf("node%d", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The API server as each node sees it: on its own loopback.
-		stop, err := rig.ServeAPI(n.NS, apiServer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(stop)
-		if err := n.StartWith(func(a []string) []string {
-			return append(a, "--policy-source", "kubernetes", "--kubeconfig", kubeconfig)
-		}, nodes...); err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, n)
-	}
-	for _, n := range nodes {
-		if err := n.WaitReady(90 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	nodes := startKubeNodes(t, r, apiServer, 2)
 	web := addPod(t, nodes[0], "web")
 	client := addPod(t, nodes[1], "client")
 	podObject := func(name string, p *rig.Pod, labels map[string]string) *corev1.Pod {
@@ -104,5 +78,103 @@ func TestKubernetesPolicySource(t *testing.T) {
 	}
 	if again, err := rig.ChildProcess(nodes[0].Pid(), "loom-kube-policy"); err != nil || again == helper {
 		t.Fatalf("helper after the kill: %d, %v (was %d)", again, err, helper)
+	}
+}
+
+// startKubeNodes starts count nodes with --policy-source kubernetes against
+// apiServer, each seeing it on its own loopback, and waits until all are
+// ready and have programmed each other.
+func startKubeNodes(t *testing.T, r *rig.Rig, apiServer *rig.FakeAPIServer, count int) []*rig.Node {
+	t.Helper()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := rig.WriteKubeconfig(kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	var nodes []*rig.Node
+	for i := 1; i <= count; i++ {
+		n, err := r.AddNode(fmt.Sprintf("node%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop, err := rig.ServeAPI(n.NS, apiServer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(stop)
+		if err := n.StartWith(func(a []string) []string {
+			return append(a, "--policy-source", "kubernetes", "--kubeconfig", kubeconfig)
+		}, nodes...); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	for _, n := range nodes {
+		if err := n.WaitReady(90 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitConverged(t, nodes)
+	return nodes
+}
+
+// TestKubernetesNodeDeletionFreesSubnet: a dead node's subnet stays
+// reserved (for --lease-ttl, a day by default) while its Node object
+// exists, since it may come back; once the cluster deletes the Node (scaled
+// away, replaced), its subnet is released at once, so a cluster that
+// replaces many nodes does not run out of subnets.
+func TestKubernetesNodeDeletionFreesSubnet(t *testing.T) {
+	r := newRig(t, "--dead-node-grace", "0s")
+	apiServer := rig.NewFakeAPIServer()
+	for i := 1; i <= 3; i++ {
+		apiServer.Set(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("node%d", i)}})
+	}
+	nodes := startKubeNodes(t, r, apiServer, 3)
+	gone, err := nodes[2].Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes[2].Stop(syscall.SIGKILL)
+	lease := func() (string, error) {
+		leases, err := nodes[0].Client().Subnets(context.Background())
+		if err != nil {
+			return "", err
+		}
+		for _, l := range leases {
+			if l.Owner == "node3" && l.Subnet == gone.Node.Subnet {
+				return l.State, nil
+			}
+		}
+		return "", fmt.Errorf("node1 knows no lease of node3 on %s: %+v", gone.Node.Subnet, leases)
+	}
+	if err := rig.Eventually(30*time.Second, func() error {
+		if state, err := lease(); err != nil || state != "reserved" {
+			return fmt.Errorf("node3's lease: %q, %v; want reserved", state, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// While its Node object exists, the dead node may come back.
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		if state, err := lease(); err != nil || state != "reserved" {
+			t.Fatalf("node3's lease with its Node object in place: %q, %v; want it kept reserved", state, err)
+		}
+	}
+	apiServer.Delete(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node3"}})
+	for _, n := range nodes[:2] {
+		if err := rig.Eventually(20*time.Second, func() error {
+			leases, err := n.Client().Subnets(context.Background())
+			if err != nil {
+				return err
+			}
+			for _, l := range leases {
+				if l.Owner == "node3" && l.State != "released" {
+					return fmt.Errorf("%s holds node3's lease on %s %s", n.Name, l.Subnet, l.State)
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

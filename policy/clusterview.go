@@ -27,6 +27,11 @@ type ClusterView struct {
 	// Errors name the policies the API server accepted but Loom cannot
 	// enforce, and why; they are not in Policies.
 	Errors []string `json:"errors,omitempty"`
+	// Nodes are the names of the cluster's Node objects, sorted, when
+	// NodesListed. A helper that may not list nodes sends neither, which
+	// is not the same as a cluster without nodes.
+	Nodes       []string `json:"nodes,omitempty"`
+	NodesListed bool     `json:"nodesListed,omitempty"`
 }
 
 // NewClusterView validates and orders what a cluster holds: a policy Loom
@@ -98,6 +103,7 @@ func ReadClusterViews(r io.Reader, fn func(ClusterView)) error {
 		}
 		checked := NewClusterView(v.Policies, v.Namespaces, v.Pods)
 		checked.Errors = append(v.Errors, checked.Errors...)
+		checked.Nodes, checked.NodesListed = v.Nodes, v.NodesListed
 		fn(checked)
 	}
 }

@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,9 +14,11 @@ import (
 	"github.com/loomnet/loom/policy/kubesource"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // TestKubernetesSourceMatchesFiles drives the Kubernetes source with
@@ -94,7 +97,7 @@ func streamViews(t *testing.T, cs *fake.Clientset) <-chan policy.ClusterView {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	if err := src.Start(ctx); err != nil {
+	if _, err := src.Start(ctx); err != nil {
 		cancel()
 		t.Fatal(err)
 	}
@@ -177,5 +180,49 @@ func TestKubernetesSourceStreamsChanges(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "NetworkPolicy x/bad: spec.policyTypes[0]") {
 		t.Errorf("errors = %v, want one naming x/bad and its field", err)
+	}
+}
+
+// TestKubernetesSourceFollowsNodes: views name the cluster's Nodes, and a
+// deleted Node leaves them; a helper that may not list nodes still
+// streams policies, with no node list rather than an empty one.
+func TestKubernetesSourceFollowsNodes(t *testing.T) {
+	node := func(name string) *corev1.Node { return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}} }
+	cs := fake.NewClientset(node("b"), node("a"))
+	views := streamViews(t, cs)
+	v := <-views
+	if !v.NodesListed || strings.Join(v.Nodes, ",") != "a,b" {
+		t.Fatalf("first view's nodes: listed %v, %v; want a,b", v.NodesListed, v.Nodes)
+	}
+	if err := cs.CoreV1().Nodes().Delete(context.Background(), "b", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case v = <-views:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no view after a node was deleted")
+	}
+	if !v.NodesListed || strings.Join(v.Nodes, ",") != "a" {
+		t.Fatalf("view after deleting b: listed %v, %v; want a", v.NodesListed, v.Nodes)
+	}
+
+	forbidden := fake.NewClientset(node("a"), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "x"}})
+	forbidden.PrependReactor("list", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(corev1.Resource("nodes"), "", errors.New("no RBAC"))
+	})
+	src, err := kubesource.New(forbidden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nodesErr, err := src.Start(ctx)
+	if err != nil || !apierrors.IsForbidden(nodesErr) {
+		t.Fatalf("Start without RBAC on nodes: nodes %v, err %v; want nodes forbidden and no error", nodesErr, err)
+	}
+	v, err = src.View()
+	if _, ok := v.Namespaces["x"]; err != nil || v.NodesListed || v.Nodes != nil || !ok {
+		t.Fatalf("view without nodes: %+v, %v", v, err)
 	}
 }

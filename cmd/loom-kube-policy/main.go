@@ -141,9 +141,15 @@ func follow(ctx context.Context, log *zap.Logger, kubeconfig string, syncTimeout
 	defer src.Stop()
 	syncCtx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
-	if err := src.Start(syncCtx); err != nil {
+	nodesErr, err := src.Start(syncCtx)
+	if err != nil {
 		return fmt.Errorf("kubernetes: %w", err)
 	}
-	log.Info("following network policies, pods and namespaces", zap.String("api", cfg.Host))
+	if nodesErr != nil {
+		// Policies work without; deleted nodes' subnets then stay
+		// reserved for --lease-ttl.
+		log.Warn("not following nodes (RBAC list/watch on nodes missing?); a deleted node's subnet is freed only after --lease-ttl", zap.Error(nodesErr))
+	}
+	log.Info("following network policies, pods and namespaces", zap.String("api", cfg.Host), zap.Bool("nodes", nodesErr == nil))
 	return src.Stream(ctx, os.Stdout, interval)
 }

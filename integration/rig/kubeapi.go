@@ -64,6 +64,7 @@ func NewFakeAPIServer() *FakeAPIServer {
 	for path, kinds := range map[string][3]string{
 		"/api/v1/namespaces": {"NamespaceList", "v1", "Namespace"},
 		"/api/v1/pods":       {"PodList", "v1", "Pod"},
+		"/api/v1/nodes":      {"NodeList", "v1", "Node"},
 		"/apis/networking.k8s.io/v1/networkpolicies": {"NetworkPolicyList", "networking.k8s.io/v1", "NetworkPolicy"},
 	} {
 		s.res[path] = &fakeResource{listKind: kinds[0], apiVersion: kinds[1], kind: kinds[2],
@@ -72,10 +73,18 @@ func NewFakeAPIServer() *FakeAPIServer {
 	return s
 }
 
+// fakePaths maps the objects the fake serves to their collections.
+var fakePaths = map[string]string{"*v1.Namespace": "/api/v1/namespaces", "*v1.Pod": "/api/v1/pods",
+	"*v1.Node": "/api/v1/nodes", "*v1.NetworkPolicy": "/apis/networking.k8s.io/v1/networkpolicies"}
+
 // Set creates or replaces an object and tells the watchers.
-func (s *FakeAPIServer) Set(obj metav1.Object) {
-	path := map[string]string{"*v1.Namespace": "/api/v1/namespaces", "*v1.Pod": "/api/v1/pods",
-		"*v1.NetworkPolicy": "/apis/networking.k8s.io/v1/networkpolicies"}[fmt.Sprintf("%T", obj)]
+func (s *FakeAPIServer) Set(obj metav1.Object) { s.change(obj, false) }
+
+// Delete removes an object and tells the watchers.
+func (s *FakeAPIServer) Delete(obj metav1.Object) { s.change(obj, true) }
+
+func (s *FakeAPIServer) change(obj metav1.Object, del bool) {
+	path := fakePaths[fmt.Sprintf("%T", obj)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	res := s.res[path]
@@ -95,7 +104,12 @@ func (s *FakeAPIServer) Set(obj metav1.Object) {
 	if _, ok := res.items[key]; ok {
 		typ = "MODIFIED"
 	}
-	res.items[key] = b
+	if del {
+		typ = "DELETED"
+		delete(res.items, key)
+	} else {
+		res.items[key] = b
+	}
 	ev := fakeEvent{Type: typ, Object: b, rv: s.rv}
 	res.history = append(res.history, ev)
 	for ch := range res.watchers {

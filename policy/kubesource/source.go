@@ -1,6 +1,7 @@
 // Package kubesource follows a Kubernetes cluster's NetworkPolicy, Pod and
-// Namespace objects through client-go informers and streams them as
-// policy.ClusterView values. It runs in the loom-kube-policy helper, never
+// Namespace objects (and the names of its Nodes, where RBAC allows)
+// through client-go informers and streams them as policy.ClusterView
+// values. It runs in the loom-kube-policy helper, never
 // in loomd: client-go's package initialisers alone would add about 12 MiB
 // to every agent's resident memory, policy source or not.
 package kubesource
@@ -12,11 +13,13 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/loomnet/loom/policy"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -27,12 +30,17 @@ import (
 
 // Source watches the objects policies depend on (list and watch only).
 type Source struct {
+	cs         kubernetes.Interface
 	factory    informers.SharedInformerFactory
 	policies   listersnetworkingv1.NetworkPolicyLister
 	pods       listerscorev1.PodLister
 	namespaces listerscorev1.NamespaceLister
-	synced     []cache.InformerSynced
-	stop       chan struct{}
+	// nodes is nil when the helper may not list nodes (RBAC of a release
+	// before it needed them): views then leave them out.
+	nodes   listerscorev1.NodeLister
+	handler cache.ResourceEventHandler
+	synced  []cache.InformerSynced
+	stop    chan struct{}
 	// changed holds one pending notification: any number of changes
 	// before the next view make one view.
 	changed chan struct{}
@@ -42,6 +50,7 @@ type Source struct {
 func New(cs kubernetes.Interface) (*Source, error) {
 	f := informers.NewSharedInformerFactory(cs, 0)
 	s := &Source{
+		cs:         cs,
 		factory:    f,
 		policies:   f.Networking().V1().NetworkPolicies().Lister(),
 		pods:       f.Core().V1().Pods().Lister(),
@@ -55,7 +64,7 @@ func New(cs kubernetes.Interface) (*Source, error) {
 		default:
 		}
 	}
-	h := cache.ResourceEventHandlerFuncs{
+	s.handler = cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { notify() },
 		UpdateFunc: func(any, any) { notify() },
 		DeleteFunc: func(any) { notify() },
@@ -65,25 +74,43 @@ func New(cs kubernetes.Interface) (*Source, error) {
 		f.Core().V1().Pods().Informer(),
 		f.Core().V1().Namespaces().Informer(),
 	} {
-		if err := inf.SetTransform(trimObject); err != nil {
-			return nil, fmt.Errorf("watch kubernetes objects: %w", err)
+		if err := s.watch(inf); err != nil {
+			return nil, err
 		}
-		if _, err := inf.AddEventHandler(h); err != nil {
-			return nil, fmt.Errorf("watch kubernetes objects: %w", err)
-		}
-		s.synced = append(s.synced, inf.HasSynced)
 	}
 	return s, nil
 }
 
+func (s *Source) watch(inf cache.SharedIndexInformer) error {
+	if err := inf.SetTransform(trimObject); err != nil {
+		return fmt.Errorf("watch kubernetes objects: %w", err)
+	}
+	if _, err := inf.AddEventHandler(s.handler); err != nil {
+		return fmt.Errorf("watch kubernetes objects: %w", err)
+	}
+	s.synced = append(s.synced, inf.HasSynced)
+	return nil
+}
+
 // Start begins watching and waits until the caches hold the cluster's
-// current objects, or ctx ends.
-func (s *Source) Start(ctx context.Context) error {
+// current objects, or ctx ends. Nodes are followed only when the helper
+// may list them; nodesErr says why not (nil when they are). Policies do
+// not need them: loomd uses them to free the subnet of a node the cluster
+// deleted.
+func (s *Source) Start(ctx context.Context) (nodesErr, err error) {
+	if _, err := s.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{Limit: 1}); err != nil {
+		nodesErr = fmt.Errorf("list nodes: %w", err)
+	} else {
+		if err := s.watch(s.factory.Core().V1().Nodes().Informer()); err != nil {
+			return nil, err
+		}
+		s.nodes = s.factory.Core().V1().Nodes().Lister()
+	}
 	s.factory.Start(s.stop)
 	if !cache.WaitForCacheSync(ctx.Done(), s.synced...) {
-		return errors.New("caches did not sync (check the API server and RBAC list/watch on networkpolicies, pods, namespaces)")
+		return nodesErr, errors.New("caches did not sync (check the API server and RBAC list/watch on networkpolicies, pods, namespaces)")
 	}
-	return nil
+	return nodesErr, nil
 }
 
 // Stop ends the watches; call it once.
@@ -127,7 +154,19 @@ func (s *Source) View() (policy.ClusterView, error) {
 		}
 		pods = append(pods, policy.Pod{Namespace: p.Namespace, Name: p.Name, IP: ip, Labels: p.Labels, NamedPorts: namedPorts(p)})
 	}
-	return policy.NewClusterView(policies, namespaces, pods), nil
+	v := policy.NewClusterView(policies, namespaces, pods)
+	if s.nodes != nil {
+		nodes, err := s.nodes.List(labels.Everything())
+		if err != nil {
+			return policy.ClusterView{}, fmt.Errorf("list nodes: %w", err)
+		}
+		v.Nodes, v.NodesListed = make([]string, 0, len(nodes)), true
+		for _, n := range nodes {
+			v.Nodes = append(v.Nodes, n.Name)
+		}
+		slices.Sort(v.Nodes)
+	}
+	return v, nil
 }
 
 func namedPorts(p *corev1.Pod) map[string]policy.NamedPort {

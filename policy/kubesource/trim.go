@@ -19,6 +19,9 @@ func trimObject(obj any) (any, error) {
 		return &corev1.Namespace{ObjectMeta: trimMeta(o.ObjectMeta)}, nil
 	case *networkingv1.NetworkPolicy:
 		return &networkingv1.NetworkPolicy{ObjectMeta: trimMeta(o.ObjectMeta), Spec: o.Spec}, nil
+	case *corev1.Node:
+		// Only that it exists: its status alone is kilobytes.
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion}}, nil
 	}
 	return obj, nil
 }
