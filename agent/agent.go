@@ -322,10 +322,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 		// Reservations of dead nodes end on their own: wait, not ready,
 		// rather than exit and rejoin over and over under a supervisor.
-		a.stateMu.Lock()
-		a.claimErr = err
-		a.stateMu.Unlock()
-		log.Error("no free subnet for this node; it waits for one and is not ready meanwhile", zap.Error(err))
+		// A persisted subnet another node holds now was advertised from
+		// the first gossip on; waitForSubnet withdraws it.
+		a.waitForSubnet(err)
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -746,11 +745,30 @@ func (a *Agent) claim(persisted ipam.OwnLease, have bool) error {
 			}
 		}
 	}
+	_, err := a.claimFree(now)
+	return err
+}
+
+// claimFree claims the first free subnet in this node's order.
+func (a *Agent) claimFree(now time.Time) (netip.Prefix, error) {
 	s, err := a.leases.PickFree(a.cfg.NodeName, now)
 	if err != nil {
-		return err
+		return netip.Prefix{}, err
 	}
-	return a.activate(s, uint64(now.UnixNano()))
+	return s, a.activate(s, uint64(now.UnixNano()))
+}
+
+// waitForSubnet puts this node, which has no subnet it may use, into
+// waiting for one (retryClaim): it stops advertising any and is not ready,
+// with err as the reason, instead of serving a subnet another node holds.
+func (a *Agent) waitForSubnet(err error) {
+	a.stateMu.Lock()
+	a.subnet, a.epoch, a.claimErr = netip.Prefix{}, 0, err
+	a.stateMu.Unlock()
+	a.log.Error("no free subnet for this node; it waits for one and is not ready meanwhile", zap.Error(err))
+	if err := a.members.SetLocalRecord(a.record()); err != nil {
+		a.log.Warn("gossip node record", zap.Error(err))
+	}
 }
 
 // retryClaim claims a subnet for a node waiting for one: it found none
@@ -762,10 +780,7 @@ func (a *Agent) retryClaim(now time.Time) (claimed bool) {
 	if !waiting {
 		return false
 	}
-	s, err := a.leases.PickFree(a.cfg.NodeName, now)
-	if err == nil {
-		err = a.activate(s, uint64(now.UnixNano()))
-	}
+	s, err := a.claimFree(now)
 	a.stateMu.Lock()
 	a.claimErr = err
 	a.stateMu.Unlock()
@@ -823,21 +838,11 @@ func (a *Agent) checkLeases() (changed bool) {
 		a.metrics.conflicts.Inc()
 		a.log.Error("subnet conflict: an older lease holds this node's subnet; moving to another",
 			zap.Stringer("subnet", subnet), zap.String("holder", h.Owner), zap.Uint64("holder_epoch", h.Epoch))
-		s, err := a.leases.PickFree(a.cfg.NodeName, now)
-		if err != nil {
-			// The subnet is another node's now: stop advertising it and
-			// wait, not ready, for one to come free (retryClaim), instead
-			// of finding the same conflict on every pass.
-			a.stateMu.Lock()
-			a.subnet, a.epoch, a.claimErr = netip.Prefix{}, 0, err
-			a.stateMu.Unlock()
-			a.log.Error("no subnet to move to; this node waits for one and is not ready meanwhile", zap.Error(err))
-			if err := a.members.SetLocalRecord(a.record()); err != nil {
-				a.log.Warn("gossip node record", zap.Error(err))
-			}
-			return true
-		}
-		if err := a.activate(s, uint64(now.UnixNano())); err != nil {
+		if _, err := a.claimFree(now); errors.Is(err, ipam.ErrNoFreeSubnet) {
+			// The subnet is another node's now: wait for one to come
+			// free, instead of finding the same conflict on every pass.
+			a.waitForSubnet(err)
+		} else if err != nil {
 			a.log.Error("claim replacement subnet", zap.Error(err))
 		}
 		return true // the next pass looks at the new subnet
