@@ -207,18 +207,11 @@ var ErrNoFreeSubnet = errors.New("no free subnet")
 // claim blocks at now.
 func (t *LeaseTable) PickFree(node string, now time.Time) (netip.Prefix, error) {
 	t.mu.Lock()
-	blocked := map[netip.Prefix]bool{}
-	reservedOnly := map[netip.Prefix]bool{}
+	blocked, active := map[netip.Prefix]bool{}, map[netip.Prefix]bool{}
 	for k, c := range t.claims {
-		if !c.Blocks(now) {
-			continue
-		}
-		if !blocked[k.subnet] {
-			reservedOnly[k.subnet] = true
-		}
-		blocked[k.subnet] = true
-		if c.State == LeaseActive {
-			reservedOnly[k.subnet] = false
+		if c.Blocks(now) {
+			blocked[k.subnet] = true
+			active[k.subnet] = active[k.subnet] || c.State == LeaseActive
 		}
 	}
 	t.mu.Unlock()
@@ -227,9 +220,9 @@ func (t *LeaseTable) PickFree(node string, now time.Time) (netip.Prefix, error) 
 			return s, nil
 		}
 	}
-	reserved := 0
-	for _, r := range reservedOnly {
-		if r {
+	reserved := 0 // blocked only by dead nodes' reservations
+	for s := range blocked {
+		if !active[s] {
 			reserved++
 		}
 	}
