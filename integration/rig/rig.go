@@ -172,22 +172,36 @@ func (r *Rig) AddNode(name string, args ...string) (*Node, error) {
 	r.mu.Lock()
 	r.nodes = append(r.nodes, n)
 	r.mu.Unlock()
-	steps := [][]string{
+	steps := append(r.plugSteps(n), []string{n.NS, "link", "set", "lo", "up"})
+	if r.routed {
+		steps = append(steps, []string{n.NS, "route", "add", RoutedSegment.String(), "via", "10.200.0.254"})
+	}
+	if err := runSteps(steps); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// plugSteps wire n's eth0 to the switch with its address: a veth pair
+// whose other end is n's port on the switch's bridge. Each step is a
+// namespace and the ip arguments to run there.
+func (r *Rig) plugSteps(n *Node) [][]string {
+	return [][]string{
 		{r.Switch, "link", "add", n.port, "type", "veth", "peer", "name", "eth0", "netns", n.NS},
 		{r.Switch, "link", "set", n.port, "master", "br0", "up"},
 		{n.NS, "addr", "add", netip.PrefixFrom(n.Addr, Underlay.Bits()).String(), "dev", "eth0"},
 		{n.NS, "link", "set", "eth0", "up"},
-		{n.NS, "link", "set", "lo", "up"},
 	}
-	if r.routed {
-		steps = append(steps, []string{n.NS, "route", "add", RoutedSegment.String(), "via", "10.200.0.254"})
-	}
+}
+
+// runSteps runs ip steps (a namespace, then the arguments) in order.
+func runSteps(steps [][]string) error {
 	for _, s := range steps {
 		if err := ipn(s[0], s[1:]...); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return n, nil
+	return nil
 }
 
 // nextUnderlayAddr hands out the next unused address on the switch, with
@@ -226,20 +240,7 @@ func (r *Rig) Readdress(n *Node) (netip.Addr, error) {
 // the same address, as a network restart that rebuilds a bond or a VLAN
 // does: the interface comes back under a new index.
 func (r *Rig) Replug(n *Node) error {
-	if err := ipn(r.Switch, "link", "del", n.port); err != nil {
-		return err
-	}
-	for _, s := range [][]string{
-		{r.Switch, "link", "add", n.port, "type", "veth", "peer", "name", "eth0", "netns", n.NS},
-		{r.Switch, "link", "set", n.port, "master", "br0", "up"},
-		{n.NS, "addr", "add", netip.PrefixFrom(n.Addr, Underlay.Bits()).String(), "dev", "eth0"},
-		{n.NS, "link", "set", "eth0", "up"},
-	} {
-		if err := ipn(s[0], s[1:]...); err != nil {
-			return err
-		}
-	}
-	return nil
+	return runSteps(append([][]string{{r.Switch, "link", "del", n.port}}, r.plugSteps(n)...))
 }
 
 // InstallPlugin puts a CNI plugin into the node's CNI path (a link to
@@ -322,38 +323,39 @@ func (n *Node) Stop(sig syscall.Signal) error {
 		return nil
 	}
 	cmd.Process.Signal(sig)
+	reap(cmd, 10*time.Second)
+	return nil
+}
+
+// reap waits up to timeout for cmd to exit, kills it after that, and
+// reports whether it exited by itself.
+func reap(cmd *exec.Cmd, timeout time.Duration) bool {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
+		return true
+	case <-time.After(timeout):
 		cmd.Process.Kill()
 		<-done
+		return false
 	}
-	return nil
 }
 
-// WaitExit waits up to timeout for the agent to exit by itself and returns
-// its exit status. Afterwards the node counts as stopped.
+// WaitExit waits up to timeout for the agent to exit by itself (killing it
+// after that) and returns its exit status. Afterwards the node counts as
+// stopped.
 func (n *Node) WaitExit(timeout time.Duration) (int, error) {
 	n.mu.Lock()
 	cmd := n.cmd
+	n.cmd = nil
 	n.mu.Unlock()
 	if cmd == nil {
 		return 0, fmt.Errorf("node %s: agent not running", n.Name)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		cmd.Process.Kill()
-		<-done
-		return 0, fmt.Errorf("node %s: agent still running after %s", n.Name, timeout)
+	if !reap(cmd, timeout) {
+		return 0, fmt.Errorf("node %s: agent still running after %s (killed)", n.Name, timeout)
 	}
-	n.mu.Lock()
-	n.cmd = nil
-	n.mu.Unlock()
 	return cmd.ProcessState.ExitCode(), nil
 }
 
