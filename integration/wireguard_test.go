@@ -183,24 +183,7 @@ func TestWireGuardBackend(t *testing.T) {
 		if err := vx.WaitReady(60 * time.Second); err != nil {
 			t.Fatal(err)
 		}
-		err = rig.Eventually(20*time.Second, func() error {
-			st, err := nodes[0].Status()
-			if err != nil {
-				return err
-			}
-			for _, p := range st.Peers {
-				if p.Name == "vxlannode" {
-					if p.Programmed || !strings.Contains(p.Reason, "runs backend vxlan, this node runs wireguard") {
-						return fmt.Errorf("vxlannode: programmed=%v reason=%q", p.Programmed, p.Reason)
-					}
-					return nil
-				}
-			}
-			return fmt.Errorf("vxlannode not known yet")
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		waitRefused(t, nodes[0], "vxlannode", "runs backend vxlan, this node runs wireguard")
 		st, err := vx.Status()
 		if err != nil {
 			t.Fatal(err)
