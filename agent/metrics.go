@@ -225,14 +225,17 @@ var apiVerbs = map[string]string{
 	"/v1/pods/get": "CHECK", "/v1/pods/gc": "GC", "/v1/status": "STATUS",
 }
 
-// instrument counts and times every local API request.
-func (m *metrics) instrument(next http.Handler) http.Handler {
+// instrument counts and times every local API request, and logs the ones
+// that failed inside the agent (a full state disk, a netlink error) with
+// their reason: the runtime that sent them logs them on its side, often on
+// another machine than the operator reading loomd's log.
+func (m *metrics) instrument(log *zap.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		verb, ok := apiVerbs[r.URL.Path]
 		if !ok {
 			verb = "other"
 		}
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		rec := &apiResponse{ResponseWriter: w, status: http.StatusOK}
 		start := time.Now()
 		next.ServeHTTP(rec, r)
 		result := "ok"
@@ -241,18 +244,29 @@ func (m *metrics) instrument(next http.Handler) http.Handler {
 		}
 		m.cniRequests.WithLabelValues(verb, result).Inc()
 		m.cniDuration.WithLabelValues(verb).Observe(time.Since(start).Seconds())
+		if rec.status == http.StatusInternalServerError {
+			log.Warn("local API request failed", zap.String("request", r.Method+" "+r.URL.Path),
+				zap.String("verb", verb), zap.Error(rec.failure))
+		}
 	})
 }
 
-type statusRecorder struct {
+// apiResponse records what a local API handler answered.
+type apiResponse struct {
 	http.ResponseWriter
 	status int
+	// failure is the error writeError answered with, if any.
+	failure error
 }
 
-func (s *statusRecorder) WriteHeader(code int) {
+func (s *apiResponse) WriteHeader(code int) {
 	s.status = code
 	s.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection's writer (to
+// flush an answer before the handler goes on).
+func (s *apiResponse) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // serveMetrics serves /metrics, /healthz and /readyz on --metrics-addr.
 func (a *Agent) serveMetrics() (func(), error) {

@@ -64,7 +64,7 @@ func (a *Agent) serveAPI() (func(), error) {
 	mux.HandleFunc("POST /v1/leave", a.handleLeave)
 	mux.HandleFunc("POST /v1/keyring", a.handleKeyring)
 	srv := &http.Server{
-		Handler:           a.metrics.instrument(http.MaxBytesHandler(mux, maxRequestBody)),
+		Handler:           a.metrics.instrument(a.log, http.MaxBytesHandler(mux, maxRequestBody)),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -94,6 +94,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, code string, err error) {
+	if rec, ok := w.(*apiResponse); ok {
+		rec.failure = err
+	}
 	writeJSON(w, status, &api.Error{Code: code, Message: err.Error()})
 }
 
@@ -292,8 +295,8 @@ func (a *Agent) handleAttach(w http.ResponseWriter, r *http.Request) {
 // answer the CNI plugin, and so the runtime, is waiting for.
 func answerThenReconcile(w http.ResponseWriter, a *Agent) {
 	w.WriteHeader(http.StatusNoContent)
-	if f, ok := w.(http.Flusher); ok {
-		f.Flush()
+	if err := http.NewResponseController(w).Flush(); err != nil {
+		a.log.Debug("flush local API answer", zap.Error(err))
 	}
 	a.trigger()
 }
