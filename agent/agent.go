@@ -450,6 +450,10 @@ func (a *Agent) trigger() {
 	}
 }
 
+// maxRetryInterval bounds how long a persistent data plane failure waits
+// for its next retry, and so how soon the node recovers once it is fixed.
+const maxRetryInterval = 8 * time.Second
+
 // loop reconciles on every change, on a timer for dead-peer grace, and on
 // the periodic resync; it also retries joins to reach missing peers.
 func (a *Agent) loop(ctx context.Context) error {
@@ -461,6 +465,10 @@ func (a *Agent) loop(ctx context.Context) error {
 	defer grace.Stop()
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
+	// A failed reconcile is retried after a second (most failures are
+	// races with the kernel or a runtime), then less often while the same
+	// failure persists.
+	retryAfter := time.Duration(0)
 
 	reason := "startup"
 	for {
@@ -470,7 +478,10 @@ func (a *Agent) loop(ctx context.Context) error {
 		if reason != "" {
 			next, err := a.reconcile(reason)
 			if err != nil {
-				retry.Reset(time.Second)
+				retryAfter = min(max(2*retryAfter, time.Second), maxRetryInterval)
+				retry.Reset(retryAfter)
+			} else {
+				retryAfter = 0
 			}
 			if !next.IsZero() {
 				grace.Reset(time.Until(next))
@@ -606,14 +617,22 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	}
 	a.stateMu.Lock()
 	a.programmed = programmed
+	prevErr := a.lastErr
 	a.lastErr = err
 	first := err == nil && !a.applied
 	if err == nil {
 		a.applied = true
 	}
 	a.stateMu.Unlock()
-	if err != nil {
+	switch {
+	case err != nil && (prevErr == nil || prevErr.Error() != err.Error()):
 		a.log.Warn("reconcile incomplete; retrying", zap.String("reason", reason), zap.Error(err))
+	case err != nil:
+		// The same failure again (a device in the way, a missing module):
+		// said once; readiness and the metrics keep saying it.
+		a.log.Debug("reconcile incomplete; retrying", zap.String("reason", reason), zap.Error(err))
+	case prevErr != nil:
+		a.log.Info("reconcile complete again", zap.String("reason", reason))
 	}
 	if res.Writes > 0 {
 		a.log.Info("data plane updated", zap.String("reason", reason), zap.Int("writes", res.Writes),

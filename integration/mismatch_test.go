@@ -111,3 +111,63 @@ func TestDuplicateNodeNameIsRefused(t *testing.T) {
 	waitKernelMatches(t, nodes[0], nodes, nil, 10*time.Second)
 	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b")}, 30*time.Second)
 }
+
+// TestForeignVXLANDeviceInTheWay: another overlay on the node (flannel set
+// to port 4789, a leftover device) holds Loom's VNI and port, so the
+// kernel refuses Loom's device with a bare "file exists". The node is not
+// ready and says which device is in the way, logs it once rather than on
+// every retry, and becomes ready by itself once the device is removed.
+func TestForeignVXLANDeviceInTheWay(t *testing.T) {
+	r := newRig(t)
+	first := startNodes(t, r, 1)[0]
+	n, err := r.AddNode("crowded")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, n, "ip", "link", "add", "vxforeign", "type", "vxlan", "id", "1", "dstport", "4789", "dev", "eth0")
+	mustExec(t, n, "ip", "link", "set", "vxforeign", "up")
+	if err := n.Start(first); err != nil {
+		t.Fatal(err)
+	}
+	const why = "VXLAN device vxforeign already uses VNI 1 on UDP port 4789"
+	if err := rig.Eventually(20*time.Second, func() error {
+		code, body, err := rig.GetIn(n.NS, rig.AgentHTTP+"/readyz")
+		if err != nil {
+			return err
+		}
+		if code != 503 || !strings.Contains(body, why) {
+			return fmt.Errorf("/readyz = %d %q", code, body)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Let it retry a few times, then count what it said.
+	retried := func() int { return strings.Count(rig.Tail(n.LogPath(), 1000), `"reconcile incomplete; retrying"`) }
+	if err := rig.Eventually(30*time.Second, func() error {
+		if c := retried(); c < 3 {
+			return fmt.Errorf("%d failed reconciles logged so far", c)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var warnings []string
+	for _, line := range strings.Split(rig.Tail(n.LogPath(), 1000), "\n") {
+		if strings.Contains(line, `"level":"warn"`) && strings.Contains(line, why) {
+			warnings = append(warnings, line)
+		}
+	}
+	if len(warnings) != 1 {
+		t.Fatalf("the same failure was logged as a warning %d times, want once:\n%s", len(warnings), strings.Join(warnings, "\n"))
+	}
+
+	mustExec(t, n, "ip", "link", "del", "vxforeign")
+	if err := n.WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(rig.Tail(n.LogPath(), 1000), "reconcile complete again") {
+		t.Fatal("recovery not logged")
+	}
+	waitAllReach(t, []*rig.Pod{addPod(t, first, "a"), addPod(t, n, "b")}, 30*time.Second)
+}

@@ -65,6 +65,14 @@ func (f *FakeKernel) LinkAdd(l netlink.Link) error {
 	if _, ok := f.links[l.Attrs().Name]; ok {
 		return unix.EEXIST
 	}
+	// Like the kernel, one VXLAN device per VNI and UDP port.
+	if x, ok := l.(*netlink.Vxlan); ok {
+		for _, o := range f.links {
+			if ox, ok := o.(*netlink.Vxlan); ok && ox.VxlanId == x.VxlanId && ox.Port == x.Port {
+				return unix.EEXIST
+			}
+		}
+	}
 	l.Attrs().Index = f.nextIndex
 	f.nextIndex++
 	f.links[l.Attrs().Name] = l

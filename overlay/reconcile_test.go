@@ -4,6 +4,7 @@ import (
 	"github.com/loomnet/loom/api"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -186,6 +187,22 @@ func TestApplyRecreatesDeletedOrMisconfiguredDevice(t *testing.T) {
 	dev, _ = f.k.LinkByName("loom.1")
 	if dev.(*netlink.Vxlan).VxlanId != 1 {
 		t.Fatalf("misconfigured device reused: vni %d", dev.(*netlink.Vxlan).VxlanId)
+	}
+}
+
+// Another overlay's device on Loom's VNI and port makes the kernel refuse
+// Loom's with "file exists"; the error must name the device in the way.
+func TestApplyNamesForeignDeviceOnSameVNIAndPort(t *testing.T) {
+	f := newFixture(t)
+	f.k.LinkAdd(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 1, Port: 4789})
+	_, err := f.dp.Apply(Desired{Subnet: own})
+	if err == nil || !strings.Contains(err.Error(), "VXLAN device flannel.1 already uses VNI 1 on UDP port 4789") {
+		t.Fatalf("want an error naming flannel.1, got %v", err)
+	}
+	dev, _ := f.k.LinkByName("flannel.1")
+	f.k.LinkDel(dev)
+	if _, err := f.dp.Apply(Desired{Subnet: own}); err != nil {
+		t.Fatalf("with the foreign device gone: %v", err)
 	}
 }
 

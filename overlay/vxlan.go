@@ -83,6 +83,10 @@ func (v *VXLAN) EnsureDevice(overlayIP netip.Addr) (bool, error) {
 			Learning:     false,
 		}
 		if err := v.k.LinkAdd(dev); err != nil {
+			if other := v.tunnelHolder(); errors.Is(err, unix.EEXIST) && other != "" {
+				return fmt.Errorf("create %s: VXLAN device %s already uses VNI %d on UDP port %d (another overlay on this node?): give Loom another --vni or --vxlan-port, or delete %s",
+					v.cfg.Name, other, v.cfg.VNI, v.cfg.Port, other)
+			}
 			return fmt.Errorf("create %s (vni %d, port %d): %w", v.cfg.Name, v.cfg.VNI, v.cfg.Port, err)
 		}
 		return nil
@@ -93,6 +97,22 @@ func (v *VXLAN) EnsureDevice(overlayIP netip.Addr) (bool, error) {
 	v.index.Store(int64(l.Attrs().Index))
 	linkChanged, err := ensureDeviceUp(v.k, l, v.cfg.MTU, overlayIP)
 	return changed || linkChanged, err
+}
+
+// tunnelHolder names another VXLAN device that uses this backend's VNI and
+// port: the kernel refuses a second one with a bare "file exists", which
+// reads as if Loom's own device were in the way.
+func (v *VXLAN) tunnelHolder() string {
+	links, err := v.k.LinkList()
+	if err != nil {
+		return ""
+	}
+	for _, l := range links {
+		if x, ok := l.(*netlink.Vxlan); ok && x.Name != v.cfg.Name && x.VxlanId == v.cfg.VNI && x.Port == v.cfg.Port {
+			return x.Name
+		}
+	}
+	return ""
 }
 
 // ensureLink returns the device name, replacing one that reusable refuses
