@@ -97,13 +97,20 @@ func TestReadyzExplainsNotReady(t *testing.T) {
 	if err := n.Start(ghost); err != nil {
 		t.Fatal(err)
 	}
-	if err := rig.Eventually(15*time.Second, func() error {
+	waitNotReady(t, n, "no subnet")
+}
+
+// waitNotReady waits until n's /readyz answers 503 with a reason
+// containing why.
+func waitNotReady(t *testing.T, n *rig.Node, why string) {
+	t.Helper()
+	if err := rig.Eventually(20*time.Second, func() error {
 		code, body, err := rig.GetIn(n.NS, rig.AgentHTTP+"/readyz")
 		if err != nil {
 			return err
 		}
-		if code != 503 || !strings.Contains(body, "no subnet") {
-			return fmt.Errorf("/readyz = %d %q", code, body)
+		if code != 503 || !strings.Contains(body, why) {
+			return fmt.Errorf("/readyz = %d %q, want 503 with %q", code, body, why)
 		}
 		return nil
 	}); err != nil {

@@ -130,18 +130,7 @@ func TestForeignVXLANDeviceInTheWay(t *testing.T) {
 		t.Fatal(err)
 	}
 	const why = "VXLAN device vxforeign already uses VNI 1 on UDP port 4789"
-	if err := rig.Eventually(20*time.Second, func() error {
-		code, body, err := rig.GetIn(n.NS, rig.AgentHTTP+"/readyz")
-		if err != nil {
-			return err
-		}
-		if code != 503 || !strings.Contains(body, why) {
-			return fmt.Errorf("/readyz = %d %q", code, body)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitNotReady(t, n, why)
 	// Let it retry a few times, then count what it said.
 	retried := func() int { return strings.Count(rig.Tail(n.LogPath(), 1000), `"reconcile incomplete; retrying"`) }
 	if err := rig.Eventually(30*time.Second, func() error {

@@ -451,3 +451,29 @@ table ip filter {
 		}
 	}
 }
+
+// TestWireGuardPortInUse: something else on the node holds the WireGuard
+// port (another WireGuard, a leftover). The node is not ready and says
+// which port and flag; once the port is free it becomes ready by itself.
+func TestWireGuardPortInUse(t *testing.T) {
+	r := newRig(t, "--backend", "wireguard")
+	first := startNodes(t, r, 1)[0]
+	n, err := r.AddNode("crowded")
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err := rig.ListenPacketIn(n.NS, "0.0.0.0:51820")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if err := n.Start(first); err != nil {
+		t.Fatal(err)
+	}
+	waitNotReady(t, n, "UDP port 51820 is in use on this node (another WireGuard?): give Loom another --wireguard-port")
+	holder.Close()
+	if err := n.WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitAllReach(t, []*rig.Pod{addPod(t, first, "a"), addPod(t, n, "b")}, 30*time.Second)
+}

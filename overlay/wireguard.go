@@ -232,6 +232,9 @@ func (w *WireGuard) AddPeers(peers []Peer) (int, error) {
 		return 0, nil
 	}
 	if err := w.configure(c); err != nil {
+		if c.ListenPort != nil && errors.Is(err, syscall.EADDRINUSE) {
+			return 0, fmt.Errorf("configure %s: UDP port %d is in use on this node (another WireGuard?): give Loom another --wireguard-port, or stop what holds it: %w", w.cfg.Name, port, err)
+		}
 		return 0, fmt.Errorf("configure %s peers: %w", w.cfg.Name, err)
 	}
 	return len(c.Peers) + btoi(c.PrivateKey != nil), nil

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -44,7 +45,7 @@ func uapiExchange(socket, request string) ([][2]string, error) {
 		}
 		if k == "errno" {
 			if v != "0" {
-				return nil, fmt.Errorf("WireGuard device refused the request: errno %s", v)
+				return nil, uapiErrno(v)
 			}
 			return out, nil
 		}
@@ -54,6 +55,17 @@ func uapiExchange(socket, request string) ([][2]string, error) {
 		return nil, err
 	}
 	return nil, errors.New("UAPI answer ended without errno")
+}
+
+// uapiErrno turns the errno line of a refused request into an error that
+// errors.Is matches against syscall errors: wireguard-go answers with
+// negative errno values (-98 for a listen port in use).
+func uapiErrno(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return fmt.Errorf("WireGuard device refused the request: errno %q", v)
+	}
+	return fmt.Errorf("WireGuard device refused the request: %w (errno %d)", syscall.Errno(max(n, -n)), n)
 }
 
 // uapiSet applies a configuration to the device behind socket.

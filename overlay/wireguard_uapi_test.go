@@ -1,10 +1,12 @@
 package overlay
 
 import (
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,6 +86,11 @@ func TestUAPISetAndGet(t *testing.T) {
 	sock3, _ := fakeUAPI(t, "errno=22\n\n")
 	if err := uapiSet(sock3, cfg); err == nil || !strings.Contains(err.Error(), "errno 22") {
 		t.Fatalf("refused set: err = %v", err)
+	}
+	// wireguard-go's answer when the listen port is taken.
+	sock4, _ := fakeUAPI(t, "errno=-98\n\n")
+	if err := uapiSet(sock4, cfg); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("port in use: err = %v, want EADDRINUSE", err)
 	}
 }
 

@@ -222,16 +222,26 @@ func ServeAPI(nsName string, h http.Handler) (stop func(), err error) {
 // ListenIn opens a TCP listener inside network namespace nsName; the
 // socket stays in that namespace whatever thread later uses it.
 func ListenIn(nsName, addr string) (net.Listener, error) {
-	var l net.Listener
+	return openIn(nsName, addr, func() (net.Listener, error) { return net.Listen("tcp4", addr) })
+}
+
+// ListenPacketIn opens a UDP socket inside network namespace nsName (to
+// hold a port, or to receive).
+func ListenPacketIn(nsName, addr string) (net.PacketConn, error) {
+	return openIn(nsName, addr, func() (net.PacketConn, error) { return net.ListenPacket("udp4", addr) })
+}
+
+func openIn[S any](nsName, addr string, open func() (S, error)) (S, error) {
+	var s S
 	err := ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
 		var err error
-		l, err = net.Listen("tcp4", addr)
+		s, err = open()
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s in %s: %w", addr, nsName, err)
+		return s, fmt.Errorf("listen on %s in %s: %w", addr, nsName, err)
 	}
-	return l, nil
+	return s, nil
 }
 
 // ChildProcess returns the pid of parent's child process called name.
