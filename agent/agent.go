@@ -268,6 +268,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			endRun(err)
 		},
 	}, a.record())
+	if inUse := (*gossip.PortInUseError)(nil); errors.As(err, &inUse) {
+		return flagErr("gossip-port", "%d is in use on this node (Docker Swarm gossips on 7946 too; every node of a fabric needs the same port): %s", inUse.Port, inUse.Detail)
+	}
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -87,6 +89,18 @@ type Membership struct {
 
 func errNameMismatch(record, member string) error {
 	return fmt.Errorf("record names node %q but memberlist names it %q", record, member)
+}
+
+// PortInUseError is returned by Start when another process holds the
+// gossip port (Docker Swarm's gossip also uses 7946).
+type PortInUseError struct {
+	Port int
+	// Detail is memberlist's account of the failed bind.
+	Detail string
+}
+
+func (e *PortInUseError) Error() string {
+	return fmt.Sprintf("gossip port %d is in use on this node: %s", e.Port, e.Detail)
 }
 
 // Start creates the memberlist and begins listening. The node is alone
@@ -174,6 +188,12 @@ func Start(cfg Config, local NodeRecord) (*Membership, error) {
 	}}
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
+		// memberlist formats the bind error into its message (%v), so the
+		// errno is lost to errors.Is; its text is not.
+		if msg := err.Error(); strings.Contains(msg, syscall.EADDRINUSE.Error()) {
+			_, detail, _ := strings.Cut(msg, "failed to obtain an address: ")
+			return nil, &PortInUseError{Port: cfg.Port, Detail: cmp.Or(detail, msg)}
+		}
 		return nil, fmt.Errorf("start gossip on port %d: %w", cfg.Port, err)
 	}
 	m.ml = ml

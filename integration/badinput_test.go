@@ -43,7 +43,10 @@ func TestLoomdRejectsBadFlags(t *testing.T) {
 		{"gossip-key-file", nil, ""}, // neither a key nor the explicit opt-out
 		{"vni", []string{"--insecure-gossip"}, "LOOM_VNI=banana"},
 		{"mtu", []string{"--insecure-gossip", "--mtu", "99"}, ""},
+		// Held below, as Docker Swarm's gossip holds 7946.
+		{"gossip-port", []string{"--insecure-gossip", "--gossip-port", "7999"}, ""},
 	}
+	listenIn(t, n.NS, "0.0.0.0:7999")
 	for _, c := range cases {
 		args := append(append([]string{"--net=/run/netns/" + n.NS, "--", filepath.Join(binaries(t), "loomd")}, base...), c.args...)
 		// A case that is accidentally valid would start an agent and block:
@@ -61,9 +64,16 @@ func TestLoomdRejectsBadFlags(t *testing.T) {
 			t.Errorf("%v %s: exit %v, want non-zero", c.args, c.env, err)
 			continue
 		}
-		msg := strings.TrimSpace(string(out))
-		if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "--"+c.flag) {
-			t.Errorf("%v %s: message %q does not name --%s in one line", c.args, c.env, msg, c.flag)
+		// Warnings logged before the error (--insecure-gossip's) are JSON
+		// lines; the error is the one plain line.
+		var msgs []string
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if !strings.HasPrefix(line, "{") {
+				msgs = append(msgs, line)
+			}
+		}
+		if len(msgs) != 1 || !strings.Contains(msgs[0], "--"+c.flag) {
+			t.Errorf("%v %s: output %q does not name --%s in one line", c.args, c.env, out, c.flag)
 		}
 	}
 	if _, err := n.Exec("ip", "-o", "link", "show", "loom.1"); err == nil {
