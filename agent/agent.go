@@ -605,6 +605,9 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	start := time.Now()
 	res, err := a.dp.Apply(d)
 	a.metrics.observeReconcile(reason, time.Since(start), res, d, err)
+	if res.ForwardingRestored {
+		a.log.Warn("IPv4 forwarding was off (a sysctl reload, a hardening script?); turned it on again", zap.String("sysctl", "net.ipv4.ip_forward"))
+	}
 	programmed := map[string]bool{}
 	var addrs []string
 	for _, p := range d.Peers {

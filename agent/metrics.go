@@ -210,6 +210,9 @@ func (m *metrics) observeReconcile(reason string, d time.Duration, res overlay.R
 			m.drift.WithLabelValues("device").Inc()
 		}
 	}
+	if res.ForwardingRestored { // set at start, so always someone else's change
+		m.drift.WithLabelValues("ip_forward").Inc()
+	}
 	if err == nil {
 		m.entries.WithLabelValues("neigh").Set(float64(len(desired.Peers)))
 		m.entries.WithLabelValues("fdb").Set(float64(len(desired.Peers)))

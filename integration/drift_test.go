@@ -47,6 +47,8 @@ func TestDriftIsRepaired(t *testing.T) {
 			{"ip", "route", "add", "10.244.250.0/24", "via", "10.244.250.0", "dev", "loom.1", "onlink"},
 		}},
 		{"stale Loom route for a gone pod planted", [][]string{{"ip", "route", "add", "10.244.251.7/32", "dev", "eth0", "proto", "76"}}},
+		// What `sysctl --system` does with an /etc/sysctl.conf saying 0.
+		{"IPv4 forwarding switched off", [][]string{{"sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"}}},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
@@ -55,7 +57,13 @@ func TestDriftIsRepaired(t *testing.T) {
 			}
 			waitKernelMatches(t, n, nodes, pods, 15*time.Second)
 			waitAllReach(t, []*rig.Pod{pod, other}, 15*time.Second)
+			if fwd := strings.TrimSpace(mustExec(t, n, "cat", "/proc/sys/net/ipv4/ip_forward")); fwd != "1" {
+				t.Fatalf("net.ipv4.ip_forward = %s", fwd)
+			}
 		})
+	}
+	if !strings.Contains(rig.Tail(n.LogPath(), 2000), "IPv4 forwarding was off") {
+		t.Fatal("turning IPv4 forwarding back on was not logged")
 	}
 	if out, _ := n.Exec("ip", "route", "show", "10.99.0.0/24"); !strings.Contains(out, "10.200.0.254") {
 		t.Fatal("a route that is not Loom's was removed")

@@ -33,6 +33,9 @@ type Result struct {
 	DeviceChanged bool
 	// Added and Removed count entries by kind ("neigh+fdb", "route").
 	Added, Removed map[string]int
+	// ForwardingRestored is true when IPv4 forwarding was found off and
+	// turned on again.
+	ForwardingRestored bool
 }
 
 // Dataplane reconciles the desired state into the kernel.
@@ -77,8 +80,8 @@ type DataplaneConfig struct {
 	// AntiSpoofNFTables (set entries per pod) or AntiSpoofRPFilter (strict
 	// reverse-path filtering on each host veth). Empty: nftables.
 	AntiSpoof string
-	// Sysctl sets a /proc/sys key and reports whether it wrote; needed for
-	// AntiSpoofRPFilter (nil in unit tests).
+	// Sysctl sets a /proc/sys key and reports whether it wrote: IPv4
+	// forwarding, and rp_filter for AntiSpoofRPFilter (nil in unit tests).
 	Sysctl func(key, value string) (bool, error)
 	// OnDetachError hears of a pod veth the background deletion could not
 	// remove (it stays down, routeless, for the runtime's netns removal or
@@ -137,6 +140,16 @@ func (dp *Dataplane) Apply(d Desired) (Result, error) {
 	if !d.Subnet.IsValid() {
 		return res, errors.New("apply data plane: node has no subnet yet")
 	}
+	var errs []error
+	if dp.sysctl != nil {
+		// Set at start, but anyone may switch it off (a sysctl reload).
+		wrote, err := dp.sysctl(IPForwardKey, "1")
+		res.ForwardingRestored = wrote
+		if wrote {
+			res.Writes++
+		}
+		errs = append(errs, err)
+	}
 	overlayIP := d.Subnet.Addr()
 	changed, err := dp.backend.EnsureDevice(overlayIP)
 	res.DeviceChanged = changed
@@ -144,9 +157,8 @@ func (dp *Dataplane) Apply(d Desired) (Result, error) {
 		res.Writes++
 	}
 	if err != nil {
-		return res, fmt.Errorf("ensure %s device: %w", dp.backend.Name(), err)
+		return res, errors.Join(append(errs, fmt.Errorf("ensure %s device: %w", dp.backend.Name(), err))...)
 	}
-	var errs []error
 	peers := append([]Peer(nil), d.Peers...)
 	sort.Slice(peers, func(i, j int) bool { return peers[i].Name < peers[j].Name })
 

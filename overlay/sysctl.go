@@ -9,7 +9,7 @@ import (
 // EnableForwarding turns on IPv4 forwarding in the agent's network
 // namespace: a node routes between pods, its tunnel and its underlay.
 func EnableForwarding() error {
-	_, err := SetSysctl("net/ipv4/ip_forward", "1")
+	_, err := SetSysctl(IPForwardKey, "1")
 	return err
 }
 

@@ -11,10 +11,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Watch subscribes to the kernel's link, route and neighbour notifications
-// in the current network namespace and calls notify whenever something
-// that may be Loom's changed: a Loom link deleted or set down, a
-// Loom-tagged route deleted, any entry on the tunnel device. Drift made by
+// Watch subscribes to the kernel's link, route, neighbour and IPv4 netconf
+// notifications in the current network namespace and calls notify whenever
+// something that may be Loom's changed: a Loom link deleted or set down, a
+// Loom-tagged route deleted, any entry on the tunnel device, IPv4
+// forwarding switched off. Drift made by
 // hand is thus repaired within one reconcile instead of waiting for the
 // periodic resync. notify must not block. Watch returns once subscribed;
 // it stops when ctx ends, and reports a dead subscription through onError
@@ -41,6 +42,9 @@ func Watch(ctx context.Context, deviceIndex func() int, detaching func(hostIf st
 	}
 	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{ErrorCallback: onError, ReceiveBufferSize: buf}); err != nil {
 		return fmt.Errorf("subscribe to neighbour changes: %w", err)
+	}
+	if err := watchForwarding(done, notify, onError); err != nil {
+		return err
 	}
 	go func() {
 		for {

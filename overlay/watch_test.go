@@ -41,3 +41,33 @@ func TestLinkNeedsRepair(t *testing.T) {
 		}
 	}
 }
+
+func TestForwardingTurnedOff(t *testing.T) {
+	msg := func(ifindex, forwarding int32) []byte {
+		b := []byte{unix.AF_INET, 0, 0, 0}
+		for _, a := range []struct {
+			typ uint16
+			v   int32
+		}{{netconfaIfindex, ifindex}, {netconfaForwarding, forwarding}} {
+			attr := nl.NewRtAttr(int(a.typ), nl.Uint32Attr(uint32(a.v)))
+			b = append(b, attr.Serialize()...)
+		}
+		return b
+	}
+	for _, c := range []struct {
+		name    string
+		payload []byte
+		want    bool
+	}{
+		{"all off", msg(netconfIfindexAll, 0), true},
+		{"all on", msg(netconfIfindexAll, 1), false},
+		{"one interface off", msg(7, 0), false},
+		{"default off", msg(-2, 0), false},
+		{"truncated", []byte{unix.AF_INET}, false},
+		{"garbage attributes", []byte{unix.AF_INET, 0, 0, 0, 0xff, 0xff}, false},
+	} {
+		if got := forwardingTurnedOff(c.payload); got != c.want {
+			t.Errorf("%s: forwardingTurnedOff = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
