@@ -76,11 +76,11 @@ image: build
 bench: deps
 	@scripts/deps.sh perf
 	$(GO) run ./bench/cmd/loombench -out bench
-	$(GO) test -run '^$$' -bench . -benchmem ./gossip ./ipam ./overlay
+	$(GO) test -run '^$$' -bench . -benchmem ./agent ./gossip ./ipam ./overlay ./policy
 
 bench-short: deps
 	$(GO) run ./bench/cmd/loombench -short -out bench
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20x ./gossip ./ipam ./overlay
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20x ./agent ./gossip ./ipam ./overlay ./policy
 
 # The compose rig's image: the binaries plus podctl, its stand-in runtime.
 COMPOSE_IMAGE ?= loom-compose:dev

@@ -95,14 +95,20 @@ type claimKey struct {
 type LeaseTable struct {
 	space SubnetSpace
 
-	// mu guards claims.
+	// mu guards claims and its indexes.
 	mu     sync.Mutex
 	claims map[claimKey]Claim
+	// owners and subnets index claims by subnet and by owner: every
+	// reconcile asks who holds each peer's subnet, and scanning the whole
+	// table for each of thousands of peers took most of a second.
+	owners  map[netip.Prefix][]string
+	subnets map[string][]netip.Prefix
 }
 
 // NewLeaseTable returns an empty table for the given subnet space.
 func NewLeaseTable(space SubnetSpace) *LeaseTable {
-	return &LeaseTable{space: space, claims: map[claimKey]Claim{}}
+	return &LeaseTable{space: space, claims: map[claimKey]Claim{},
+		owners: map[netip.Prefix][]string{}, subnets: map[string][]netip.Prefix{}}
 }
 
 // Validate checks a claim against the table's subnet space.
@@ -133,8 +139,13 @@ func (t *LeaseTable) Merge(claims ...Claim) ([]Claim, error) {
 			continue
 		}
 		k := claimKey{c.Subnet, c.Owner}
-		if old, ok := t.claims[k]; ok && !c.newer(old) {
+		old, known := t.claims[k]
+		if known && !c.newer(old) {
 			continue
+		}
+		if !known {
+			t.owners[c.Subnet] = append(t.owners[c.Subnet], c.Owner)
+			t.subnets[c.Owner] = append(t.subnets[c.Owner], c.Subnet)
 		}
 		t.claims[k] = c
 		changed = append(changed, c)
@@ -170,8 +181,9 @@ func (t *LeaseTable) Holder(subnet netip.Prefix, now time.Time) (Claim, bool) {
 func (t *LeaseTable) holderLocked(subnet netip.Prefix, now time.Time) (Claim, bool) {
 	var best Claim
 	found := false
-	for k, c := range t.claims {
-		if k.subnet != subnet || !c.Blocks(now) {
+	for _, owner := range t.owners[subnet] {
+		c := t.claims[claimKey{subnet, owner}]
+		if !c.Blocks(now) {
 			continue
 		}
 		if !found || c.beats(best) {
@@ -191,12 +203,13 @@ func (t *LeaseTable) ClaimOf(subnet netip.Prefix, owner string) (Claim, bool) {
 
 // ClaimsBy returns every claim the owner has, of any state.
 func (t *LeaseTable) ClaimsBy(owner string) []Claim {
+	t.mu.Lock()
 	var out []Claim
-	for _, c := range t.Claims() {
-		if c.Owner == owner {
-			out = append(out, c)
-		}
+	for _, subnet := range t.subnets[owner] {
+		out = append(out, t.claims[claimKey{subnet, owner}])
 	}
+	t.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Subnet.Addr().Less(out[j].Subnet.Addr()) })
 	return out
 }
 

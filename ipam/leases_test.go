@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"testing/quick"
@@ -234,4 +235,50 @@ func FuzzDecodeClaims(f *testing.F) {
 			t.Fatalf("re-merge of own state failed: %v", err)
 		}
 	})
+}
+
+// The by-subnet and by-owner indexes must answer as a scan of the whole
+// table would, whatever order claims and their updates arrive in.
+func TestIndexesAgreeWithAScan(t *testing.T) {
+	space, _ := NewSubnetSpace(netip.MustParsePrefix("10.244.0.0/16"), 24)
+	rng := rand.New(rand.NewSource(7))
+	now := time.Unix(1_000_000, 0)
+	tab := NewLeaseTable(space)
+	states := []LeaseState{LeaseActive, LeaseReserved, LeaseReleased}
+	for i := 0; i < 3000; i++ {
+		c := Claim{Subnet: space.Nth(rng.Intn(20)), Owner: fmt.Sprintf("n%d", rng.Intn(15)), Epoch: uint64(rng.Intn(50) + 1),
+			Version: uint64(rng.Intn(5) + 1), State: states[rng.Intn(3)]}
+		if c.State == LeaseReserved {
+			c.Expires = now.Unix() + int64(rng.Intn(20)) - 10
+		}
+		if _, err := tab.Merge(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := tab.Claims()
+	for i := 0; i < 15; i++ {
+		owner := fmt.Sprintf("n%d", i)
+		var want []Claim
+		for _, c := range all {
+			if c.Owner == owner {
+				want = append(want, c)
+			}
+		}
+		if got := tab.ClaimsBy(owner); !slices.Equal(got, want) {
+			t.Fatalf("ClaimsBy(%s) = %v, want %v", owner, got, want)
+		}
+	}
+	for i := 0; i < 20; i++ {
+		s := space.Nth(i)
+		var want Claim
+		found := false
+		for _, c := range all {
+			if c.Subnet == s && c.Blocks(now) && (!found || c.beats(want)) {
+				want, found = c, true
+			}
+		}
+		if got, ok := tab.Holder(s, now); ok != found || got != want {
+			t.Fatalf("Holder(%s) = %v %v, want %v %v", s, got, ok, want, found)
+		}
+	}
 }
