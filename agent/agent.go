@@ -168,7 +168,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	default:
 		a.backend = overlay.NewVXLAN(a.kernel, overlay.VXLANConfig{
 			Name: overlay.DeviceName(r.VNI), VNI: r.VNI, Port: r.VXLANPort, MTU: r.mtu,
-			MAC: a.mac, UnderlayIndex: r.underlay.Attrs().Index, Local: r.advertise,
+			MAC: a.mac, UnderlayIndex: r.underlay.Attrs().Index, Local: r.source,
 		})
 		if r.DirectRouting {
 			a.backend = overlay.NewDirect(a.kernel, a.backend, r.Iface)
@@ -333,6 +333,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	defer stopWatch()
 	a.watchUnderlay(watchCtx, func(c underlayChange) {
 		switch {
+		case c.movedTo.IsValid() && r.AdvertiseAddr != "":
+			// Behind a NAT: peers reach the same public address, so this
+			// is a restart to them, not a move.
+			a.log.Warn("underlay address changed; loomd starts again to send tunnel packets from the new one (data plane and pods stay)",
+				zap.Stringer("from", r.source), zap.Stringer("to", c.movedTo), zap.String("iface", r.Iface))
 		case c.movedTo.IsValid():
 			a.log.Warn("underlay address changed; loomd starts again to advertise the new one (data plane and pods stay)",
 				zap.Stringer("from", r.advertise), zap.Stringer("to", c.movedTo), zap.String("iface", r.Iface))

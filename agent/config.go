@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -159,6 +160,9 @@ type resolved struct {
 	cluster   netip.Prefix
 	underlay  netlink.Link
 	advertise netip.Addr
+	// source is the address the tunnel sends from: advertise when this
+	// node owns it, else (a NAT's public address) the first of --iface.
+	source    netip.Addr
 	mtu       int
 	keys      [][]byte
 	podToHost []overlay.PortRule
@@ -356,18 +360,31 @@ func (r *resolved) resolveUnderlay(k overlay.Kernel) error {
 		return flagErr("iface", "%q: no such interface", r.Iface)
 	}
 	r.underlay = l
+	addrs, err := k.AddrList(l)
+	if err != nil {
+		return flagErr("iface", "%q: list addresses: %v", r.Iface, err)
+	}
+	r.source = firstIPv4(addrs)
 	if r.AdvertiseAddr != "" {
 		a, err := netip.ParseAddr(r.AdvertiseAddr)
 		if err != nil || !a.Is4() {
 			return flagErr("advertise-addr", "%q is not an IPv4 address", r.AdvertiseAddr)
 		}
 		r.advertise = a
-	} else {
-		addrs, err := k.AddrList(l)
+		// An address the kernel cannot send from would make it drop every
+		// tunnel packet; behind a 1:1 NAT the tunnel sends from --iface's
+		// own address and the NAT turns it into the advertised one.
+		all, err := k.AddrList(nil)
 		if err != nil {
-			return flagErr("iface", "%q: list addresses: %v", r.Iface, err)
+			return flagErr("advertise-addr", "list local addresses: %v", err)
 		}
-		r.advertise = firstIPv4(addrs)
+		if slices.ContainsFunc(all, func(ad netlink.Addr) bool { return ipEquals(ad, a) }) {
+			r.source = a
+		} else if !r.source.IsValid() {
+			return flagErr("advertise-addr", "%s is not on this node and interface %q has no IPv4 address to send tunnel packets from", a, r.Iface)
+		}
+	} else {
+		r.advertise = r.source
 		if !r.advertise.IsValid() {
 			return flagErr("advertise-addr", "not set and interface %q has no IPv4 address", r.Iface)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/loomnet/loom/overlay"
@@ -100,7 +101,8 @@ func (a *Agent) checkUnderlay() underlayChange {
 	if a.cfg.MTU == 0 && l.Attrs().MTU-backendOverhead(a.cfg.Backend) != a.cfg.mtu {
 		same.mtu = l.Attrs().MTU
 	}
-	if a.cfg.AdvertiseAddr != "" {
+	followed := a.cfg.takenFromIface()
+	if !followed.IsValid() {
 		a.setUnderlayProblem("")
 		return same
 	}
@@ -109,19 +111,29 @@ func (a *Agent) checkUnderlay() underlayChange {
 		a.log.Warn("read the underlay interface's addresses", zap.String("iface", a.cfg.Iface), zap.Error(err))
 		return underlayChange{}
 	}
-	held := false
-	for _, ad := range addrs {
-		if ip, ok := netip.AddrFromSlice(ad.IP); ok && ip.Unmap() == a.cfg.advertise {
-			held = true
-		}
-	}
-	if held {
+	if slices.ContainsFunc(addrs, func(ad netlink.Addr) bool { return ipEquals(ad, followed) }) {
 		a.setUnderlayProblem("")
 		return same
 	}
-	a.setUnderlayProblem(fmt.Sprintf("underlay address %s is no longer on %s", a.cfg.advertise, a.cfg.Iface))
+	a.setUnderlayProblem(fmt.Sprintf("underlay address %s is no longer on %s", followed, a.cfg.Iface))
 	// Without an address there is nothing to start again with yet.
 	return underlayChange{movedTo: firstIPv4(addrs)}
+}
+
+// takenFromIface is the address loomd took from --iface and so follows:
+// the advertised one when --advertise-addr is not set, the tunnel's
+// source when the advertised one is a NAT's; none when the advertised
+// address was given and is this node's own.
+func (r *resolved) takenFromIface() netip.Addr {
+	if r.AdvertiseAddr == "" || r.source != r.advertise {
+		return r.source
+	}
+	return netip.Addr{}
+}
+
+func ipEquals(ad netlink.Addr, ip netip.Addr) bool {
+	a, ok := netip.AddrFromSlice(ad.IP)
+	return ok && a.Unmap() == ip
 }
 
 // setUnderlayProblem records why peers cannot reach this node through

@@ -96,3 +96,44 @@ func TestCheckUnderlayNoticesAnMTUChange(t *testing.T) {
 		}
 	}
 }
+
+// The tunnel sends from an address the node owns: the advertised one if
+// it is on any of the node's interfaces, else (a NAT's public address)
+// --iface's own, which loomd then follows as it would a derived one.
+func TestTunnelSourceBehindNAT(t *testing.T) {
+	k := fakeHost(t).(*overlay.FakeKernel)
+	eth1 := k.AddDummy("eth1")
+	k.AddrReplace(eth1, &netlink.Addr{IPNet: mustIPNet(t, "198.51.100.4/24")})
+	for advertise, want := range map[string]string{
+		"":             "192.0.2.10",
+		"192.0.2.10":   "192.0.2.10",
+		"198.51.100.4": "198.51.100.4", // on another interface: the kernel can send from it
+		"203.0.113.9":  "192.0.2.10",   // a NAT's
+	} {
+		cfg := validConfig()
+		cfg.AdvertiseAddr = advertise
+		r, err := Resolve(cfg, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.source.String() != want {
+			t.Errorf("--advertise-addr %q: tunnel source %s, want %s", advertise, r.source, want)
+		}
+	}
+
+	cfg := validConfig()
+	cfg.AdvertiseAddr = "203.0.113.9"
+	a, k := underlayAgent(t, cfg)
+	eth0, _ := k.LinkByName("eth0")
+	k.AddrDel(eth0, &netlink.Addr{IPNet: mustIPNet(t, "192.0.2.10/24")})
+	k.AddrReplace(eth0, &netlink.Addr{IPNet: mustIPNet(t, "192.0.2.77/24")})
+	if c := a.checkUnderlay(); c.movedTo.String() != "192.0.2.77" {
+		t.Fatalf("behind a NAT, --iface's address changed: %+v, want a restart to send from 192.0.2.77", c)
+	}
+
+	empty := overlay.NewFakeKernel()
+	empty.AddDummy("eth0")
+	if _, err := Resolve(cfg, empty); err == nil || !strings.Contains(err.Error(), "no IPv4 address to send tunnel packets from") {
+		t.Fatalf("a NAT's address and no address on --iface: %v", err)
+	}
+}

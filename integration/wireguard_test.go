@@ -390,7 +390,16 @@ func parseIPv4(f []byte) (src, dst netip.Addr, proto byte, sport, dport uint16, 
 // advertises that public address, which it does not own. All pods must
 // reach all pods.
 func TestWireGuardBehindNAT(t *testing.T) {
-	r := newRig(t, "--backend", "wireguard", "--wireguard-keepalive", "25s")
+	behindNAT(t, 51820, "--backend", "wireguard", "--wireguard-keepalive", "25s")
+}
+
+// TestVXLANBehindNAT is the same over VXLAN (a cloud's 1:1 NAT, as an
+// elastic address gives): the node does not own the address it
+// advertises, so its tunnel must send from the address it does own.
+func TestVXLANBehindNAT(t *testing.T) { behindNAT(t, 4789) }
+
+func behindNAT(t *testing.T, tunnelPort int, agentArgs ...string) {
+	r := newRig(t, agentArgs...)
 	nodes := startNodes(t, r, 2)
 	cloud, err := r.AddRoutedNode("cloud")
 	if err != nil {
@@ -401,7 +410,7 @@ func TestWireGuardBehindNAT(t *testing.T) {
 	nat := fmt.Sprintf(`table ip nat {
 	chain prerouting {
 		type nat hook prerouting priority dstnat;
-		iifname "eth0" ip daddr %[1]s udp dport { 7946, 51820 } dnat to %[2]s
+		iifname "eth0" ip daddr %[1]s udp dport { 7946, %[3]d } dnat to %[2]s
 		iifname "eth0" ip daddr %[1]s tcp dport 7946 dnat to %[2]s
 	}
 	chain postrouting {
@@ -417,7 +426,7 @@ table ip filter {
 		ct status dnat accept
 	}
 }
-`, public, cloud.Addr)
+`, public, cloud.Addr, tunnelPort)
 	if out, err := rig.Run("ip", "netns", "exec", router, "sh", "-c", "nft -f - <<'EOF'\n"+nat+"EOF\n"); err != nil {
 		t.Fatalf("program the NAT router: %v: %s", err, out)
 	}

@@ -26,6 +26,7 @@ type Kernel interface {
 	LinkSetDown(link netlink.Link) error
 	LinkSetMTU(link netlink.Link, mtu int) error
 
+	// AddrList lists a link's IPv4 addresses; nil lists every link's.
 	AddrList(link netlink.Link) ([]netlink.Addr, error)
 	AddrReplace(link netlink.Link, addr *netlink.Addr) error
 	AddrDel(link netlink.Link, addr *netlink.Addr) error

@@ -142,6 +142,13 @@ func (f *FakeKernel) LinkSetMTU(l netlink.Link, mtu int) error {
 func (f *FakeKernel) AddrList(l netlink.Link) ([]netlink.Addr, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if l == nil {
+		var all []netlink.Addr
+		for _, as := range f.addrs {
+			all = append(all, as...)
+		}
+		return all, nil
+	}
 	return append([]netlink.Addr(nil), f.addrs[l.Attrs().Index]...), nil
 }
 
