@@ -437,6 +437,7 @@ func (a *Agent) record() gossip.NodeRecord {
 		Name: a.cfg.NodeName, Underlay: a.cfg.advertise, VTEPMAC: a.mac,
 		Subnet: a.subnet, LeaseEpoch: a.epoch, AgentVersion: Version, Backend: a.backend.Name(),
 		WGPublicKey: a.wgPublic, TunnelPort: uint16(a.cfg.VXLANPort), VNI: uint32(a.cfg.VNI),
+		Cluster: a.cfg.cluster, SubnetBits: a.cfg.space.Bits,
 	}
 	if a.wg != nil {
 		rec.TunnelPort, rec.VNI = uint16(a.cfg.WireGuardPort), 0
@@ -685,6 +686,11 @@ func desiredState(local gossip.NodeRecord, subnet netip.Prefix, peers []gossip.P
 		}
 		switch {
 		case r.Name == self:
+			continue
+		case r.Cluster.IsValid() && local.Cluster.IsValid() && (r.Cluster != local.Cluster || r.SubnetBits != local.SubnetBits):
+			// Each side would reject the other's subnet claims.
+			excluded[r.Name] = fmt.Sprintf("refused: pod space %s in /%d subnets, this node %s in /%d (all nodes of a fabric need the same --cluster-cidr and --subnet-prefix)",
+				r.Cluster, r.SubnetBits, local.Cluster, local.SubnetBits)
 			continue
 		case !r.HasSubnet():
 			excluded[r.Name] = "no subnet yet"

@@ -475,10 +475,13 @@ func (r *resolved) validateRecord(rec gossip.NodeRecord) error {
 			return fmt.Errorf("underlay address %s is outside --underlay-cidrs %v", rec.Underlay, r.underlays)
 		}
 	}
-	if rec.HasSubnet() {
+	otherSpace := rec.Cluster.IsValid() && (rec.Cluster != r.cluster || rec.SubnetBits != r.space.Bits)
+	if rec.HasSubnet() && !otherSpace {
 		if err := r.space.Check(rec.Subnet); err != nil {
 			return fmt.Errorf("subnet: %w", err)
 		}
 	}
+	// A node that declares another pod space is kept, so that it shows
+	// as refused (desiredState never programs it) rather than vanish.
 	return nil
 }

@@ -136,11 +136,21 @@ func TestValidateRecord(t *testing.T) {
 		"subnet outside cluster":      func(n *gossip.NodeRecord) { n.Subnet = netip.MustParsePrefix("10.9.0.0/24") },
 		"subnet wrong size":           func(n *gossip.NodeRecord) { n.Subnet = netip.MustParsePrefix("10.244.9.0/25") },
 		"IPv6 underlay":               func(n *gossip.NodeRecord) { n.Underlay = netip.MustParseAddr("2001:db8::1") },
+		"subnet outside the space it declares as ours": func(n *gossip.NodeRecord) {
+			n.Cluster, n.SubnetBits, n.Subnet = r.cluster, 24, netip.MustParsePrefix("10.9.0.0/24")
+		},
 	} {
 		rec := good
 		mod(&rec)
 		if err := r.validateRecord(rec); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+	// A node that declares another pod space is kept (and refused later,
+	// with the reason), not dropped as invalid.
+	other := good
+	other.Cluster, other.SubnetBits, other.Subnet = netip.MustParsePrefix("10.245.0.0/16"), 24, netip.MustParsePrefix("10.245.3.0/24")
+	if err := r.validateRecord(other); err != nil {
+		t.Fatalf("record declaring another pod space: %v", err)
 	}
 }

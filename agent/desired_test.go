@@ -174,8 +174,9 @@ func localRecord(backend string) gossip.NodeRecord {
 }
 
 // TestDesiredStateRefusesOtherTunnelSettings: a peer that receives on
-// another port or runs another VNI would exchange packets that both
-// sides drop; it is refused with the settings named. Agents that do not
+// another port, runs another VNI or carves pods from another space would
+// exchange packets (or claims) that both sides drop; it is refused with
+// the settings named. Agents that do not
 // advertise them (older ones) are taken as before.
 func TestDesiredStateRefusesOtherTunnelSettings(t *testing.T) {
 	space, _ := ipam.NewSubnetSpace(netip.MustParsePrefix("10.244.0.0/16"), 24)
@@ -190,21 +191,30 @@ func TestDesiredStateRefusesOtherTunnelSettings(t *testing.T) {
 		peer("old", "192.0.2.3", "10.244.3.0/24", 0, 0),
 		peer("port", "192.0.2.4", "10.244.4.0/24", 8472, 1),
 		peer("vni", "192.0.2.5", "10.244.5.0/24", 4789, 2),
+		peer("cidr", "192.0.2.6", "10.245.6.0/24", 4789, 1),
+		peer("prefix", "192.0.2.7", "10.244.7.0/25", 4789, 1),
+		peer("space", "192.0.2.8", "10.244.8.0/24", 4789, 1),
 	}
+	peers[4].Record.Cluster, peers[4].Record.SubnetBits = netip.MustParsePrefix("10.245.0.0/16"), 24
+	peers[5].Record.Cluster, peers[5].Record.SubnetBits = netip.MustParsePrefix("10.244.0.0/16"), 25
+	peers[6].Record.Cluster, peers[6].Record.SubnetBits = netip.MustParsePrefix("10.244.0.0/16"), 24
 	local := localRecord("vxlan")
 	local.TunnelPort, local.VNI = 4789, 1
+	local.Cluster, local.SubnetBits = netip.MustParsePrefix("10.244.0.0/16"), 24
 	d, _, excluded := desiredState(local, netip.MustParsePrefix("10.244.1.0/24"), peers, ipam.NewLeaseTable(space), nil, now, 0)
 	var got []string
 	for _, p := range d.Peers {
 		got = append(got, p.Name)
 	}
 	slices.Sort(got)
-	if strings.Join(got, ",") != "old,same" {
-		t.Errorf("programmed %v, want [old same]", got)
+	if strings.Join(got, ",") != "old,same,space" {
+		t.Errorf("programmed %v, want [old same space]", got)
 	}
 	for name, want := range map[string]string{
-		"port": "receives vxlan on port 8472, this node on 4789 (all nodes of a fabric need the same --vxlan-port)",
-		"vni":  "runs VNI 2, this node 1",
+		"port":   "receives vxlan on port 8472, this node on 4789 (all nodes of a fabric need the same --vxlan-port)",
+		"vni":    "runs VNI 2, this node 1",
+		"cidr":   "pod space 10.245.0.0/16 in /24 subnets, this node 10.244.0.0/16 in /24 (all nodes of a fabric need the same --cluster-cidr and --subnet-prefix)",
+		"prefix": "pod space 10.244.0.0/16 in /25 subnets",
 	} {
 		if why := excluded[name]; !strings.HasPrefix(why, "refused: ") || !strings.Contains(why, want) {
 			t.Errorf("%s excluded for %q, want it refused with %q", name, why, want)

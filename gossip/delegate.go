@@ -3,6 +3,7 @@ package gossip
 import (
 	"encoding/binary"
 	"errors"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 	"go.uber.org/zap"
@@ -129,7 +130,11 @@ func (m *Membership) merge(kind byte, buf []byte, via string) {
 	m.metrics.Messages.WithLabelValues("received", msgName(kind)).Inc()
 	relay, err := ex.MergeRemoteState(buf)
 	if err != nil {
-		m.log.Warn("rejected gossiped state", zap.String("kind", msgName(kind)), zap.String("via", via), zap.Error(err))
+		log := m.log.Debug
+		if m.rejected.fresh(msgName(kind)+": "+err.Error(), time.Now()) {
+			log = m.log.Warn // then quiet for repeatWindow
+		}
+		log("rejected gossiped state", zap.String("kind", msgName(kind)), zap.String("via", via), zap.Error(err))
 	}
 	for _, msg := range relay {
 		m.broadcast(kind, msg)

@@ -64,8 +64,10 @@ type Membership struct {
 	metrics   *Metrics
 	state     StateExchanger
 	pods      StateExchanger
-	ml        *memberlist.Memberlist
-	queue     *memberlist.TransmitLimitedQueue
+	// rejected keeps repeated "rejected gossiped state" warnings quiet.
+	rejected repeats
+	ml       *memberlist.Memberlist
+	queue    *memberlist.TransmitLimitedQueue
 
 	// localMu guards localMeta, the encoded record served to memberlist.
 	localMu   sync.Mutex

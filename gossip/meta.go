@@ -33,6 +33,7 @@ const (
 	tagWGKey    = 9
 	tagTunnel   = 10
 	tagVNI      = 11
+	tagPodSpace = 12
 )
 
 // WGKeySize is the length of a WireGuard (Curve25519) public key.
@@ -62,6 +63,11 @@ type NodeRecord struct {
 	// VNI is its VXLAN network identifier; 0 when it runs no VXLAN or did
 	// not advertise it.
 	VNI uint32
+	// Cluster is the fabric's pod address space as the node was given it
+	// (--cluster-cidr) and SubnetBits the size of each node's subnet in it
+	// (--subnet-prefix); zero from agents that did not advertise them.
+	Cluster    netip.Prefix
+	SubnetBits int
 }
 
 // HasSubnet reports whether the node has claimed a pod subnet yet.
@@ -120,6 +126,12 @@ func (r NodeRecord) Encode() ([]byte, error) {
 	}
 	if r.VNI != 0 {
 		add(tagVNI, binary.BigEndian.AppendUint32(nil, r.VNI))
+	}
+	if r.Cluster.IsValid() {
+		if !r.Cluster.Addr().Is4() || r.SubnetBits <= r.Cluster.Bits() || r.SubnetBits > 32 {
+			return nil, fmt.Errorf("encode node record %q: pod space %s with /%d subnets is not IPv4 with subnets inside it", r.Name, r.Cluster, r.SubnetBits)
+		}
+		add(tagPodSpace, append(r.Cluster.Addr().AsSlice(), byte(r.Cluster.Bits()), byte(r.SubnetBits)))
 	}
 	if err != nil {
 		return nil, err
@@ -215,6 +227,16 @@ func DecodeNodeRecord(b []byte) (NodeRecord, error) {
 				return r, fmt.Errorf("decode node record: VNI has %d bytes, want 4", n)
 			}
 			r.VNI = binary.BigEndian.Uint32(v)
+		case tagPodSpace:
+			if n != 6 {
+				return r, fmt.Errorf("decode node record: pod space has %d bytes, want 6", n)
+			}
+			a, _ := netip.AddrFromSlice(v[:4])
+			p, err := a.Prefix(int(v[4]))
+			if err != nil || p.Addr() != a || int(v[5]) <= p.Bits() || v[5] > 32 {
+				return r, fmt.Errorf("decode node record: pod space %s/%d with /%d subnets is malformed", a, v[4], v[5])
+			}
+			r.Cluster, r.SubnetBits = p, int(v[5])
 		}
 	}
 	switch {

@@ -16,6 +16,7 @@ func sampleRecord() NodeRecord {
 		VTEPMAC: net.HardwareAddr{0x0e, 1, 2, 3, 4, 5}, Subnet: netip.MustParsePrefix("10.244.7.0/24"),
 		LeaseEpoch: 1234567890123, AgentVersion: "v1.2.3", Backend: "vxlan", Leaving: true,
 		TunnelPort: 4789, VNI: 1 << 23,
+		Cluster: netip.MustParsePrefix("10.244.0.0/16"), SubnetBits: 24,
 	}
 }
 
@@ -38,8 +39,9 @@ func TestNodeRecordRoundTrip(t *testing.T) {
 func TestNodeRecordFitsMetadataAndRefusesOversize(t *testing.T) {
 	r := sampleRecord()
 	r.Name = strings.Repeat("n", 64)
+	r.WGPublicKey = bytes.Repeat([]byte{7}, WGKeySize)
 	b, err := r.Encode()
-	if err != nil || len(b) > 128 {
+	if err != nil || len(b) > 192 {
 		t.Fatalf("realistic record is %d bytes (err %v); it must stay far below %d", len(b), err, MetaMaxSize)
 	}
 	r.AgentVersion = strings.Repeat("v", 255)
@@ -63,6 +65,9 @@ func TestDecodeNodeRecordRejectsMalformed(t *testing.T) {
 		"multicast mac":    {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 1, 0, 0, 0, 0, 1},
 		"host bits subnet": {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 2, 0, 0, 0, 0, 1, tagSubnet, 5, 10, 244, 1, 1, 24},
 		"repeated field":   {recordVersion, tagName, 1, 'a', tagName, 1, 'b'},
+		"pod space length": {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 2, 0, 0, 0, 0, 1, tagPodSpace, 5, 10, 244, 0, 0, 16},
+		"pod space bits":   {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 2, 0, 0, 0, 0, 1, tagPodSpace, 6, 10, 244, 0, 0, 16, 16},
+		"pod space host":   {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 2, 0, 0, 0, 0, 1, tagPodSpace, 6, 10, 244, 1, 0, 16, 24},
 		"oversize":         bytes.Repeat([]byte{1}, MetaMaxSize+1),
 	}
 	for name, b := range cases {
@@ -86,7 +91,7 @@ func TestNodeRecordWireGuardKey(t *testing.T) {
 	r.Backend = "wireguard"
 	r.WGPublicKey = bytes.Repeat([]byte{7}, WGKeySize)
 	// The key is then the last field, which the short-key case below cuts.
-	r.TunnelPort, r.VNI = 0, 0
+	r.TunnelPort, r.VNI, r.Cluster = 0, 0, netip.Prefix{}
 	enc, err := r.Encode()
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ func TestMismatchedTunnelSettingsAreRefused(t *testing.T) {
 	for _, odd := range [][]string{
 		{"portnode", "--vxlan-port", "8472"},
 		{"vninode", "--vni", "7"},
+		{"cidrnode", "--cluster-cidr", "10.245.0.0/16"},
 	} {
 		n, err := r.AddNode(odd[0], odd[1:]...)
 		if err != nil {
@@ -35,8 +37,35 @@ func TestMismatchedTunnelSettingsAreRefused(t *testing.T) {
 	waitRefused(t, all[0], "vninode", "runs VNI 7, this node 1 (all nodes of a fabric need the same --vni)")
 	waitRefused(t, all[3], "node2", "runs VNI 1, this node 7")
 	waitRefused(t, all[2], "vninode", "port 4789, this node on 8472")
-	if !strings.Contains(rig.Tail(all[0].LogPath(), 400), "refusing peer") {
+	waitRefused(t, all[0], "cidrnode", "pod space 10.245.0.0/16 in /24 subnets, this node 10.244.0.0/16 in /24 (all nodes of a fabric need the same --cluster-cidr and --subnet-prefix)")
+	waitRefused(t, all[4], "node1", "pod space 10.244.0.0/16 in /24 subnets, this node 10.245.0.0/16")
+	if !strings.Contains(rig.Tail(all[0].LogPath(), 2000), "refusing peer") {
 		t.Fatal("node1 did not log the refusal")
+	}
+	// cidrnode's subnet claims are rejected on every exchange; the log
+	// says so once as a warning, the repeats only at debug level. Each
+	// start of cidrnode pushes its state to node1, its --join target.
+	all[4].Stop(syscall.SIGTERM)
+	startReady(t, all[4], all[0])
+	if err := rig.Eventually(30*time.Second, func() error {
+		var warned, seen int
+		for _, line := range strings.Split(rig.Tail(all[0].LogPath(), 5000), "\n") {
+			if strings.Contains(line, "rejected gossiped state") && strings.Contains(line, "10.245.") {
+				seen++
+				if strings.Contains(line, `"level":"warn"`) {
+					warned++
+				}
+			}
+		}
+		if seen < 2 {
+			return fmt.Errorf("cidrnode's claims rejected %d times so far", seen)
+		}
+		if warned != 1 {
+			t.Fatalf("cidrnode's claims rejected %d times, %d of them logged as warnings; want one", seen, warned)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	waitConverged(t, nodes)
 	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b")}, 30*time.Second)
