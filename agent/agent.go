@@ -184,6 +184,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		},
 	})
 	a.leases = ipam.NewLeaseTable(r.space)
+	a.leases.ForgetAfter(claimMemory(r.LeaseTTL))
 	a.policy = &policyState{source: r.policySource, dir: policy.NewDirectory(r.NodeName, func(rec policy.PodRecord) error {
 		if !r.cluster.Contains(rec.IP) {
 			return fmt.Errorf("pod record of %s: %s is outside the cluster CIDR %s", rec.Node, rec.IP, r.cluster)
@@ -515,6 +516,7 @@ func (a *Agent) loop(ctx context.Context) error {
 			// Lease states are looked at again above (a reservation may
 			// have ended); the kernel is read again only for a reason.
 			a.rejoin()
+			a.forgetEndedClaims()
 		case done := <-a.leaveReq:
 			err := a.leave()
 			done <- err
@@ -522,6 +524,37 @@ func (a *Agent) loop(ctx context.Context) error {
 				return nil
 			}
 			reason = "leave-failed"
+		}
+	}
+}
+
+// claimMemory is how long the lease table keeps a claim after it stopped
+// blocking its subnet. Twice the lease TTL outlasts any reservation a
+// node cut off from a release makes meanwhile (see ipam.ForgetAfter),
+// with room for nodes whose --lease-ttl or clock differ somewhat.
+func claimMemory(leaseTTL time.Duration) time.Duration { return 2 * leaseTTL }
+
+// forgetEndedClaims drops claims that ended long ago (see claimMemory),
+// and then peers dead that long with no claim left: a fabric that
+// replaces its nodes would otherwise carry one claim per node it ever
+// had, in every push/pull, and list every such node, for good.
+func (a *Agent) forgetEndedClaims() {
+	if gone := a.leases.Forget(); len(gone) > 0 {
+		claims := make([]string, 0, len(gone))
+		for _, c := range gone {
+			claims = append(claims, c.Owner+"@"+c.Subnet.String())
+		}
+		a.log.Info("forgot subnet claims that ended long ago", zap.Int("claims", len(gone)), zap.Strings("first", claims[:min(len(claims), 10)]))
+	}
+	memory := claimMemory(a.cfg.LeaseTTL)
+	if memory == 0 {
+		return
+	}
+	now := time.Now()
+	for _, p := range a.members.Peers() {
+		name := p.Record.Name
+		if !p.Live() && now.Sub(p.Since) > memory && len(a.leases.ClaimsBy(name)) == 0 && a.members.Forget(name) {
+			a.log.Info("forgot peer gone long ago", zap.String("node", name), zap.String("state", p.State.String()), zap.Time("since", p.Since))
 		}
 	}
 }
@@ -835,11 +868,10 @@ func (a *Agent) activate(subnet netip.Prefix, epoch uint64) error {
 		c.Version = cur.Version + 1
 	}
 	update := []ipam.Claim{c}
+	now := time.Now()
 	for _, old := range a.leases.ClaimsBy(a.cfg.NodeName) {
 		if old.Subnet != subnet && old.State != ipam.LeaseReleased {
-			old.Version++
-			old.State, old.Expires = ipam.LeaseReleased, 0
-			update = append(update, old)
+			update = append(update, old.Release(now))
 		}
 	}
 	if _, err := a.leases.Merge(update...); err != nil {

@@ -47,13 +47,12 @@ func (a *Agent) removePeer(name string) ([]string, int, error) {
 func (a *Agent) releaseClaims(name string) ([]string, error) {
 	var update []ipam.Claim
 	var released []string
+	now := time.Now()
 	for _, c := range a.leases.ClaimsBy(name) {
 		if c.State == ipam.LeaseReleased {
 			continue
 		}
-		c.Version++
-		c.State, c.Expires = ipam.LeaseReleased, 0
-		update = append(update, c)
+		update = append(update, c.Release(now))
 		released = append(released, c.Subnet.String())
 	}
 	if len(update) > 0 {
@@ -97,7 +96,11 @@ func (a *Agent) handleSubnets(w http.ResponseWriter, r *http.Request) {
 	out := []api.Lease{}
 	for _, c := range a.leases.Claims() {
 		l := api.Lease{Subnet: c.Subnet.String(), Owner: c.Owner, State: string(c.State), Epoch: c.Epoch, Version: c.Version}
-		if c.Expires > 0 {
+		switch {
+		case c.Expires == 0:
+		case c.State == ipam.LeaseReleased:
+			l.Released = time.Unix(c.Expires, 0).UTC()
+		default:
 			l.Expires = time.Unix(c.Expires, 0).UTC()
 		}
 		if h, ok := a.leases.Holder(c.Subnet, now); ok && h.Owner == c.Owner {
@@ -135,23 +138,14 @@ func (a *Agent) leave() error {
 	if err := a.members.SetLocalRecordSync(rec, 3*time.Second); err != nil {
 		a.log.Warn("announce departure", zap.Error(err))
 	}
-	var update []ipam.Claim
-	for _, c := range a.leases.ClaimsBy(a.cfg.NodeName) {
-		if c.State == ipam.LeaseReleased {
-			continue
-		}
-		c.Version++
-		c.State, c.Expires = ipam.LeaseReleased, 0
-		update = append(update, c)
-	}
-	if len(update) > 0 {
-		a.leases.Merge(update...)
-		a.broadcastClaims(update)
+	var errs []error
+	released, err := a.releaseClaims(a.cfg.NodeName)
+	errs = append(errs, err)
+	if len(released) > 0 {
 		// The release must reach peers before this node goes silent; push/pull
 		// would carry it too, but only if someone still talks to us.
 		a.members.WaitBroadcasts(5 * time.Second)
 	}
-	var errs []error
 	if err := os.Remove(filepath.Join(a.cfg.CNIConfDir, ConflistName)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("remove conflist: %w", err))
 	}
@@ -165,7 +159,7 @@ func (a *Agent) leave() error {
 	if err := a.members.Leave(5 * time.Second); err != nil {
 		errs = append(errs, fmt.Errorf("leave gossip: %w", err))
 	}
-	err := errors.Join(errs...)
+	err = errors.Join(errs...)
 	if err != nil {
 		a.log.Error("leave incomplete", zap.Error(err))
 	} else {

@@ -160,6 +160,10 @@ type Lease struct {
 	Epoch   uint64    `json:"epoch"`
 	Version uint64    `json:"version"`
 	Expires time.Time `json:"expires,omitempty"`
+	// Released is when a released claim was released (zero if the
+	// releasing agent did not say); the table forgets it two lease TTLs
+	// later.
+	Released time.Time `json:"released,omitempty"`
 	// Holder is true for the claim that currently holds the subnet.
 	Holder bool `json:"holder"`
 }

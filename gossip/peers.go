@@ -41,3 +41,18 @@ type Peer struct {
 
 // Live reports whether the peer should be reachable right now.
 func (p Peer) Live() bool { return p.State == PeerAlive || p.State == PeerSuspect }
+
+// Forget drops a peer that is dead or has left from the table, so nodes
+// replaced long ago stop being listed, followed and contacted. A peer
+// that comes back is added again by its next announcement. It reports
+// whether the peer was dropped.
+func (m *Membership) Forget(name string) bool {
+	m.peersMu.Lock()
+	defer m.peersMu.Unlock()
+	p, ok := m.peers[name]
+	if !ok || p.Live() {
+		return false
+	}
+	delete(m.peers, name)
+	return true
+}

@@ -538,3 +538,61 @@ func TestNodeWaitsForAFreeSubnet(t *testing.T) {
 	}
 	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, late, "b")}, 30*time.Second)
 }
+
+// TestLongGoneNodesAreForgotten: a fabric that replaces its nodes must
+// not carry every node it ever had. Two lease TTLs after a dead node's
+// reservation lapsed, or after a node left, every node forgets its claim
+// and then the node itself; a forgotten node that comes back is taken in
+// again like any other.
+func TestLongGoneNodesAreForgotten(t *testing.T) {
+	r := newRig(t, "--dead-node-grace", "0s", "--lease-ttl", "3s")
+	nodes := startNodes(t, r, 4)
+	crashed, _ := nodes[2].Status()
+	nodes[2].Stop(syscall.SIGKILL)
+	leaver := nodes[3]
+	if out, err := rig.Run(filepath.Join(binaries(t), "loomctl"), "--socket", leaver.Socket, "leave"); err != nil {
+		t.Fatalf("leave: %v %s", err, out)
+	}
+	forgotten := func(n *rig.Node, names ...string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		leases, err := n.Client().Subnets(ctx)
+		if err != nil {
+			return err
+		}
+		st, err := n.Status()
+		if err != nil {
+			return err
+		}
+		for _, name := range names {
+			for _, l := range leases {
+				if l.Owner == name {
+					return fmt.Errorf("%s still has %s's claim on %s (%s)", n.Name, name, l.Subnet, l.State)
+				}
+			}
+			for _, p := range st.Peers {
+				if p.Name == name {
+					return fmt.Errorf("%s still lists %s (%s)", n.Name, name, p.State)
+				}
+			}
+		}
+		return nil
+	}
+	for _, n := range nodes[:2] {
+		if err := rig.Eventually(60*time.Second, func() error { return forgotten(n, "node3", "node4") }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !strings.Contains(rig.Tail(nodes[0].LogPath(), 3000), "forgot peer gone long ago") {
+		t.Fatal("forgetting was not logged")
+	}
+	// The crashed node returns with its state: taken in again, and its
+	// subnet, free since, is its own again.
+	startReady(t, nodes[2], nodes[0])
+	back, _ := nodes[2].Status()
+	if back.Node.Subnet != crashed.Node.Subnet {
+		t.Fatalf("node3 came back with %s, want its own %s (nobody took it)", back.Node.Subnet, crashed.Node.Subnet)
+	}
+	waitConverged(t, nodes[:3])
+	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[2], "c")}, 30*time.Second)
+}

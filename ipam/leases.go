@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -48,8 +49,31 @@ type Claim struct {
 	// Version increases with every change of this claim's state.
 	Version uint64     `json:"version"`
 	State   LeaseState `json:"state"`
-	// Expires is when a reservation lapses (unix seconds); 0 when active.
+	// Expires is when a reservation lapses, or when the claim was
+	// released (unix seconds); 0 when active, and on releases by agents
+	// that did not record the time.
 	Expires int64 `json:"expires,omitempty"`
+}
+
+// Release returns the claim's next version, released at now.
+func (c Claim) Release(now time.Time) Claim {
+	c.Version++
+	c.State, c.Expires = LeaseReleased, now.Unix()
+	return c
+}
+
+// ended reports whether the claim stopped blocking its subnet longer than
+// forgetAfter before now, by the time the claim itself carries (so every
+// node comes to the same answer). A released claim from an agent that did
+// not record when never ends.
+func (c Claim) ended(now time.Time, forgetAfter time.Duration) bool {
+	switch {
+	case c.State == LeaseActive, c.Expires == 0:
+		return false
+	case c.State == LeaseReserved && c.Expires > now.Unix():
+		return false
+	}
+	return now.Sub(time.Unix(c.Expires, 0)) > forgetAfter
 }
 
 // newer reports whether c supersedes o (same subnet and owner).
@@ -103,12 +127,59 @@ type LeaseTable struct {
 	// table for each of thousands of peers took most of a second.
 	owners  map[netip.Prefix][]string
 	subnets map[string][]netip.Prefix
+
+	// forgetAfter is how long after a claim stopped blocking its subnet
+	// (released, or its reservation lapsed) the table forgets it; 0
+	// keeps every claim. Without it a fabric that replaces nodes keeps
+	// a claim per node it ever had, in every push/pull.
+	forgetAfter time.Duration
+	now         func() time.Time
 }
 
-// NewLeaseTable returns an empty table for the given subnet space.
+// NewLeaseTable returns an empty table for the given subnet space. It
+// keeps every claim it learns until ForgetAfter says otherwise.
 func NewLeaseTable(space SubnetSpace) *LeaseTable {
 	return &LeaseTable{space: space, claims: map[claimKey]Claim{},
-		owners: map[netip.Prefix][]string{}, subnets: map[string][]netip.Prefix{}}
+		owners: map[netip.Prefix][]string{}, subnets: map[string][]netip.Prefix{}, now: time.Now}
+}
+
+// ForgetAfter makes the table drop claims that ended (see Forget) longer
+// than d ago, and ignore such claims when a peer sends them again. d must
+// exceed the longest reservation any node makes (its --lease-ttl): a node
+// cut off while a claim was released reserves it meanwhile, and that
+// reservation must have lapsed before the release is forgotten, or it
+// would block the subnet again when the node comes back.
+func (t *LeaseTable) ForgetAfter(d time.Duration) {
+	t.mu.Lock()
+	t.forgetAfter = d
+	t.mu.Unlock()
+}
+
+// Forget drops the claims that ended longer than ForgetAfter ago and
+// returns them.
+func (t *LeaseTable) Forget() []Claim {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.forgetAfter == 0 {
+		return nil
+	}
+	now := t.now()
+	var gone []Claim
+	for k, c := range t.claims {
+		if c.ended(now, t.forgetAfter) {
+			gone = append(gone, c)
+			delete(t.claims, k)
+			t.owners[k.subnet] = slices.DeleteFunc(t.owners[k.subnet], func(o string) bool { return o == k.owner })
+			if len(t.owners[k.subnet]) == 0 {
+				delete(t.owners, k.subnet)
+			}
+			t.subnets[k.owner] = slices.DeleteFunc(t.subnets[k.owner], func(s netip.Prefix) bool { return s == k.subnet })
+			if len(t.subnets[k.owner]) == 0 {
+				delete(t.subnets, k.owner)
+			}
+		}
+	}
+	return gone
 }
 
 // Validate checks a claim against the table's subnet space.
@@ -142,6 +213,9 @@ func (t *LeaseTable) Merge(claims ...Claim) ([]Claim, error) {
 		old, known := t.claims[k]
 		if known && !c.newer(old) {
 			continue
+		}
+		if !known && t.forgetAfter > 0 && c.ended(t.now(), t.forgetAfter) {
+			continue // forgotten here; a peer that has not forgotten it yet sent it
 		}
 		if !known {
 			t.owners[c.Subnet] = append(t.owners[c.Subnet], c.Owner)

@@ -282,3 +282,93 @@ func TestIndexesAgreeWithAScan(t *testing.T) {
 		}
 	}
 }
+
+// Claims that stopped blocking their subnet long ago are forgotten, by the
+// time they carry, and not taken back when a peer sends them again.
+func TestForgetEndedClaims(t *testing.T) {
+	space := testSpace(t)
+	now := time.Unix(10_000_000, 0)
+	const ttl = 24 * time.Hour
+	tab := NewLeaseTable(space)
+	tab.now = func() time.Time { return now }
+	s := func(i int) netip.Prefix { return space.Nth(i) }
+	old := now.Add(-2*ttl - time.Minute).Unix()
+	recent := now.Add(-time.Hour).Unix()
+	claims := []Claim{
+		{Subnet: s(1), Owner: "active", Epoch: 1, Version: 1, State: LeaseActive},
+		{Subnet: s(2), Owner: "reserved", Epoch: 1, Version: 2, State: LeaseReserved, Expires: now.Add(time.Hour).Unix()},
+		{Subnet: s(3), Owner: "lapsed-lately", Epoch: 1, Version: 2, State: LeaseReserved, Expires: recent},
+		{Subnet: s(4), Owner: "lapsed-long-ago", Epoch: 1, Version: 2, State: LeaseReserved, Expires: old},
+		{Subnet: s(5), Owner: "released-lately", Epoch: 1, Version: 2, State: LeaseReleased, Expires: recent},
+		{Subnet: s(6), Owner: "released-long-ago", Epoch: 1, Version: 2, State: LeaseReleased, Expires: old},
+		{Subnet: s(7), Owner: "released-by-an-old-agent", Epoch: 1, Version: 2, State: LeaseReleased},
+		// The subnet a long-gone node released is someone else's now.
+		{Subnet: s(6), Owner: "successor", Epoch: 5, Version: 1, State: LeaseActive},
+	}
+	// Learned while nothing was forgotten (as before an upgrade).
+	if _, err := tab.Merge(claims...); err != nil {
+		t.Fatal(err)
+	}
+	if len(tab.Forget()) != 0 {
+		t.Fatal("a table without ForgetAfter forgot claims")
+	}
+	tab.ForgetAfter(2 * ttl)
+	var gone []string
+	for _, c := range tab.Forget() {
+		gone = append(gone, c.Owner)
+	}
+	slices.Sort(gone)
+	if strings.Join(gone, ",") != "lapsed-long-ago,released-long-ago" {
+		t.Fatalf("forgot %v, want the two claims that ended more than %v ago", gone, 2*ttl)
+	}
+	if len(tab.Claims()) != len(claims)-2 || len(tab.ClaimsBy("released-long-ago")) != 0 {
+		t.Fatalf("table after forgetting: %v", tab.Claims())
+	}
+	if h, ok := tab.Holder(s(6), now); !ok || h.Owner != "successor" {
+		t.Fatalf("holder of %s = %v %v, want successor", s(6), h, ok)
+	}
+	// A peer that has not forgotten yet sends them again: ignored.
+	if changed, err := tab.Merge(claims...); err != nil || len(changed) != 0 {
+		t.Fatalf("merging forgotten claims again changed %v (err %v)", changed, err)
+	}
+	// The owner coming back claims anew: a new epoch, taken.
+	back := Claim{Subnet: s(4), Owner: "lapsed-long-ago", Epoch: 9, Version: 1, State: LeaseActive}
+	if changed, _ := tab.Merge(back); len(changed) != 1 {
+		t.Fatal("a new claim by a forgotten owner was ignored")
+	}
+}
+
+// The reason for the wait: a node cut off from its peers while a node
+// released its subnet reserves that subnet for the releaser (it looks
+// dead from there). When the cut heals after the release was forgotten,
+// that reservation must not block the subnet's new holder, and it has
+// lapsed by then because the wait is longer than any reservation.
+func TestForgottenReleaseIsNotRevivedByAReservationFromACutOffNode(t *testing.T) {
+	space := testSpace(t)
+	const ttl = 24 * time.Hour
+	t0 := time.Unix(10_000_000, 0)
+	subnet := space.Nth(3)
+	mover := Claim{Subnet: subnet, Owner: "mover", Epoch: 1, Version: 1, State: LeaseActive}
+
+	fabric, cutOff := NewLeaseTable(space), NewLeaseTable(space)
+	fabric.Merge(mover)
+	cutOff.Merge(mover)
+	fabric.Merge(mover.Release(t0))
+	fabric.Merge(Claim{Subnet: subnet, Owner: "newcomer", Epoch: 7, Version: 1, State: LeaseActive})
+	reserved := mover
+	reserved.Version, reserved.State, reserved.Expires = 2, LeaseReserved, t0.Add(ttl).Unix()
+	cutOff.Merge(reserved)
+
+	later := t0.Add(2*ttl + time.Second)
+	fabric.now = func() time.Time { return later }
+	fabric.ForgetAfter(2 * ttl)
+	if gone := fabric.Forget(); len(gone) != 1 || gone[0].Owner != "mover" {
+		t.Fatalf("forgot %v, want mover's release", gone)
+	}
+	if _, err := fabric.MergeRemoteState(cutOff.LocalState()); err != nil {
+		t.Fatal(err)
+	}
+	if h, ok := fabric.Holder(subnet, later); !ok || h.Owner != "newcomer" {
+		t.Fatalf("after the cut healed %s is held by %v (%v), want newcomer", subnet, h, ok)
+	}
+}
