@@ -184,7 +184,6 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		},
 	})
 	a.leases = ipam.NewLeaseTable(r.space)
-	a.leases.ForgetAfter(claimMemory(r.LeaseTTL))
 	a.policy = &policyState{source: r.policySource, dir: policy.NewDirectory(r.NodeName, func(rec policy.PodRecord) error {
 		if !r.cluster.Contains(rec.IP) {
 			return fmt.Errorf("pod record of %s: %s is outside the cluster CIDR %s", rec.Node, rec.IP, r.cluster)
@@ -269,6 +268,12 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			endRun(err)
 		},
 	}, a.record())
+	if err == nil {
+		// From here on the table knows who is alive, and forgets.
+		members := a.members
+		a.leases.SetLiveness(func(owner string) bool { return owner == r.NodeName || members.Live(owner) })
+		a.leases.ForgetAfter(claimMemory(r.LeaseTTL))
+	}
 	if inUse := (*gossip.PortInUseError)(nil); errors.As(err, &inUse) {
 		return flagErr("gossip-port", "%d is in use on this node (Docker Swarm gossips on 7946 too; every node of a fabric needs the same port): %s", inUse.Port, inUse.Detail)
 	}

@@ -56,3 +56,12 @@ func (m *Membership) Forget(name string) bool {
 	delete(m.peers, name)
 	return true
 }
+
+// Live reports whether the named peer is alive (or suspected, not yet
+// declared dead) as far as this node knows.
+func (m *Membership) Live(name string) bool {
+	m.peersMu.Lock()
+	defer m.peersMu.Unlock()
+	p, ok := m.peers[name]
+	return ok && p.Live()
+}

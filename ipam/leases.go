@@ -133,8 +133,24 @@ type LeaseTable struct {
 	// keeps every claim. Without it a fabric that replaces nodes keeps
 	// a claim per node it ever had, in every push/pull.
 	forgetAfter time.Duration
-	now         func() time.Time
+	// live says whether a claim's owner is this node or a live peer; nil
+	// knows of no one. See SetLiveness.
+	live func(owner string) bool
+	now  func() time.Time
 }
+
+// SetLiveness tells the table who is alive now: this node and its live
+// peers. A reservation says its owner is gone; when the owner is alive
+// after all (a partition healed, and it has not yet taken the claim
+// back), the claim still holds its subnet for PickFree, and it is never
+// forgotten or ignored, even though the reservation lapsed.
+func (t *LeaseTable) SetLiveness(live func(owner string) bool) {
+	t.mu.Lock()
+	t.live = live
+	t.mu.Unlock()
+}
+
+func (t *LeaseTable) ownerLive(owner string) bool { return t.live != nil && t.live(owner) }
 
 // NewLeaseTable returns an empty table for the given subnet space. It
 // keeps every claim it learns until ForgetAfter says otherwise.
@@ -155,8 +171,8 @@ func (t *LeaseTable) ForgetAfter(d time.Duration) {
 	t.mu.Unlock()
 }
 
-// Forget drops the claims that ended longer than ForgetAfter ago and
-// returns them.
+// Forget drops the claims that ended longer than ForgetAfter ago, but
+// not those of live owners (see SetLiveness), and returns them.
 func (t *LeaseTable) Forget() []Claim {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -166,7 +182,7 @@ func (t *LeaseTable) Forget() []Claim {
 	now := t.now()
 	var gone []Claim
 	for k, c := range t.claims {
-		if c.ended(now, t.forgetAfter) {
+		if c.ended(now, t.forgetAfter) && !t.ownerLive(c.Owner) {
 			gone = append(gone, c)
 			delete(t.claims, k)
 			t.owners[k.subnet] = slices.DeleteFunc(t.owners[k.subnet], func(o string) bool { return o == k.owner })
@@ -214,7 +230,7 @@ func (t *LeaseTable) Merge(claims ...Claim) ([]Claim, error) {
 		if known && !c.newer(old) {
 			continue
 		}
-		if !known && t.forgetAfter > 0 && c.ended(t.now(), t.forgetAfter) {
+		if !known && t.forgetAfter > 0 && c.ended(t.now(), t.forgetAfter) && !t.ownerLive(c.Owner) {
 			continue // forgotten here; a peer that has not forgotten it yet sent it
 		}
 		if !known {
@@ -296,7 +312,7 @@ func (t *LeaseTable) PickFree(node string, now time.Time) (netip.Prefix, error) 
 	t.mu.Lock()
 	blocked, active := map[netip.Prefix]bool{}, map[netip.Prefix]bool{}
 	for k, c := range t.claims {
-		if c.Blocks(now) {
+		if c.Blocks(now) || c.State == LeaseReserved && t.ownerLive(c.Owner) {
 			blocked[k.subnet] = true
 			active[k.subnet] = active[k.subnet] || c.State == LeaseActive
 		}

@@ -372,3 +372,45 @@ func TestForgottenReleaseIsNotRevivedByAReservationFromACutOffNode(t *testing.T)
 		t.Fatalf("after the cut healed %s is held by %v (%v), want newcomer", subnet, h, ok)
 	}
 }
+
+// A reservation says its owner is gone. When the owner is alive after all
+// (a partition healed before it took its claim back), the lapsed
+// reservation still holds the subnet for PickFree and is neither
+// forgotten nor ignored: forgetting it once let a peer take a live
+// node's subnet.
+func TestLapsedReservationOfALiveOwnerStillHolds(t *testing.T) {
+	space := testSpace(t)
+	now := time.Unix(10_000_000, 0)
+	const ttl = time.Hour
+	lapsed := func(owner string, i int) Claim {
+		return Claim{Subnet: space.Nth(i), Owner: owner, Epoch: 1, Version: 2, State: LeaseReserved, Expires: now.Add(-3 * ttl).Unix()}
+	}
+	tab := NewLeaseTable(space)
+	tab.now = func() time.Time { return now }
+	tab.Merge(lapsed("back", 0), lapsed("gone", 1))
+	for i := 2; i < space.Count(); i++ {
+		tab.Merge(Claim{Subnet: space.Nth(i), Owner: fmt.Sprintf("n%d", i), Epoch: 1, Version: 1, State: LeaseActive})
+	}
+	tab.SetLiveness(func(owner string) bool { return owner == "back" })
+	tab.ForgetAfter(2 * ttl)
+	if got, err := tab.PickFree("newcomer", now); err != nil || got != space.Nth(1) {
+		t.Fatalf("PickFree = %v, %v; want the dead owner's %s, not the live owner's", got, err, space.Nth(1))
+	}
+	gone := tab.Forget()
+	if len(gone) != 1 || gone[0].Owner != "gone" {
+		t.Fatalf("forgot %v, want only the dead owner's claim", gone)
+	}
+	if len(tab.ClaimsBy("back")) != 1 {
+		t.Fatal("the live owner's claim was forgotten")
+	}
+	// A fresh table (a restarted node) learning both from a peer keeps the
+	// live owner's and ignores the other.
+	fresh := NewLeaseTable(space)
+	fresh.now = tab.now
+	fresh.SetLiveness(func(owner string) bool { return owner == "back" })
+	fresh.ForgetAfter(2 * ttl)
+	fresh.Merge(lapsed("back", 0), lapsed("gone", 1))
+	if len(fresh.ClaimsBy("back")) != 1 || len(fresh.ClaimsBy("gone")) != 0 {
+		t.Fatalf("fresh table holds %v", fresh.Claims())
+	}
+}
