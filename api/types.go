@@ -114,6 +114,9 @@ type PeerStatus struct {
 	Backend string `json:"backend,omitempty"`
 	// WireGuardKey is the peer's WireGuard public key (base64).
 	WireGuardKey string `json:"wireguardKey,omitempty"`
+	// ClockOffsetSeconds is how far the peer's clock was ahead of this
+	// node's (negative: behind) at their last push/pull.
+	ClockOffsetSeconds float64 `json:"clockOffsetSeconds,omitempty"`
 }
 
 // Status is the answer to GET /v1/status.

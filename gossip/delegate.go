@@ -16,6 +16,8 @@ const (
 	msgKeyring    byte = 2
 	msgKeyringAck byte = 3
 	msgPods       byte = 4
+	// msgClock carries the sender's wall clock in push/pull (see clock.go).
+	msgClock byte = 5
 )
 
 func msgName(kind byte) string {
@@ -88,12 +90,16 @@ func (d *delegate) LocalState(join bool) []byte {
 		if ex == nil {
 			continue
 		}
-		st := ex.LocalState()
-		out = append(out, kind)
-		out = binary.BigEndian.AppendUint32(out, uint32(len(st)))
-		out = append(out, st...)
+		out = appendFrame(out, kind, ex.LocalState())
 	}
-	return out
+	// Older agents skip the kind they do not know.
+	return appendFrame(out, msgClock, d.m.clockFrame())
+}
+
+func appendFrame(out []byte, kind byte, payload []byte) []byte {
+	out = append(out, kind)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(payload)))
+	return append(out, payload...)
 }
 
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
@@ -103,7 +109,12 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 			d.m.log.Warn("rejected gossiped state", zap.String("via", "push/pull"), zap.Error(errors.New("frame length exceeds the message")))
 			return
 		}
-		if n > 0 {
+		switch {
+		case kind == msgClock:
+			if err := d.m.noteClock(buf[5 : 5+n]); err != nil {
+				d.m.log.Debug("ignoring a peer's clock", zap.Error(err))
+			}
+		case n > 0:
 			d.m.merge(kind, append([]byte(nil), buf[5:5+n]...), "push/pull")
 		}
 		buf = buf[5+n:]

@@ -73,9 +73,13 @@ type Membership struct {
 	localMu   sync.Mutex
 	localMeta []byte
 
-	// peersMu guards peers, keyed by node name.
-	peersMu sync.Mutex
-	peers   map[string]Peer
+	// peersMu guards peers, keyed by node name, and clockOffsets: how far
+	// each peer's clock was from this node's at its last push/pull.
+	peersMu      sync.Mutex
+	peers        map[string]Peer
+	clockOffsets map[string]time.Duration
+	// now is the wall clock (tests move it).
+	now func() time.Time
 
 	changes chan struct{}
 
@@ -131,6 +135,7 @@ func Start(cfg Config, local NodeRecord) (*Membership, error) {
 		pods:        cfg.Pods,
 		localMeta:   meta,
 		peers:       map[string]Peer{},
+		now:         time.Now,
 		changes:     make(chan struct{}, 1),
 		keyring:     keyringState{onChange: cfg.OnKeyringChange, pending: map[string]chan KeyringResult{}},
 	}
@@ -308,6 +313,7 @@ func (m *Membership) Peers() []Peer {
 		if p.State == PeerAlive && suspect[p.Record.Name] {
 			p.State = PeerSuspect
 		}
+		p.ClockOffset = m.clockOffsets[p.Record.Name]
 		out = append(out, p)
 	}
 	m.peersMu.Unlock()

@@ -21,6 +21,9 @@ type Metrics struct {
 	KeyFailures prometheus.Counter
 	// Rejected counts peer records refused by validation.
 	Rejected prometheus.Counter
+	// ClockOffset is the largest offset between a peer's clock and this
+	// node's seen at the peers' last push/pull.
+	ClockOffset prometheus.Gauge
 }
 
 // NewMetrics returns unregistered gossip metrics.
@@ -38,12 +41,15 @@ func NewMetrics() *Metrics {
 		Rejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "loom_gossip_rejected_records_total", Help: "Peer records refused: malformed, or failing validation (underlay allow-list, subnet outside the cluster).",
 		}),
+		ClockOffset: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "loom_gossip_max_peer_clock_offset_seconds", Help: "Largest difference between a peer's clock and this node's at their last push/pull; above 30 s loomd warns (leases read wall clocks).",
+		}),
 	}
 }
 
 // Collectors returns every series, for registration.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.Bytes, m.Messages, m.KeyFailures, m.Rejected}
+	return []prometheus.Collector{m.Bytes, m.Messages, m.KeyFailures, m.Rejected, m.ClockOffset}
 }
 
 var installSink sync.Once

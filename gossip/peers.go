@@ -37,6 +37,10 @@ type Peer struct {
 	State  PeerState
 	// Since is when State last changed.
 	Since time.Time
+	// ClockOffset is how far its clock was ahead of this node's (negative:
+	// behind) at its last push/pull; zero until one, and from agents that
+	// do not send their time.
+	ClockOffset time.Duration
 }
 
 // Live reports whether the peer should be reachable right now.

@@ -40,6 +40,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		"loom_reconcile_duration_seconds_bucket", "loom_subnet_conflicts_total", "loom_gossip_bytes_total",
 		"loom_gossip_messages_total", "loom_gossip_key_failures_total", "loom_cni_requests_total",
 		"loom_cni_request_duration_seconds_bucket", "go_goroutines", "process_resident_memory_bytes",
+		"loom_gossip_max_peer_clock_offset_seconds",
 	} {
 		if _, ok := rig.MetricValue(before, series, ""); !ok {
 			t.Errorf("series %s missing", series)
@@ -56,6 +57,10 @@ func TestMetricsAndHealth(t *testing.T) {
 	}
 	if v, _ := rig.MetricValue(before, "loom_gossip_bytes_total", `direction="received"`); v <= 0 {
 		t.Errorf("no gossip bytes received counted")
+	}
+	// Both agents read the same clock.
+	if v, _ := rig.MetricValue(before, "loom_gossip_max_peer_clock_offset_seconds", ""); v > 1 {
+		t.Errorf("loom_gossip_max_peer_clock_offset_seconds = %v between agents on one machine", v)
 	}
 	adds, _ := rig.MetricValue(before, "loom_cni_requests_total", `result="ok",verb="ADD"`)
 	used, _ := rig.MetricValue(before, "loom_pod_addresses", `state="used"`)
