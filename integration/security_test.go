@@ -393,3 +393,57 @@ func TestCorruptStateIsRefused(t *testing.T) {
 		t.Fatal("a conflist was written")
 	}
 }
+
+// TestUnderlayAllowList: nodes started with --underlay-cidrs ignore a
+// node (holding the key) whose underlay address is outside it: it never
+// enters their membership view or kernel, while they reach each other.
+// The fabric runs the wan gossip profile, as a mesh across clouds would.
+func TestUnderlayAllowList(t *testing.T) {
+	r := newRig(t, "--gossip-profile", "wan")
+	var listed []*rig.Node
+	for _, name := range []string{"node1", "node2"} {
+		n, err := r.AddNode(name, "--underlay-cidrs", "10.200.0.1/32,10.200.0.2/32")
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed = append(listed, n)
+	}
+	startReady(t, listed[0])
+	startReady(t, listed[1], listed[0])
+	outsider, err := r.AddNode("outsider")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if outsider.Addr.String() != "10.200.0.3" {
+		t.Fatalf("outsider at %s; the allow-list above assumes 10.200.0.3", outsider.Addr)
+	}
+	startReady(t, outsider, listed[0])
+	a, b := addPod(t, listed[0], "a"), addPod(t, listed[1], "b")
+	waitAllReach(t, []*rig.Pod{a, b}, 30*time.Second)
+	if err := rig.Eventually(20*time.Second, func() error {
+		if !strings.Contains(rig.Tail(listed[0].LogPath(), 2000), "outside --underlay-cidrs") {
+			return fmt.Errorf("node1 has not logged the outsider's rejection yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range listed {
+		st, err := n.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range st.Peers {
+			if p.Name == "outsider" {
+				t.Fatalf("%s lists the outsider: %+v", n.Name, p)
+			}
+		}
+		if out := kernelEntries(t, n); strings.Contains(out, outsider.Addr.String()) {
+			t.Fatalf("%s's kernel has an entry for the outsider:\n%s", n.Name, out)
+		}
+	}
+	c := addPod(t, outsider, "c")
+	if err := rig.Ping(a.NS, c.IP); err == nil {
+		t.Fatal("a pod on node1 reached the outsider's pod")
+	}
+}
