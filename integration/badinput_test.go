@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,5 +114,47 @@ func TestAddWithAgentDownIsTryAgainLater(t *testing.T) {
 	}
 	if err := rig.Ping(n.NS, p.IP); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConfigFile: loomd takes its flags from a --config YAML file, a flag
+// on the command line wins over the file, and --print-config prints the
+// result; the node runs with what it printed.
+func TestConfigFile(t *testing.T) {
+	r := newRig(t)
+	n, err := r.AddNode("node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(n.Dir, "loomd.yaml")
+	if err := os.WriteFile(conf, []byte("cluster-cidr: 10.250.0.0/16\nsubnet-prefix: 25\nvni: 5\nvxlan-port: 4791\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withConfig := func(args []string) []string { return append(args, "--config", conf, "--subnet-prefix", "26") }
+	printed, err := rig.Run("nsenter", append([]string{"--net=/run/netns/" + n.NS, "--", filepath.Join(binaries(t), "loomd")},
+		append(withConfig(nil), "--print-config")...)...)
+	if err != nil {
+		t.Fatalf("--print-config: %v\n%s", err, printed)
+	}
+	for _, want := range []string{"cluster-cidr: 10.250.0.0/16", "subnet-prefix: 26", "vni: 5", "vxlan-port: 4791"} {
+		if !strings.Contains(printed, want) {
+			t.Errorf("--print-config lacks %q:\n%s", want, printed)
+		}
+	}
+	if err := n.StartWith(withConfig); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitReady(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := n.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subnet := netip.MustParsePrefix(st.Node.Subnet); subnet.Bits() != 26 || !netip.MustParsePrefix("10.250.0.0/16").Contains(subnet.Addr()) {
+		t.Fatalf("subnet %s, want a /26 of 10.250.0.0/16", subnet)
+	}
+	if dev := mustExec(t, n, "ip", "-d", "link", "show", "loom.5"); !strings.Contains(dev, "id 5 ") || !strings.Contains(dev, "dstport 4791") {
+		t.Fatalf("loom.5 is not VNI 5 on port 4791:\n%s", dev)
 	}
 }
