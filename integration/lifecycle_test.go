@@ -596,3 +596,43 @@ func TestLongGoneNodesAreForgotten(t *testing.T) {
 	waitConverged(t, nodes[:3])
 	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[2], "c")}, 30*time.Second)
 }
+
+// TestFabricRestartsFromRememberedPeers: after a power cut every agent
+// starts again as its unit says: the first node with no --join (it
+// bootstrapped the fabric), the others with --join pointing at the first,
+// which is still down when they start. They find each other through the
+// peers each remembered, the first node rejoins them instead of
+// bootstrapping a fabric of its own, and the pods of before reach each
+// other again.
+func TestFabricRestartsFromRememberedPeers(t *testing.T) {
+	r := newRig(t)
+	nodes := startNodes(t, r, 3)
+	var pods []*rig.Pod
+	for _, n := range nodes {
+		pods = append(pods, addPod(t, n, n.Name+"-p"))
+	}
+	waitAllReach(t, pods, 30*time.Second)
+	// Every node has remembered its peers once it programmed them.
+	waitConverged(t, nodes)
+	for _, n := range nodes {
+		n.Stop(syscall.SIGKILL)
+	}
+	for _, n := range nodes[1:] {
+		if err := n.Start(nodes[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nodes[0].Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if err := n.WaitReady(60 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitConverged(t, nodes)
+	if log := rig.Tail(nodes[0].LogPath(), 200); strings.Contains(log, "bootstrapping a new fabric") && !strings.Contains(log, "joined fabric") {
+		t.Fatalf("node1 bootstrapped a fabric of its own:\n%s", log)
+	}
+	waitAllReach(t, pods, 30*time.Second)
+}
