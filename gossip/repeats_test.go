@@ -1,9 +1,13 @@
 package gossip
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestRepeatedWarningsAreKeptQuiet(t *testing.T) {
@@ -20,5 +24,29 @@ func TestRepeatedWarningsAreKeptQuiet(t *testing.T) {
 	}
 	if len(r.seen) > 256 {
 		t.Fatalf("%d remembered messages: unbounded", len(r.seen))
+	}
+}
+
+// failingState rejects every update, as a node with another pod space
+// rejects its peers' claims on every exchange.
+type failingState struct{}
+
+func (failingState) LocalState() []byte { return nil }
+func (failingState) MergeRemoteState([]byte) ([][]byte, error) {
+	return nil, errors.New("subnet 10.245.3.0/24 is outside cluster CIDR 10.244.0.0/16")
+}
+
+func TestRejectedStateIsWarnedOnce(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	m := &Membership{name: "here", log: zap.New(core), metrics: NewMetrics(), state: failingState{}, now: time.Now}
+	for i := 0; i < 5; i++ {
+		m.merge(msgState, []byte("{}"), "push/pull")
+	}
+	rejected := logs.FilterMessage("rejected gossiped state")
+	if n := rejected.Len(); n != 5 {
+		t.Fatalf("%d rejections logged, want 5", n)
+	}
+	if n := rejected.FilterLevelExact(zap.WarnLevel).Len(); n != 1 {
+		t.Fatalf("%d rejections logged as warnings, want 1 (the rest at debug)", n)
 	}
 }

@@ -631,7 +631,7 @@ func TestFabricRestartsFromRememberedPeers(t *testing.T) {
 		}
 	}
 	waitConverged(t, nodes)
-	if log := rig.Tail(nodes[0].LogPath(), 200); strings.Contains(log, "bootstrapping a new fabric") && !strings.Contains(log, "joined fabric") {
+	if log := rig.Tail(nodes[0].LogPath(), 100000); strings.Contains(log, "bootstrapping a new fabric") && !strings.Contains(log, "joined fabric") {
 		t.Fatalf("node1 bootstrapped a fabric of its own:\n%s", log)
 	}
 	waitAllReach(t, pods, 30*time.Second)
