@@ -62,7 +62,7 @@ func TestDriftIsRepaired(t *testing.T) {
 			}
 		})
 	}
-	if !strings.Contains(rig.Tail(n.LogPath(), 2000), "IPv4 forwarding was off") {
+	if !strings.Contains(rig.Tail(n.LogPath(), wholeLog), "IPv4 forwarding was off") {
 		t.Fatal("turning IPv4 forwarding back on was not logged")
 	}
 	if out, _ := n.Exec("ip", "route", "show", "10.99.0.0/24"); !strings.Contains(out, "10.200.0.254") {

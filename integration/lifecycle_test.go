@@ -583,7 +583,7 @@ func TestLongGoneNodesAreForgotten(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if !strings.Contains(rig.Tail(nodes[0].LogPath(), 3000), "forgot peer gone long ago") {
+	if !strings.Contains(rig.Tail(nodes[0].LogPath(), wholeLog), "forgot peer gone long ago") {
 		t.Fatal("forgetting was not logged")
 	}
 	// The crashed node returns with its state: taken in again, and its
@@ -631,7 +631,7 @@ func TestFabricRestartsFromRememberedPeers(t *testing.T) {
 		}
 	}
 	waitConverged(t, nodes)
-	if log := rig.Tail(nodes[0].LogPath(), 100000); strings.Contains(log, "bootstrapping a new fabric") && !strings.Contains(log, "joined fabric") {
+	if log := rig.Tail(nodes[0].LogPath(), wholeLog); strings.Contains(log, "bootstrapping a new fabric") && !strings.Contains(log, "joined fabric") {
 		t.Fatalf("node1 bootstrapped a fabric of its own:\n%s", log)
 	}
 	waitAllReach(t, pods, 30*time.Second)

@@ -176,6 +176,11 @@ func startReady(t *testing.T, n *rig.Node, join ...*rig.Node) {
 	}
 }
 
+// wholeLog is a line count for rig.Tail that reads a test agent's whole
+// log: agents log at debug level, so a line a test looks for can be
+// thousands of lines back.
+const wholeLog = 1 << 30
+
 func addPod(t *testing.T, n *rig.Node, name string) *rig.Pod {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

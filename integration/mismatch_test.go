@@ -38,7 +38,7 @@ func TestMismatchedTunnelSettingsAreRefused(t *testing.T) {
 	waitRefused(t, all[2], "vninode", "port 4789, this node on 8472")
 	waitRefused(t, all[0], "cidrnode", "pod space 10.245.0.0/16 in /24 subnets, this node 10.244.0.0/16 in /24 (all nodes of a fabric need the same --cluster-cidr and --subnet-prefix)")
 	waitRefused(t, all[4], "node1", "pod space 10.244.0.0/16 in /24 subnets, this node 10.245.0.0/16")
-	if !strings.Contains(rig.Tail(all[0].LogPath(), 2000), "refusing peer") {
+	if !strings.Contains(rig.Tail(all[0].LogPath(), wholeLog), "refusing peer") {
 		t.Fatal("node1 did not log the refusal")
 	}
 	waitConverged(t, nodes)
@@ -135,7 +135,7 @@ func TestForeignVXLANDeviceInTheWay(t *testing.T) {
 	const why = "VXLAN device vxforeign already uses VNI 1 on UDP port 4789"
 	waitNotReady(t, n, why)
 	// Let it retry a few times, then count what it said.
-	retried := func() int { return strings.Count(rig.Tail(n.LogPath(), 1000), `"reconcile incomplete; retrying"`) }
+	retried := func() int { return strings.Count(rig.Tail(n.LogPath(), wholeLog), `"reconcile incomplete; retrying"`) }
 	if err := rig.Eventually(30*time.Second, func() error {
 		if c := retried(); c < 3 {
 			return fmt.Errorf("%d failed reconciles logged so far", c)
@@ -145,7 +145,7 @@ func TestForeignVXLANDeviceInTheWay(t *testing.T) {
 		t.Fatal(err)
 	}
 	var warnings []string
-	for _, line := range strings.Split(rig.Tail(n.LogPath(), 1000), "\n") {
+	for _, line := range strings.Split(rig.Tail(n.LogPath(), wholeLog), "\n") {
 		if strings.Contains(line, `"level":"warn"`) && strings.Contains(line, why) {
 			warnings = append(warnings, line)
 		}
@@ -158,7 +158,7 @@ func TestForeignVXLANDeviceInTheWay(t *testing.T) {
 	if err := n.WaitReady(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(rig.Tail(n.LogPath(), 1000), "reconcile complete again") {
+	if !strings.Contains(rig.Tail(n.LogPath(), wholeLog), "reconcile complete again") {
 		t.Fatal("recovery not logged")
 	}
 	waitAllReach(t, []*rig.Pod{addPod(t, first, "a"), addPod(t, n, "b")}, 30*time.Second)

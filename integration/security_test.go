@@ -421,7 +421,7 @@ func TestUnderlayAllowList(t *testing.T) {
 	a, b := addPod(t, listed[0], "a"), addPod(t, listed[1], "b")
 	waitAllReach(t, []*rig.Pod{a, b}, 30*time.Second)
 	if err := rig.Eventually(20*time.Second, func() error {
-		if !strings.Contains(rig.Tail(listed[0].LogPath(), 2000), "outside --underlay-cidrs") {
+		if !strings.Contains(rig.Tail(listed[0].LogPath(), wholeLog), "outside --underlay-cidrs") {
 			return fmt.Errorf("node1 has not logged the outsider's rejection yet")
 		}
 		return nil

@@ -76,7 +76,7 @@ func TestFullStateDisk(t *testing.T) {
 	t.Logf("%d ADDs fit before the disk stopped them", len(added))
 	// The operator reading loomd's log sees it too, not only the runtime.
 	logged := regexp.MustCompile(`"msg":"local API request failed".*"verb":"ADD".*no space left on device`)
-	if !logged.MatchString(rig.Tail(n1.LogPath(), 400)) {
+	if !logged.MatchString(rig.Tail(n1.LogPath(), wholeLog)) {
 		t.Fatal("loomd did not log the failed ADD and its reason")
 	}
 	// What was attached before still carries traffic.
