@@ -49,9 +49,7 @@ func (m *Membership) noteClock(frame []byte) error {
 		worst = max(worst, o.Abs())
 	}
 	m.peersMu.Unlock()
-	if m.metrics != nil && m.metrics.ClockOffset != nil {
-		m.metrics.ClockOffset.Set(worst.Seconds())
-	}
+	m.metrics.ClockOffset.Set(worst.Seconds())
 	if offset.Abs() > MaxClockOffset && m.rejected.fresh(fmt.Sprintf("clock of %s", name), m.now()) {
 		m.log.Warn("a peer's clock differs from this node's: lease reservations expire at different times on each; run NTP (chrony, systemd-timesyncd) on every node",
 			zap.String("node", name), zap.Duration("offset", offset), zap.Duration("tolerated", MaxClockOffset))

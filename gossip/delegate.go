@@ -3,7 +3,6 @@ package gossip
 import (
 	"encoding/binary"
 	"errors"
-	"time"
 
 	"github.com/hashicorp/memberlist"
 	"go.uber.org/zap"
@@ -142,7 +141,7 @@ func (m *Membership) merge(kind byte, buf []byte, via string) {
 	relay, err := ex.MergeRemoteState(buf)
 	if err != nil {
 		log := m.log.Debug
-		if m.rejected.fresh(msgName(kind)+": "+err.Error(), time.Now()) {
+		if m.rejected.fresh(msgName(kind)+": "+err.Error(), m.now()) {
 			log = m.log.Warn // then quiet for repeatWindow
 		}
 		log("rejected gossiped state", zap.String("kind", msgName(kind)), zap.String("via", via), zap.Error(err))

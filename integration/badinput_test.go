@@ -131,8 +131,7 @@ func TestConfigFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	withConfig := func(args []string) []string { return append(args, "--config", conf, "--subnet-prefix", "26") }
-	printed, err := rig.Run("nsenter", append([]string{"--net=/run/netns/" + n.NS, "--", filepath.Join(binaries(t), "loomd")},
-		append(withConfig(nil), "--print-config")...)...)
+	printed, err := n.Exec(filepath.Join(binaries(t), "loomd"), append(withConfig(nil), "--print-config")...)
 	if err != nil {
 		t.Fatalf("--print-config: %v\n%s", err, printed)
 	}

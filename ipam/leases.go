@@ -307,7 +307,8 @@ func (t *LeaseTable) ClaimsBy(owner string) []Claim {
 var ErrNoFreeSubnet = errors.New("no free subnet")
 
 // PickFree returns the first subnet in the node's rendezvous order that no
-// claim blocks at now.
+// claim blocks at now, counting a lapsed reservation of a live owner (see
+// SetLiveness) as blocking.
 func (t *LeaseTable) PickFree(node string, now time.Time) (netip.Prefix, error) {
 	t.mu.Lock()
 	blocked, active := map[netip.Prefix]bool{}, map[netip.Prefix]bool{}

@@ -83,9 +83,12 @@ func (v *VXLAN) EnsureDevice(overlayIP netip.Addr) (bool, error) {
 			Learning:     false,
 		}
 		if err := v.k.LinkAdd(dev); err != nil {
-			if other := v.tunnelHolder(); errors.Is(err, unix.EEXIST) && other != "" {
-				return fmt.Errorf("create %s: VXLAN device %s already uses VNI %d on UDP port %d (another overlay on this node?): give Loom another --vni or --vxlan-port, or delete %s",
-					v.cfg.Name, other, v.cfg.VNI, v.cfg.Port, other)
+			// Only "file exists" sends us looking for the device in the way.
+			if errors.Is(err, unix.EEXIST) {
+				if other := v.tunnelHolder(); other != "" {
+					return fmt.Errorf("create %s: VXLAN device %s already uses VNI %d on UDP port %d (another overlay on this node?): give Loom another --vni or --vxlan-port, or delete %s",
+						v.cfg.Name, other, v.cfg.VNI, v.cfg.Port, other)
+				}
 			}
 			return fmt.Errorf("create %s (vni %d, port %d): %w", v.cfg.Name, v.cfg.VNI, v.cfg.Port, err)
 		}
