@@ -273,6 +273,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		members := a.members
 		a.leases.SetLiveness(func(owner string) bool { return owner == r.NodeName || members.Live(owner) })
 		a.leases.ForgetAfter(claimMemory(r.LeaseTTL))
+		a.policy.dir.ForgetAfter(members.Known, claimMemory(r.LeaseTTL))
 	}
 	if inUse := (*gossip.PortInUseError)(nil); errors.As(err, &inUse) {
 		return flagErr("gossip-port", "%d is in use on this node (Docker Swarm gossips on 7946 too; every node of a fabric needs the same port): %s", inUse.Port, inUse.Detail)
@@ -521,7 +522,7 @@ func (a *Agent) loop(ctx context.Context) error {
 			// Lease states are looked at again above (a reservation may
 			// have ended); the kernel is read again only for a reason.
 			a.rejoin()
-			a.forgetEndedClaims()
+			a.forgetLongGone()
 		case done := <-a.leaveReq:
 			err := a.leave()
 			done <- err
@@ -539,11 +540,12 @@ func (a *Agent) loop(ctx context.Context) error {
 // with room for nodes whose --lease-ttl or clock differ somewhat.
 func claimMemory(leaseTTL time.Duration) time.Duration { return 2 * leaseTTL }
 
-// forgetEndedClaims drops claims that ended long ago (see claimMemory),
-// and then peers dead that long with no claim left: a fabric that
-// replaces its nodes would otherwise carry one claim per node it ever
-// had, in every push/pull, and list every such node, for good.
-func (a *Agent) forgetEndedClaims() {
+// forgetLongGone drops claims that ended long ago (see claimMemory), then
+// peers dead that long with no claim left, then the pod records of nodes
+// no longer known: a fabric that replaces its nodes would otherwise carry
+// one claim per node it ever had, and every pod such a node ever ran, in
+// every push/pull, and list every such node, for good.
+func (a *Agent) forgetLongGone() {
 	if gone := a.leases.Forget(); len(gone) > 0 {
 		claims := make([]string, 0, len(gone))
 		for _, c := range gone {
@@ -561,6 +563,9 @@ func (a *Agent) forgetEndedClaims() {
 		if !p.Live() && now.Sub(p.Since) > memory && len(a.leases.ClaimsBy(name)) == 0 && a.members.Forget(name) {
 			a.log.Info("forgot peer gone long ago", zap.String("node", name), zap.String("state", p.State.String()), zap.Time("since", p.Since))
 		}
+	}
+	if nodes := a.policy.dir.Forget(); len(nodes) > 0 {
+		a.log.Info("forgot pod records of nodes gone long ago", zap.Strings("nodes", nodes))
 	}
 }
 

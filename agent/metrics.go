@@ -175,6 +175,19 @@ func newMetrics(a *Agent) *metrics {
 			return 0
 		}))
 	}
+	for _, st := range []string{"live", "deleted"} {
+		st := st
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "loom_pod_directory_records", Help: "Pod records in the gossiped pod directory (every node's pods, for network policy): live, and deleted (tombstones).",
+			ConstLabels: prometheus.Labels{"state": st},
+		}, func() float64 {
+			live, deleted := a.policy.dir.Count()
+			if st == "live" {
+				return float64(live)
+			}
+			return float64(deleted)
+		}))
+	}
 	for _, st := range []string{"used", "free"} {
 		st := st
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -61,6 +61,15 @@ func (m *Membership) Forget(name string) bool {
 	return true
 }
 
+// Known reports whether the named node is in the peer table, in any
+// state: it has not been forgotten (see Forget).
+func (m *Membership) Known(name string) bool {
+	m.peersMu.Lock()
+	defer m.peersMu.Unlock()
+	_, ok := m.peers[name]
+	return ok
+}
+
 // Live reports whether the named peer is alive (or suspected, not yet
 // declared dead) as far as this node knows.
 func (m *Membership) Live(name string) bool {

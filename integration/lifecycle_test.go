@@ -541,12 +541,33 @@ func TestNodeWaitsForAFreeSubnet(t *testing.T) {
 
 // TestLongGoneNodesAreForgotten: a fabric that replaces its nodes must
 // not carry every node it ever had. Two lease TTLs after a dead node's
-// reservation lapsed, or after a node left, every node forgets its claim
-// and then the node itself; a forgotten node that comes back is taken in
-// again like any other.
+// reservation lapsed, or after a node left, every node forgets its claim,
+// then the node itself and the records of its pods; a forgotten node that
+// comes back is taken in again like any other.
 func TestLongGoneNodesAreForgotten(t *testing.T) {
 	r := newRig(t, "--dead-node-grace", "0s", "--lease-ttl", "3s")
 	nodes := startNodes(t, r, 4)
+	// The pods of the two nodes that go are in every node's pod directory.
+	addPod(t, nodes[2], "gone-c")
+	addPod(t, nodes[3], "gone-d")
+	podRecords := func(n *rig.Node) (float64, error) {
+		code, body, err := rig.GetIn(n.NS, rig.AgentHTTP+"/metrics")
+		if err != nil || code != 200 {
+			return 0, fmt.Errorf("metrics of %s: %d %v", n.Name, code, err)
+		}
+		v, _ := rig.MetricValue(body, "loom_pod_directory_records", `state="live"`)
+		return v, nil
+	}
+	for _, n := range nodes[:2] {
+		if err := rig.Eventually(30*time.Second, func() error {
+			if v, err := podRecords(n); err != nil || v != 2 {
+				return fmt.Errorf("%s holds %v pod records, want 2 (%v)", n.Name, v, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	crashed, _ := nodes[2].Status()
 	nodes[2].Stop(syscall.SIGKILL)
 	leaver := nodes[3]
@@ -576,6 +597,9 @@ func TestLongGoneNodesAreForgotten(t *testing.T) {
 				}
 			}
 		}
+		if v, err := podRecords(n); err != nil || v != 0 {
+			return fmt.Errorf("%s still holds %v pod records (%v)", n.Name, v, err)
+		}
 		return nil
 	}
 	for _, n := range nodes[:2] {
@@ -583,7 +607,8 @@ func TestLongGoneNodesAreForgotten(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if !strings.Contains(rig.Tail(nodes[0].LogPath(), wholeLog), "forgot peer gone long ago") {
+	if log := rig.Tail(nodes[0].LogPath(), wholeLog); !strings.Contains(log, "forgot peer gone long ago") ||
+		!strings.Contains(log, "forgot pod records of nodes gone long ago") {
 		t.Fatal("forgetting was not logged")
 	}
 	// The crashed node returns with its state: taken in again, and its

@@ -40,22 +40,96 @@ type recordKey struct {
 // the only writer of its own records; versions are wall-clock nanoseconds
 // bumped past the last version seen, so a restarted node's records
 // supersede what it said before. Records are keyed by (node, address), so
-// the table is bounded by the address space. It implements
+// a node's share is bounded by its subnet; the nodes a fabric no longer
+// knows are forgotten (see ForgetAfter). It implements
 // gossip.StateExchanger.
 type Directory struct {
 	self     string
 	validate func(PodRecord) error
 	now      func() time.Time
 
-	// mu guards records.
+	// mu guards the fields below.
 	mu      sync.Mutex
 	records map[recordKey]PodRecord
+	// newest is the newest version held per node: when it last published.
+	newest map[string]uint64
+	// known and forgetAfter say whose records Forget drops (nil, 0: none).
+	known       func(node string) bool
+	forgetAfter time.Duration
 }
 
 // NewDirectory returns an empty directory for node self. validate vets
-// each remote record (address in the cluster, metadata well formed).
+// each remote record (address in the cluster, metadata well formed). It
+// keeps every node's records until ForgetAfter says otherwise.
 func NewDirectory(self string, validate func(PodRecord) error) *Directory {
-	return &Directory{self: self, validate: validate, now: time.Now, records: map[recordKey]PodRecord{}}
+	return &Directory{self: self, validate: validate, now: time.Now,
+		records: map[recordKey]PodRecord{}, newest: map[string]uint64{}}
+}
+
+// ForgetAfter makes the directory drop the records of a node it does not
+// know (known says whether membership still lists a node, dead or
+// alive) and that published nothing for d, and ignore such records when a
+// peer sends them again. Without it a fabric that replaces its nodes
+// would carry every pod any node ever had in every push/pull, for good.
+// A node that is down but still known keeps its records however old: a
+// restarting agent's pods keep their place in peers' policies.
+func (d *Directory) ForgetAfter(known func(node string) bool, after time.Duration) {
+	d.mu.Lock()
+	d.known, d.forgetAfter = known, after
+	d.mu.Unlock()
+}
+
+// forgettable reports whether the records of node, the newest published
+// at version, are of a node gone long ago. Called with mu held.
+func (d *Directory) forgettable(node string, version uint64) bool {
+	if d.forgetAfter == 0 || d.known == nil || node == d.self || d.known(node) {
+		return false
+	}
+	return version < uint64(d.now().Add(-d.forgetAfter).UnixNano())
+}
+
+// Forget drops the records of nodes gone long ago (see ForgetAfter) and
+// returns their names.
+func (d *Directory) Forget() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	gone := map[string]bool{}
+	for node, v := range d.newest {
+		if d.forgettable(node, v) {
+			gone[node] = true
+			delete(d.newest, node)
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	for k := range d.records {
+		if gone[k.node] {
+			delete(d.records, k)
+		}
+	}
+	return slices.Sorted(maps.Keys(gone))
+}
+
+// Count returns how many records the directory holds, live and deleted
+// (tombstones), this node's own included.
+func (d *Directory) Count() (live, deleted int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range d.records {
+		if r.Deleted {
+			deleted++
+		} else {
+			live++
+		}
+	}
+	return live, deleted
+}
+
+// store puts r in the table. Called with mu held.
+func (d *Directory) store(r PodRecord) {
+	d.records[recordKey{r.Node, r.IP}] = r
+	d.newest[r.Node] = max(d.newest[r.Node], r.Version)
 }
 
 // ValidateRecord checks a record's structure and metadata.
@@ -118,7 +192,16 @@ func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, error) {
 	var errs []error
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// What a peer sends of a node forgotten here (or never known, and
+	// silent that long) is ignored as a whole, or it would come back.
+	sent := map[string]uint64{}
 	for _, r := range in {
+		sent[r.Node] = max(sent[r.Node], r.Version)
+	}
+	for _, r := range in {
+		if d.forgettable(r.Node, max(sent[r.Node], d.newest[r.Node])) {
+			continue
+		}
 		if err := ValidateRecord(r); err != nil {
 			errs = append(errs, err)
 			continue
@@ -142,7 +225,7 @@ func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, error) {
 				fix = PodRecord{Node: d.self, IP: r.IP, Deleted: true}
 			}
 			fix.Version = d.nextVersion(max(r.Version, have.Version))
-			d.records[k] = fix
+			d.store(fix)
 			if b, err := EncodeRecord(fix); err == nil {
 				relay = append(relay, b)
 			}
@@ -151,7 +234,7 @@ func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, error) {
 		if ok && have.Version >= r.Version {
 			continue
 		}
-		d.records[k] = r
+		d.store(r)
 		if b, err := EncodeRecord(r); err == nil {
 			relay = append(relay, b)
 		}
@@ -190,7 +273,7 @@ func (d *Directory) Publish(local []PodRecord) [][]byte {
 		}
 		if _, ok := want[k.ip]; !ok {
 			tomb := PodRecord{Node: d.self, IP: k.ip, Deleted: true, Version: d.nextVersion(have.Version)}
-			d.records[k] = tomb
+			d.store(tomb)
 			if b, err := EncodeRecord(tomb); err == nil {
 				out = append(out, b)
 			}
@@ -207,7 +290,7 @@ func (d *Directory) Publish(local []PodRecord) [][]byte {
 		if err != nil {
 			continue // refused at ADD or label time; never half-published
 		}
-		d.records[k] = r
+		d.store(r)
 		out = append(out, b)
 	}
 	return out
@@ -224,15 +307,4 @@ func (d *Directory) Records() []PodRecord {
 		}
 	}
 	return out
-}
-
-// ForgetNode drops every record of a node that left or was removed.
-func (d *Directory) ForgetNode(node string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for k := range d.records {
-		if k.node == node {
-			delete(d.records, k)
-		}
-	}
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -112,3 +113,92 @@ func TestDirectoryRejectsBadRecords(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// TestDirectoryForgetsNodesGoneLongAgo: records of a node membership no
+// longer knows, silent for the forget horizon, are dropped and not taken
+// back from a peer that still has them; a known node's records are kept
+// however old (its agent may be restarting), and so are a new node's.
+func TestDirectoryForgetsNodesGoneLongAgo(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	known := map[string]bool{"quiet": true}
+	d := NewDirectory("self", nil)
+	d.now = clock
+	d.ForgetAfter(func(n string) bool { return known[n] }, time.Hour)
+
+	publisher := func(node string, at time.Time, ips ...string) *Directory {
+		p := NewDirectory(node, nil)
+		p.now = func() time.Time { return at }
+		var recs []PodRecord
+		for _, ip := range ips {
+			recs = append(recs, rec("", ip, nil))
+		}
+		p.Publish(recs)
+		return p
+	}
+	gone := publisher("gone", now.Add(-2*time.Hour), "10.244.1.2", "10.244.1.3")
+	quiet := publisher("quiet", now.Add(-48*time.Hour), "10.244.2.2")
+	fresh := publisher("fresh", now.Add(-time.Minute), "10.244.3.2")
+	d.Publish([]PodRecord{rec("", "10.244.0.2", nil)})
+	d.now = func() time.Time { return now.Add(-3 * time.Hour) } // before gone went quiet
+	deliver(t, d, [][]byte{gone.LocalState()})
+	d.now = clock
+	deliver(t, d, [][]byte{quiet.LocalState(), fresh.LocalState()})
+	if live, _ := d.Count(); live != 5 {
+		t.Fatalf("%d live records before forgetting, want 5", live)
+	}
+
+	if got := d.Forget(); !slices.Equal(got, []string{"gone"}) {
+		t.Fatalf("forgot %v, want [gone]", got)
+	}
+	if live, _ := d.Count(); live != 3 {
+		t.Fatalf("%d live records after forgetting, want 3 (self, quiet, fresh)", live)
+	}
+	// A peer that has not forgotten yet sends them again: ignored.
+	if relay := deliver(t, d, [][]byte{gone.LocalState()}); len(relay) != 0 {
+		t.Fatalf("forgotten records relayed: %d", len(relay))
+	}
+	if live, _ := d.Count(); live != 3 {
+		t.Fatal("forgotten records were taken back")
+	}
+	// The node comes back and publishes: taken in at once.
+	back := publisher("gone", now, "10.244.1.2")
+	if relay := deliver(t, d, [][]byte{back.LocalState()}); len(relay) != 1 {
+		t.Fatalf("a returning node's record was not taken: %d relayed", len(relay))
+	}
+	// Without ForgetAfter nothing is forgotten.
+	keep := NewDirectory("self", nil)
+	deliver(t, keep, [][]byte{gone.LocalState()})
+	if got := keep.Forget(); got != nil {
+		t.Fatalf("forgot %v without ForgetAfter", got)
+	}
+}
+
+// FuzzDirectoryMerge: whatever a peer sends as pod directory state, the
+// merge neither panics nor keeps a record it would refuse from another
+// peer: what the directory then holds passes on to a fresh one intact.
+func FuzzDirectoryMerge(f *testing.F) {
+	valid := func(r PodRecord) error {
+		if !netip.MustParsePrefix("10.244.0.0/16").Contains(r.IP) {
+			return errString("outside the cluster")
+		}
+		return nil
+	}
+	f.Add([]byte(`[{"node":"b","ip":"10.244.1.2","v":1,"ns":"x","name":"p","labels":{"app":"web"}}]`))
+	f.Add([]byte(`[{"node":"b","ip":"10.244.1.2","v":2,"deleted":true},{"node":"a","ip":"10.244.0.2","v":3,"ns":"x"}]`))
+	f.Add([]byte(`[{"node":"b","ip":"::1","v":1}]`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		d := NewDirectory("a", valid)
+		d.ForgetAfter(func(string) bool { return false }, time.Hour)
+		d.MergeRemoteState(body)
+		live, deleted := d.Count()
+		fresh := NewDirectory("c", valid)
+		if _, err := fresh.MergeRemoteState(d.LocalState()); err != nil {
+			t.Fatalf("a merged record is refused when passed on: %v", err)
+		}
+		if l, del := fresh.Count(); l != live || del != deleted {
+			t.Fatalf("passed on %d live, %d deleted records; %d, %d arrived", live, deleted, l, del)
+		}
+	})
+}
