@@ -195,6 +195,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	defer a.store.Close()
+	a.releasePreviousBoot()
 	var policyLoadedFrom [sha256.Size]byte
 	if r.policySource == PolicySourceFiles {
 		// Load before the first reconcile rewrites the firewall: starting

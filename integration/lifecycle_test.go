@@ -664,3 +664,63 @@ func TestFabricRestartsFromRememberedPeers(t *testing.T) {
 	}
 	waitAllReach(t, pods, 30*time.Second)
 }
+
+// TestRebootReleasesEarlierPods: a reboot takes every pod namespace of the
+// node with it, and runtimes do not all send DEL for them. When loomd
+// starts in a new boot, the addresses of the earlier boot's pods are free
+// again and their records leave the peers' pod directories; a restart in
+// the same boot keeps allocations whose pods it cannot see (that is the
+// runtime's DEL or GC to decide).
+func TestRebootReleasesEarlierPods(t *testing.T) {
+	r := newRig(t)
+	nodes := startNodes(t, r, 2)
+	a1, a2, b := addPod(t, nodes[0], "a1"), addPod(t, nodes[0], "a2"), addPod(t, nodes[1], "b")
+	waitAllReach(t, []*rig.Pod{a1, a2, b}, 30*time.Second)
+	allocated := func(n *rig.Node) int {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		pods, err := n.Client().Pods(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(pods)
+	}
+	// The "reboot": the agent dies, and both pod namespaces go with no DEL.
+	nodes[0].Stop(syscall.SIGKILL)
+	for _, p := range []*rig.Pod{a1, a2} {
+		if out, err := rig.Run("ip", "netns", "del", p.NS); err != nil {
+			t.Fatalf("delete %s: %v %s", p.NS, err, out)
+		}
+	}
+	startReady(t, nodes[0], nodes[1])
+	if n := allocated(nodes[0]); n != 2 {
+		t.Fatalf("a restart in the same boot left %d allocations, want the 2 it had", n)
+	}
+	nodes[0].Stop(syscall.SIGKILL)
+	if err := nodes[0].StartAfterReboot("00000000-0000-4000-8000-00000000b007", nodes[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].WaitReady(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := allocated(nodes[0]); n != 0 {
+		t.Fatalf("after a reboot %d allocations of the earlier boot are left", n)
+	}
+	if !strings.Contains(rig.Tail(nodes[0].LogPath(), wholeLog), "released the addresses of the earlier boot's pods") {
+		t.Fatal("the release was not logged")
+	}
+	if err := rig.Eventually(30*time.Second, func() error {
+		code, body, err := rig.GetIn(nodes[1].NS, rig.AgentHTTP+"/metrics")
+		if err != nil || code != 200 {
+			return fmt.Errorf("metrics: %d %v", code, err)
+		}
+		if v, _ := rig.MetricValue(body, "loom_pod_directory_records", `state="live"`); v != 1 {
+			return fmt.Errorf("node2's pod directory holds %v live records, want 1 (its own pod)", v)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "c"), b}, 30*time.Second)
+}

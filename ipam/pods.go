@@ -129,6 +129,47 @@ func (s *Store) Release(containerID, ifName string) (a Allocation, ok bool, err 
 	return a, ok, err
 }
 
+var keyBoot = []byte("boot")
+
+// StartBoot records the kernel's boot ID and, when the node has rebooted
+// since the last one recorded, releases every allocation in the same
+// transaction and returns them: network namespaces do not survive a
+// reboot, so every pod of the earlier boot is gone, and runtimes do not
+// all send the DEL that would free its address. An empty boot ID (unknown)
+// changes nothing, and neither does the first boot recorded.
+func (s *Store) StartBoot(bootID string) (released []Allocation, err error) {
+	if bootID == "" {
+		return nil, nil
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		meta, pods := tx.Bucket(bucketMeta), tx.Bucket(bucketPods)
+		if last := meta.Get(keyBoot); last != nil && string(last) != bootID {
+			var keys [][]byte
+			if err := pods.ForEach(func(k, v []byte) error {
+				var a Allocation
+				if err := json.Unmarshal(v, &a); err != nil {
+					return fmt.Errorf("decode allocation %q: %w", k, err)
+				}
+				released = append(released, a)
+				keys = append(keys, k)
+				return nil
+			}); err != nil {
+				return err
+			}
+			for _, k := range keys {
+				if err := pods.Delete(k); err != nil {
+					return err
+				}
+			}
+		}
+		return meta.Put(keyBoot, []byte(bootID))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record boot in %s: %w", s.path, err)
+	}
+	return released, nil
+}
+
 // Get returns the allocation for (containerID, ifName), if any.
 func (s *Store) Get(containerID, ifName string) (a Allocation, ok bool, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {

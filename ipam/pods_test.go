@@ -102,3 +102,43 @@ func TestOwnLeaseHeldByItsName(t *testing.T) {
 		}
 	}
 }
+
+// TestStartBootReleasesThePreviousBootsPods: the allocations of an earlier
+// boot are released when the boot ID changes, kept across restarts of
+// the same boot, and left alone when the boot ID is unknown.
+func TestStartBootReleasesThePreviousBootsPods(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subnet := netip.MustParsePrefix("10.244.1.0/24")
+	if got, err := st.StartBoot("boot-1"); err != nil || got != nil {
+		t.Fatalf("first boot recorded: released %v, %v; want nothing", got, err)
+	}
+	for _, c := range []string{"c1", "c2"} {
+		if _, _, err := st.Allocate(subnet, Allocation{ContainerID: c, IfName: "eth0", HostIf: "h-" + c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"boot-1", ""} {
+		if got, err := st.StartBoot(id); err != nil || got != nil {
+			t.Fatalf("StartBoot(%q) released %v, %v; want nothing", id, got, err)
+		}
+	}
+	st.Close()
+	if st, err = OpenStore(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	got, err := st.StartBoot("boot-2")
+	if err != nil || len(got) != 2 {
+		t.Fatalf("after a reboot released %v, %v; want both allocations", got, err)
+	}
+	if left, _ := st.Allocations(); len(left) != 0 {
+		t.Fatalf("allocations left after a reboot: %v", left)
+	}
+	if got, _ := st.StartBoot("boot-2"); got != nil {
+		t.Fatalf("the same boot released %v again", got)
+	}
+}

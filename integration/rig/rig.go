@@ -285,6 +285,24 @@ func (n *Node) Start(join ...*Node) error { return n.StartWith(nil, join...) }
 // StartWith is Start with the command line passed through edit first (nil
 // keeps it).
 func (n *Node) StartWith(edit func([]string) []string, join ...*Node) error {
+	return n.start(edit, nil, join)
+}
+
+// StartAfterReboot starts the agent as on a node that has rebooted: it
+// reads bootID as the kernel's boot ID, bind-mounted over the real one in
+// a mount namespace of its own (the rig's nodes share one kernel).
+func (n *Node) StartAfterReboot(bootID string, join ...*Node) error {
+	file := filepath.Join(n.Dir, "boot_id")
+	if err := os.WriteFile(file, []byte(bootID+"\n"), 0o644); err != nil {
+		return err
+	}
+	return n.start(nil, []string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount --bind "$0" /proc/sys/kernel/random/boot_id && exec "$@"`, file}, join)
+}
+
+// start runs loomd in the node's namespace, its command line passed
+// through edit, behind the commands of wrap (each execs the next).
+func (n *Node) start(edit func([]string) []string, wrap []string, join []*Node) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.cmd != nil {
@@ -299,7 +317,8 @@ func (n *Node) StartWith(edit func([]string) []string, join ...*Node) error {
 	if edit != nil {
 		args = edit(args)
 	}
-	argv := append([]string{"--net=/run/netns/" + n.NS, "--", filepath.Join(n.rig.opts.BinDir, "loomd")}, args...)
+	argv := append([]string{"--net=/run/netns/" + n.NS, "--"}, wrap...)
+	argv = append(append(argv, filepath.Join(n.rig.opts.BinDir, "loomd")), args...)
 	cmd := exec.Command("nsenter", argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a signal to the test's group (Ctrl-C) reaches
