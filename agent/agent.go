@@ -445,7 +445,7 @@ func (a *Agent) record() gossip.NodeRecord {
 		Name: a.cfg.NodeName, Underlay: a.cfg.advertise, VTEPMAC: a.mac,
 		Subnet: a.subnet, LeaseEpoch: a.epoch, AgentVersion: Version, Backend: a.backend.Name(),
 		WGPublicKey: a.wgPublic, TunnelPort: uint16(a.cfg.VXLANPort), VNI: uint32(a.cfg.VNI),
-		Cluster: a.cfg.cluster, SubnetBits: a.cfg.space.Bits,
+		Cluster: a.cfg.cluster, SubnetBits: a.cfg.space.Bits, MTU: a.cfg.mtu,
 	}
 	if a.wg != nil {
 		rec.TunnelPort, rec.VNI = uint16(a.cfg.WireGuardPort), 0
@@ -784,7 +784,8 @@ func desiredState(local gossip.NodeRecord, subnet netip.Prefix, peers []gossip.P
 				next = end
 			}
 		}
-		d.Peers = append(d.Peers, overlay.Peer{Name: r.Name, Underlay: r.Underlay, VTEPMAC: r.VTEPMAC, Subnet: r.Subnet, WGPublicKey: r.WGPublicKey})
+		d.Peers = append(d.Peers, overlay.Peer{Name: r.Name, Underlay: r.Underlay, VTEPMAC: r.VTEPMAC, Subnet: r.Subnet,
+			WGPublicKey: r.WGPublicKey, RouteMTU: routeMTU(local.MTU, r.MTU)})
 		d.NodeAddrs = append(d.NodeAddrs, r.Underlay)
 		d.NodeOverlays = append(d.NodeOverlays, r.Subnet.Addr())
 	}
@@ -794,6 +795,18 @@ func desiredState(local gossip.NodeRecord, subnet netip.Prefix, peers []gossip.P
 		}
 	}
 	return d, next, excluded
+}
+
+// routeMTU is the MTU of the route to a peer whose pods run at peerMTU:
+// the peer's when it is smaller than this node's own (only some nodes have
+// jumbo frames), so that the kernel here fragments a larger packet or
+// answers "fragmentation needed" to its sender, instead of the underlay
+// dropping it on the way; 0, the device's MTU, otherwise.
+func routeMTU(own, peerMTU int) int {
+	if peerMTU > 0 && peerMTU < own {
+		return peerMTU
+	}
+	return 0
 }
 
 // claim takes the persisted subnet back when no older lease holds it,

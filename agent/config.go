@@ -393,8 +393,8 @@ func (r *resolved) resolveUnderlay(k overlay.Kernel) error {
 	if r.mtu == 0 {
 		r.mtu = l.Attrs().MTU - backendOverhead(r.Backend)
 	}
-	if r.mtu < 576 || r.mtu > 65535-50 {
-		return flagErr("mtu", "%d is outside 576..65485", r.mtu)
+	if r.mtu < gossip.MinMTU || r.mtu > 65535-50 {
+		return flagErr("mtu", "%d is outside %d..65485", r.mtu, gossip.MinMTU)
 	}
 	return nil
 }

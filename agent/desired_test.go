@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -219,5 +220,29 @@ func TestDesiredStateRefusesOtherTunnelSettings(t *testing.T) {
 		if why := excluded[name]; !strings.HasPrefix(why, "refused: ") || !strings.Contains(why, want) {
 			t.Errorf("%s excluded for %q, want it refused with %q", name, why, want)
 		}
+	}
+}
+
+// TestDesiredStateLimitsRoutesToSmallerPeers: the route to a peer whose
+// underlay carries less than this node's (jumbo frames on some nodes
+// only) gets the peer's MTU; the others keep the device's.
+func TestDesiredStateLimitsRoutesToSmallerPeers(t *testing.T) {
+	space, _ := ipam.NewSubnetSpace(netip.MustParsePrefix("10.244.0.0/16"), 24)
+	now := time.Unix(1_000_000, 0)
+	peers := []gossip.Peer{
+		gp("small", "192.0.2.2", "10.244.2.0/24", gossip.PeerAlive, now),
+		gp("jumbo", "192.0.2.3", "10.244.3.0/24", gossip.PeerAlive, now),
+		gp("old", "192.0.2.4", "10.244.4.0/24", gossip.PeerAlive, now),
+	}
+	peers[0].Record.MTU, peers[1].Record.MTU = 1450, 9000
+	local := localRecord("vxlan")
+	local.MTU = 8950
+	d, _, _ := desiredState(local, netip.MustParsePrefix("10.244.1.0/24"), peers, ipam.NewLeaseTable(space), nil, now, 0)
+	got := map[string]int{}
+	for _, p := range d.Peers {
+		got[p.Name] = p.RouteMTU
+	}
+	if want := map[string]int{"small": 1450, "jumbo": 0, "old": 0}; !maps.Equal(got, want) {
+		t.Fatalf("route MTUs %v, want %v", got, want)
 	}
 }

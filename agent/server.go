@@ -527,7 +527,7 @@ func (a *Agent) status() api.Status {
 			Name: p.Record.Name, Underlay: p.Record.Underlay.String(), Subnet: prefixString(p.Record.Subnet),
 			VTEPMAC: p.Record.VTEPMAC.String(), State: p.State.String(), Since: p.Since.UTC().Truncate(time.Second),
 			Programmed: programmed[p.Record.Name], Reason: excluded[p.Record.Name], Backend: backendFamily(p.Record.Backend),
-			WireGuardKey: wgKeyString(p.Record.WGPublicKey), ClockOffsetSeconds: p.ClockOffset.Seconds(),
+			WireGuardKey: wgKeyString(p.Record.WGPublicKey), ClockOffsetSeconds: p.ClockOffset.Seconds(), MTU: p.Record.MTU,
 		})
 	}
 	return st

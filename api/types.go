@@ -117,6 +117,9 @@ type PeerStatus struct {
 	// ClockOffsetSeconds is how far the peer's clock was ahead of this
 	// node's (negative: behind) at their last push/pull.
 	ClockOffsetSeconds float64 `json:"clockOffsetSeconds,omitempty"`
+	// MTU is the peer's pod MTU; the route to a peer with a smaller one
+	// than this node's carries it. 0 from agents that do not say.
+	MTU int `json:"mtu,omitempty"`
 }
 
 // Status is the answer to GET /v1/status.

@@ -34,7 +34,11 @@ const (
 	tagTunnel   = 10
 	tagVNI      = 11
 	tagPodSpace = 12
+	tagMTU      = 13
 )
+
+// MinMTU is the smallest pod MTU a node may run with or advertise.
+const MinMTU = 576
 
 // WGKeySize is the length of a WireGuard (Curve25519) public key.
 const WGKeySize = 32
@@ -68,6 +72,10 @@ type NodeRecord struct {
 	// (--subnet-prefix); zero from agents that did not advertise them.
 	Cluster    netip.Prefix
 	SubnetBits int
+	// MTU is the node's pod MTU: the largest packet its underlay carries
+	// to it once wrapped by the backend; 0 from agents that did not
+	// advertise it.
+	MTU int
 }
 
 // HasSubnet reports whether the node has claimed a pod subnet yet.
@@ -132,6 +140,12 @@ func (r NodeRecord) Encode() ([]byte, error) {
 			return nil, fmt.Errorf("encode node record %q: pod space %s with /%d subnets is not IPv4 with subnets inside it", r.Name, r.Cluster, r.SubnetBits)
 		}
 		add(tagPodSpace, append(r.Cluster.Addr().AsSlice(), byte(r.Cluster.Bits()), byte(r.SubnetBits)))
+	}
+	if r.MTU != 0 {
+		if r.MTU < MinMTU || r.MTU > 65535 {
+			return nil, fmt.Errorf("encode node record %q: MTU %d is outside %d..65535", r.Name, r.MTU, MinMTU)
+		}
+		add(tagMTU, binary.BigEndian.AppendUint16(nil, uint16(r.MTU)))
 	}
 	if err != nil {
 		return nil, err
@@ -237,6 +251,13 @@ func DecodeNodeRecord(b []byte) (NodeRecord, error) {
 				return r, fmt.Errorf("decode node record: pod space %s/%d with /%d subnets is malformed", a, v[4], v[5])
 			}
 			r.Cluster, r.SubnetBits = p, int(v[5])
+		case tagMTU:
+			if n != 2 {
+				return r, fmt.Errorf("decode node record: MTU has %d bytes, want 2", n)
+			}
+			if r.MTU = int(binary.BigEndian.Uint16(v)); r.MTU < MinMTU {
+				return r, fmt.Errorf("decode node record: MTU %d is below %d", r.MTU, MinMTU)
+			}
 		}
 	}
 	switch {

@@ -16,7 +16,7 @@ func sampleRecord() NodeRecord {
 		VTEPMAC: net.HardwareAddr{0x0e, 1, 2, 3, 4, 5}, Subnet: netip.MustParsePrefix("10.244.7.0/24"),
 		LeaseEpoch: 1234567890123, AgentVersion: "v1.2.3", Backend: "vxlan", Leaving: true,
 		TunnelPort: 4789, VNI: 1 << 23,
-		Cluster: netip.MustParsePrefix("10.244.0.0/16"), SubnetBits: 24,
+		Cluster: netip.MustParsePrefix("10.244.0.0/16"), SubnetBits: 24, MTU: 8950,
 	}
 }
 
@@ -68,6 +68,8 @@ func TestDecodeNodeRecordRejectsMalformed(t *testing.T) {
 		"pod space length": {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 2, 0, 0, 0, 0, 1, tagPodSpace, 5, 10, 244, 0, 0, 16},
 		"pod space bits":   {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 2, 0, 0, 0, 0, 1, tagPodSpace, 6, 10, 244, 0, 0, 16, 16},
 		"pod space host":   {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 2, 0, 0, 0, 0, 1, tagPodSpace, 6, 10, 244, 1, 0, 16, 24},
+		"mtu length":       {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 2, 0, 0, 0, 0, 1, tagMTU, 1, 200},
+		"mtu too small":    {recordVersion, tagName, 1, 'a', tagUnderlay, 4, 192, 0, 2, 1, tagVTEPMAC, 6, 2, 0, 0, 0, 0, 1, tagMTU, 2, 0, 200},
 		"oversize":         bytes.Repeat([]byte{1}, MetaMaxSize+1),
 	}
 	for name, b := range cases {
@@ -91,7 +93,7 @@ func TestNodeRecordWireGuardKey(t *testing.T) {
 	r.Backend = "wireguard"
 	r.WGPublicKey = bytes.Repeat([]byte{7}, WGKeySize)
 	// The key is then the last field, which the short-key case below cuts.
-	r.TunnelPort, r.VNI, r.Cluster = 0, 0, netip.Prefix{}
+	r.TunnelPort, r.VNI, r.Cluster, r.MTU = 0, 0, netip.Prefix{}, 0
 	enc, err := r.Encode()
 	if err != nil {
 		t.Fatal(err)

@@ -278,3 +278,72 @@ func TestAgentRestartKeepsPods(t *testing.T) {
 		t.Fatalf("node1's view of node2 after restart: %+v %v", ka.Peers, err)
 	}
 }
+
+// TestMixedUnderlayMTU: one node's underlay carries jumbo frames, the
+// other's does not: its switch port drops larger frames. Each node's pods
+// run at its own MTU; the jumbo node's route to the other's pods carries
+// the smaller MTU, so a large packet from its pod is fragmented, or
+// answered with "fragmentation needed", before the tunnel instead of
+// being lost on the underlay.
+func TestMixedUnderlayMTU(t *testing.T) {
+	r := newRig(t)
+	jumbo, err := r.AddNode("node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, jumbo, "ip", "link", "set", "eth0", "mtu", "9000")
+	if out, err := rig.Run("ip", "-n", r.Switch, "link", "set", jumbo.SwitchPort(), "mtu", "9000"); err != nil {
+		t.Fatalf("switch port MTU: %v %s", err, out)
+	}
+	startReady(t, jumbo)
+	small, err := r.AddNode("node2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A hardware switch drops a frame larger than the port's MTU; the
+	// rig's bridge would hand it to the veth regardless.
+	for _, nft := range [][]string{
+		{"add", "table", "bridge", "ports"},
+		{"add", "chain", "bridge", "ports", "drops", "{ type filter hook forward priority 0; }"},
+		{"add", "rule", "bridge", "ports", "drops", "oifname", small.SwitchPort(), "meta", "length", "gt", "1500", "counter", "drop"},
+	} {
+		if out, err := rig.Run("nsenter", append([]string{"--net=/run/netns/" + r.Switch, "nft"}, nft...)...); err != nil {
+			t.Fatalf("nft %v: %v %s", nft, err, out)
+		}
+	}
+	startReady(t, small, jumbo)
+	waitConverged(t, r.Nodes())
+	a, b := addPod(t, jumbo, "a"), addPod(t, small, "b")
+	if out, _ := a.Exec("ip", "link", "show", "eth0"); !strings.Contains(out, " mtu 8950 ") {
+		t.Fatalf("the jumbo node's pod is not at MTU 8950:\n%s", out)
+	}
+	waitAllReach(t, []*rig.Pod{a, b}, 30*time.Second)
+	st, err := small.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen, err := jumbo.Status(); err != nil || len(seen.Peers) != 1 || seen.Peers[0].MTU != 1450 {
+		t.Fatalf("node1 does not show node2's MTU 1450: %+v %v", seen.Peers, err)
+	}
+	if out := mustExec(t, jumbo, "ip", "route", "show", st.Node.Subnet); !strings.Contains(out, "mtu 1450") {
+		t.Fatalf("node1's route to node2's pods does not carry node2's MTU 1450:\n%s", out)
+	}
+	// Without DF the node fragments; with DF (-M want, as TCP and most UDP
+	// sockets) the pod learns the path MTU from the node's answer and
+	// fragments itself: either way big packets get through.
+	for _, pmtu := range []string{"dont", "want"} {
+		if err := rig.Eventually(20*time.Second, func() error {
+			// The first packet with DF may be answered by the node only.
+			out, _ := a.Exec("ping", "-c", "3", "-i", "0.2", "-W", "1", "-M", pmtu, "-s", "4000", b.IP.String())
+			if !strings.Contains(out, "bytes from "+b.IP.String()) {
+				return fmt.Errorf("ping -M %s -s 4000: no reply\n%s", pmtu, out)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := b.Exec("ping", "-c", "2", "-W", "1", "-s", "4000", a.IP.String()); err != nil {
+		t.Fatalf("from the small node's pod: %v\n%s", err, out)
+	}
+}

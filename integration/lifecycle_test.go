@@ -340,6 +340,19 @@ func TestUnderlayMTUChangeResizesOverlay(t *testing.T) {
 	if out, err := fresh.Exec("ip", "link", "show", "eth0"); err != nil || !strings.Contains(out, " mtu 1350 ") {
 		t.Fatalf("a pod made after the change is not at MTU 1350: %v\n%s", err, out)
 	}
+	// The peer's route to the shrunk node follows its new MTU.
+	st, err := n.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rig.Eventually(20*time.Second, func() error {
+		if out := mustExec(t, nodes[0], "ip", "route", "show", st.Node.Subnet); !strings.Contains(out, "mtu 1350") {
+			return fmt.Errorf("node1's route to node2's pods does not carry its new MTU 1350:\n%s", out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	waitAllReach(t, append(pods, fresh), 30*time.Second)
 }
 

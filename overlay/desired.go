@@ -28,6 +28,10 @@ type Peer struct {
 	Subnet   netip.Prefix
 	// WGPublicKey is the peer's WireGuard public key (WireGuard backend).
 	WGPublicKey []byte
+	// RouteMTU is the MTU of the route to the peer's subnet, smaller than
+	// the device's when the peer's underlay carries less than this node's;
+	// 0 leaves the device's.
+	RouteMTU int
 }
 
 // OverlayIP is the peer's overlay address: the first address of its subnet.

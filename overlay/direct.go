@@ -95,7 +95,7 @@ func (d *Direct) PeerRoutes(peers []Peer) []netlink.Route {
 	d.onLinkMu.Unlock()
 	for _, p := range direct {
 		routes = append(routes, netlink.Route{LinkIndex: idx, Dst: ipNetOf(p.Subnet), Gw: ipOf(p.Underlay),
-			Protocol: RouteProtocol, Table: mainTable})
+			Protocol: RouteProtocol, Table: mainTable, MTU: p.RouteMTU})
 	}
 	return routes
 }

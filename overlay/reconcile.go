@@ -128,7 +128,7 @@ func routeType(r netlink.Route) int {
 func sameRoute(a, b netlink.Route) bool {
 	return a.LinkIndex == b.LinkIndex && a.Gw.Equal(b.Gw) && routeType(a) == routeType(b) &&
 		a.Protocol == b.Protocol && a.Flags&int(netlink.FLAG_ONLINK) == b.Flags&int(netlink.FLAG_ONLINK) &&
-		a.Src.Equal(b.Src) && a.Scope == b.Scope
+		a.Src.Equal(b.Src) && a.Scope == b.Scope && a.MTU == b.MTU
 }
 
 // Apply brings the kernel to d. It makes as much progress as it can and

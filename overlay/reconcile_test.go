@@ -113,6 +113,31 @@ func TestApplyRemovesDeadPeerAndRepairsChangedOne(t *testing.T) {
 	assertMap(t, "routes", routes, map[string]string{"10.244.2.0/24": "10.244.2.0", "10.244.1.0/24": "unreachable"})
 }
 
+// TestApplyFollowsRouteMTU: a peer's route carries the MTU asked for, and
+// a change of it (the peer's underlay MTU changed) is written again.
+func TestApplyFollowsRouteMTU(t *testing.T) {
+	f := newFixture(t)
+	b := peer("b", "192.0.2.2", "10.244.2.0/24")
+	routeMTU := func() int {
+		for _, r := range f.k.Routes() {
+			if r.Dst.String() == "10.244.2.0/24" {
+				return r.MTU
+			}
+		}
+		t.Fatal("no route to b")
+		return 0
+	}
+	for _, want := range []int{0, 1400, 0} {
+		b.RouteMTU = want
+		if _, err := f.dp.Apply(Desired{Subnet: own, Peers: []Peer{b}}); err != nil {
+			t.Fatal(err)
+		}
+		if got := routeMTU(); got != want {
+			t.Fatalf("route MTU %d, want %d", got, want)
+		}
+	}
+}
+
 // A peer dies while the others stay as they are: nothing to add, so the
 // stale pass works from what the add pass listed, and must still remove
 // the dead peer's entries.

@@ -284,7 +284,7 @@ func (v *VXLAN) PeerRoutes(peers []Peer) []netlink.Route {
 	for _, p := range peers {
 		out = append(out, netlink.Route{
 			LinkIndex: v.DeviceIndex(), Dst: ipNetOf(p.Subnet), Gw: ipOf(p.OverlayIP()),
-			Flags: int(netlink.FLAG_ONLINK), Protocol: RouteProtocol, Table: mainTable,
+			Flags: int(netlink.FLAG_ONLINK), Protocol: RouteProtocol, Table: mainTable, MTU: p.RouteMTU,
 		})
 	}
 	return out

@@ -253,7 +253,7 @@ func (w *WireGuard) PeerRoutes(peers []Peer) []netlink.Route {
 	out := make([]netlink.Route, 0, len(peers))
 	for _, p := range peers {
 		out = append(out, netlink.Route{LinkIndex: idx, Dst: ipNetOf(p.Subnet), Scope: netlink.SCOPE_LINK,
-			Protocol: RouteProtocol, Table: mainTable})
+			Protocol: RouteProtocol, Table: mainTable, MTU: p.RouteMTU})
 	}
 	return out
 }
