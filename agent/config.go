@@ -229,6 +229,10 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 			return nil, flagErr(p.flag, "must not be empty")
 		}
 	}
+	if len(cfg.Socket) > maxSocketPath {
+		// The kernel's own refusal reads "bind: invalid argument".
+		return nil, flagErr("socket", "%q is %d bytes; a unix socket path holds at most %d", cfg.Socket, len(cfg.Socket), maxSocketPath)
+	}
 	if cfg.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(cfg.MetricsAddr); err != nil {
 			return nil, flagErr("metrics-addr", "%q: %v", cfg.MetricsAddr, err)
@@ -404,6 +408,10 @@ const (
 	BackendVXLAN     = "vxlan"
 	BackendWireGuard = "wireguard"
 )
+
+// maxSocketPath is the longest path a unix socket address holds: Linux's
+// sun_path is 108 bytes with the terminating NUL.
+const maxSocketPath = 107
 
 // backendOverhead is what a backend's encapsulation adds to a packet:
 // VXLAN 50 bytes (outer Ethernet, IPv4, UDP, VXLAN); WireGuard 80, the

@@ -92,6 +92,7 @@ func TestResolveNamesTheBadFlag(t *testing.T) {
 		{"vxlan-port", func(c *Config) { c.VXLANPort = 70000 }},
 		{"gossip-port", func(c *Config) { c.GossipPort = 0 }},
 		{"mtu", func(c *Config) { c.MTU = 100 }},
+		{"socket", func(c *Config) { c.Socket = "/run/" + strings.Repeat("s", 103) }},
 		{"node-name", func(c *Config) { c.NodeName = "bad name" }},
 		{"log-level", func(c *Config) { c.LogLevel = "loud" }},
 		{"metrics-addr", func(c *Config) { c.MetricsAddr = "nocolon" }},
