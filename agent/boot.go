@@ -15,8 +15,8 @@ const bootIDPath = "/proc/sys/kernel/random/boot_id"
 
 // releasePreviousBoot frees the addresses of pods from before a reboot
 // (see ipam.Store.StartBoot), before the first reconcile and before the
-// API serves, so no ADD of this boot can be among them. Failing to is
-// no reason not to start (a full disk): the next start tries again.
+// API serves, so no ADD of this boot can be among them. A failure (a full
+// disk) is logged, not fatal: the next start tries again.
 func (a *Agent) releasePreviousBoot() {
 	id, err := os.ReadFile(bootIDPath)
 	if err == nil {
