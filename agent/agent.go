@@ -56,6 +56,8 @@ type Agent struct {
 	underlayProblem string
 	// claimErr is why this node has no subnet, while it waits for one.
 	claimErr error
+	// sweepErr is the last connection tracking sweep's failure.
+	sweepErr error
 
 	// kubeNodes are the Kubernetes Node objects the policy source saw.
 	kubeNodes kubeNodes
@@ -68,8 +70,12 @@ type Agent struct {
 
 	// dpMu serialises computing desired state and applying it with pod
 	// attach and detach, so a reconcile never works from a snapshot of the
-	// pods that an attach has since changed.
+	// pods that an attach has since changed. It guards holders.
 	dpMu sync.Mutex
+	// holders is who held each subnet at the last reconcile.
+	holders map[netip.Prefix]string
+	// conntrack deletes the flows of addresses given up.
+	conntrack *overlay.ConntrackSweeper
 
 	kick chan struct{}
 	// leaveReq carries a leave request from the API to the main loop.
@@ -138,6 +144,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		kernel:     &overlay.WriteCounter{Kernel: k},
 		mac:        overlay.VTEPMAC(r.NodeName),
 		programmed: map[string]bool{},
+		holders:    map[netip.Prefix]string{},
 		kick:       make(chan struct{}, 1),
 		leaveReq:   make(chan chan error, 1),
 		startedAt:  time.Now(),
@@ -183,6 +190,10 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			a.log.Warn("pod veth not deleted; it stays down until its netns goes or CNI GC runs", zap.String("host_if", hostIf), zap.Error(err))
 		},
 	})
+	a.conntrack = overlay.NewConntrackSweeper(a.kernel, a.conntrackSwept)
+	// Runs after the API stopped (deferred before it): a DEL answered
+	// just before shutdown still has its flows deleted.
+	defer a.conntrack.Sweep()
 	a.leases = ipam.NewLeaseTable(r.space)
 	a.policy = &policyState{source: r.policySource, dir: policy.NewDirectory(r.NodeName, func(rec policy.PodRecord) error {
 		if !r.cluster.Contains(rec.IP) {
@@ -190,6 +201,8 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 		return nil
 	})}
+
+	a.policy.dir.OnPodGone(a.forgetFlows)
 
 	if a.store, err = ipam.OpenStore(r.StateDir); err != nil {
 		return err
@@ -362,6 +375,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if r.policySource == PolicySourceFiles {
 		go a.watchPolicyDir(watchCtx, policyLoadedFrom)
 	}
+	go a.conntrack.Run(watchCtx)
 	lost := func(err error) {
 		a.log.Warn("kernel change notifications lost; relying on periodic resync", zap.Error(err))
 	}
@@ -609,6 +623,7 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	now := time.Now()
 	d, next, excluded := desiredState(a.record(), subnet, a.members.Peers(), a.leases, allocs, now, a.cfg.DeadNodeGrace)
 	d.Policy = a.compilePolicy(allocs, d.Peers)
+	a.sweepHandedOver(subnet, d.Peers)
 	a.stateMu.Lock()
 	for name, why := range excluded {
 		switch {

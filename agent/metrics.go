@@ -35,6 +35,7 @@ type metrics struct {
 	dropped      droppedCounts
 	// policyLoadErrors counts policy reloads that failed.
 	policyLoadErrors prometheus.Counter
+	conntrackDeleted prometheus.Counter
 }
 
 // droppedCounts turns the rule counters, which restart from zero whenever
@@ -96,6 +97,10 @@ func newMetrics(a *Agent) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}, []string{"verb"}),
 	}
+	m.conntrackDeleted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "loom_conntrack_entries_deleted_total", Help: "Connection tracking entries deleted because their pod address was given up or its subnet changed hands.",
+	})
+	m.reg.MustRegister(m.conntrackDeleted)
 	m.policyLoadErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "loom_policy_load_errors_total", Help: "Network policy reloads that failed; the last good set stayed in force.",
 	})

@@ -332,6 +332,7 @@ func (a *Agent) handleRelease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ok {
+		a.forgetFlows(al.IP)
 		a.log.Info("pod released", zap.String("container", al.ContainerID), zap.String("ifname", al.IfName), zap.Stringer("ip", al.IP))
 		answerThenReconcile(w, a)
 		return
@@ -417,6 +418,7 @@ func (a *Agent) handleGC(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
 			return
 		}
+		a.forgetFlows(al.IP)
 		resp.Released = append(resp.Released, a.toAPI(al))
 	}
 	a.dp.WaitDetached("", "")

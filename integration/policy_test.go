@@ -391,3 +391,109 @@ func renderMatrix(grid []*netpolPod, probes []probe, got map[string]bool, allow 
 	}
 	return b.String()
 }
+
+// TestReusedAddressInheritsNoFlows: a pod allowed to reach two databases,
+// one on its node and one on another, talks to both over UDP, then goes;
+// a pod no policy allows gets its address and sends on the same flows.
+// Connection tracking still held them on both nodes, and policy accepts
+// established flows without looking further: unless the flows of an
+// address are deleted when it is given up (here, and on the peers that
+// hear of the deletion), the new pod reaches the databases.
+func TestReusedAddressInheritsNoFlows(t *testing.T) {
+	r := newRig(t)
+	var nodes []*rig.Node
+	for i := 1; i <= 2; i++ {
+		dir := filepath.Join(r.Dir, fmt.Sprintf("node%d", i), "policies")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writePolicyDir(t, dir, map[string]string{"db.yaml": netpol("db", "x",
+			"  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: client}}\n")})
+		// Six pod addresses a node: the test fills them to choose which
+		// address the next pod gets.
+		n, err := r.AddNode(fmt.Sprintf("node%d", i), "--policy-dir", dir, "--subnet-prefix", "29")
+		if err != nil {
+			t.Fatal(err)
+		}
+		startReady(t, n, nodes...)
+		nodes = append(nodes, n)
+	}
+	waitConverged(t, nodes)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pod := func(n *rig.Node, name, app string) *rig.Pod {
+		p, err := n.AddPodWithArgs(ctx, name, [][2]string{{"K8S_POD_NAMESPACE", "x"}, {"K8S_POD_NAME", name}, {"LOOM_POD_LABELS", "app:" + app}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// Addresses are given out round-robin: the client's is the next one
+	// once the fillers hold the rest.
+	client := pod(nodes[0], "client", "client")
+	dbs := []*rig.Pod{pod(nodes[0], "db-here", "db"), pod(nodes[1], "db-there", "db")}
+	var fillers []*rig.Pod
+	for i := 0; i < 4; i++ {
+		fillers = append(fillers, pod(nodes[0], fmt.Sprintf("filler%d", i), "none"))
+	}
+	// From a fixed port, as a pod reconnecting to its database would.
+	reaches := func(p, db *rig.Pod) error {
+		return connectFrom(p.NS, 40000, net.JoinHostPort(db.IP.String(), "80"))
+	}
+	for _, db := range dbs {
+		serve(t, db.NS)
+		if err := rig.Eventually(20*time.Second, func() error { return reaches(client, db) }); err != nil {
+			t.Fatalf("the client does not reach %s: %v", db.Name, err)
+		}
+	}
+	if err := client.Del(ctx); err != nil {
+		t.Fatal(err)
+	}
+	intruder := pod(nodes[0], "intruder", "none")
+	if intruder.IP != client.IP {
+		t.Fatalf("the intruder got %s, not the client's %s: the test's premise failed", intruder.IP, client.IP)
+	}
+	// Every probe that passes keeps the old flow alive: without the
+	// deletion this never stops passing.
+	for _, db := range dbs {
+		if err := rig.Eventually(10*time.Second, func() error {
+			if err := reaches(intruder, db); err == nil {
+				return fmt.Errorf("a pod no policy allows reaches %s on its predecessor's flow", db.Name)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fillers[0].Del(ctx); err != nil {
+		t.Fatal(err)
+	}
+	client2 := pod(nodes[0], "client2", "client")
+	for _, db := range dbs {
+		if err := rig.Eventually(10*time.Second, func() error { return reaches(client2, db) }); err != nil {
+			t.Fatalf("an allowed pod no longer reaches %s: %v", db.Name, err)
+		}
+	}
+}
+
+// connectFrom sends a UDP datagram from a pod's local port to addr and
+// waits for the echo.
+func connectFrom(nsName string, port int, addr string) error {
+	return ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
+		raddr, err := net.ResolveUDPAddr("udp4", addr)
+		if err != nil {
+			return err
+		}
+		c, err := net.DialUDP("udp4", &net.UDPAddr{Port: port}, raddr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(800 * time.Millisecond))
+		if _, err := c.Write([]byte("probe")); err != nil {
+			return err
+		}
+		_, err = c.Read(make([]byte, 16))
+		return err
+	})
+}

@@ -6,6 +6,7 @@ package overlay
 
 import (
 	"errors"
+	"net/netip"
 	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
@@ -39,6 +40,10 @@ type Kernel interface {
 	RouteList(filter *netlink.Route, mask uint64) ([]netlink.Route, error)
 	RouteReplace(r *netlink.Route) error
 	RouteDel(r *netlink.Route) error
+
+	// ConntrackDelete deletes the IPv4 connection tracking entries with an
+	// address in one of prefixes, and returns how many.
+	ConntrackDelete(prefixes []netip.Prefix) (uint, error)
 }
 
 // WriteCounter counts the kernel writes made through it, by kind, so that

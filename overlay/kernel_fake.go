@@ -3,6 +3,8 @@ package overlay
 import (
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -20,6 +22,8 @@ type FakeKernel struct {
 	addrs     map[int][]netlink.Addr
 	neighs    map[string]netlink.Neigh
 	routes    map[string]netlink.Route
+	// swept lists every prefix ConntrackDelete was asked for.
+	swept []netip.Prefix
 }
 
 var _ Kernel = (*FakeKernel)(nil)
@@ -278,4 +282,19 @@ func filter[T any](in []T, keep func(T) bool) []T {
 		}
 	}
 	return out
+}
+
+// ConntrackDelete records the prefixes; the fake tracks no connections.
+func (f *FakeKernel) ConntrackDelete(prefixes []netip.Prefix) (uint, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.swept = append(f.swept, prefixes...)
+	return 0, nil
+}
+
+// Swept returns every prefix ConntrackDelete was asked for.
+func (f *FakeKernel) Swept() []netip.Prefix {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.swept)
 }

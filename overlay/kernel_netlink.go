@@ -3,6 +3,7 @@ package overlay
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -104,3 +105,10 @@ func (k *NetlinkKernel) RouteList(filter *netlink.Route, mask uint64) ([]netlink
 }
 func (k *NetlinkKernel) RouteReplace(r *netlink.Route) error { return k.h.RouteReplace(r) }
 func (k *NetlinkKernel) RouteDel(r *netlink.Route) error     { return ignoreGone(k.h.RouteDel(r)) }
+
+// ConntrackDelete reads the table once for all prefixes. A dump that a
+// concurrent change interrupted still deletes what it read; the error
+// says so, and entries it missed stay (the next sweep may find them).
+func (k *NetlinkKernel) ConntrackDelete(prefixes []netip.Prefix) (uint, error) {
+	return k.h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, flowFilter(prefixes))
+}

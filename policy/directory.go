@@ -56,6 +56,8 @@ type Directory struct {
 	// known and forgetAfter say whose records Forget drops (nil, 0: none).
 	known       func(node string) bool
 	forgetAfter time.Duration
+	// onGone hears of another node's pod that is gone (nil: nobody).
+	onGone func(ip netip.Addr)
 }
 
 // NewDirectory returns an empty directory for node self. validate vets
@@ -76,6 +78,16 @@ func NewDirectory(self string, validate func(PodRecord) error) *Directory {
 func (d *Directory) ForgetAfter(known func(node string) bool, after time.Duration) {
 	d.mu.Lock()
 	d.known, d.forgetAfter = known, after
+	d.mu.Unlock()
+}
+
+// OnPodGone makes the directory call f with the address of another node's
+// pod when a peer says the pod is gone (deleted, or another pod has its
+// address now). f is called during a merge, on gossip's goroutine: it
+// must not block.
+func (d *Directory) OnPodGone(f func(ip netip.Addr)) {
+	d.mu.Lock()
+	d.onGone = f
 	d.mu.Unlock()
 }
 
@@ -233,6 +245,9 @@ func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, error) {
 		}
 		if ok && have.Version >= r.Version {
 			continue
+		}
+		if ok && !have.Deleted && d.onGone != nil && (r.Deleted || r.Namespace != have.Namespace || r.Name != have.Name) {
+			d.onGone(r.IP)
 		}
 		d.store(r)
 		if b, err := EncodeRecord(r); err == nil {

@@ -174,6 +174,30 @@ func TestDirectoryForgetsNodesGoneLongAgo(t *testing.T) {
 	}
 }
 
+// TestDirectoryToldOfPodsGone: a peer's deleted pod, or another pod at
+// its address, is reported (its flows must go); a relabelled one is not.
+func TestDirectoryToldOfPodsGone(t *testing.T) {
+	a, b := NewDirectory("a", nil), NewDirectory("b", nil)
+	var gone []netip.Addr
+	b.OnPodGone(func(ip netip.Addr) { gone = append(gone, ip) })
+	web := func(name string, labels map[string]string) PodRecord {
+		r := rec("", "10.244.0.2", labels)
+		r.Name = name
+		return r
+	}
+	deliver(t, b, a.Publish([]PodRecord{web("web-1", nil), rec("", "10.244.0.3", nil)}))
+	deliver(t, b, a.Publish([]PodRecord{web("web-1", map[string]string{"v": "2"}), rec("", "10.244.0.3", nil)}))
+	if len(gone) != 0 {
+		t.Fatalf("reported %v for new and relabelled pods", gone)
+	}
+	deliver(t, b, a.Publish([]PodRecord{web("web-2", nil)}))
+	want := []netip.Addr{netip.MustParseAddr("10.244.0.2"), netip.MustParseAddr("10.244.0.3")}
+	slices.SortFunc(gone, netip.Addr.Compare)
+	if !slices.Equal(gone, want) {
+		t.Fatalf("reported %v, want %v (a replaced pod and a deleted one)", gone, want)
+	}
+}
+
 // FuzzDirectoryMerge: whatever a peer sends as pod directory state, the
 // merge neither panics nor keeps a record it would refuse from another
 // peer: what the directory then holds passes on to a fresh one intact.

@@ -1,0 +1,109 @@
+package overlay
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// sweepDelay gathers the addresses given up in a burst (a node draining
+// its pods, a peer's deletions arriving by gossip) into one pass: each
+// pass reads the whole connection tracking table.
+const sweepDelay = 100 * time.Millisecond
+
+// ConntrackSweeper deletes the connection tracking entries of pod
+// addresses that were given up. The kernel keeps an entry for minutes
+// (UDP) to days (established TCP) after its pod is gone; a pod that later
+// gets the address would inherit the flows, and with them the verdict
+// "established" that network policy and the firewall accept without
+// looking further: a pod no policy allows could talk on its predecessor's
+// flows. Calico and Cilium clear them for the same reason.
+type ConntrackSweeper struct {
+	k       Kernel
+	onSwept func(deleted uint, prefixes []netip.Prefix, err error)
+
+	// mu guards pending.
+	mu      sync.Mutex
+	pending []netip.Prefix
+	wake    chan struct{}
+}
+
+// NewConntrackSweeper returns a sweeper deleting through k; onSwept hears
+// of every pass (for logs and metrics).
+func NewConntrackSweeper(k Kernel, onSwept func(deleted uint, prefixes []netip.Prefix, err error)) *ConntrackSweeper {
+	return &ConntrackSweeper{k: k, onSwept: onSwept, wake: make(chan struct{}, 1)}
+}
+
+// Forget queues the entries of p (a pod's /32, or a subnet that changed
+// hands) for deletion. It never blocks: gossip callbacks call it.
+func (s *ConntrackSweeper) Forget(p netip.Prefix) {
+	s.mu.Lock()
+	if !slices.Contains(s.pending, p) {
+		s.pending = append(s.pending, p)
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run deletes what is queued until ctx ends.
+func (s *ConntrackSweeper) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(sweepDelay):
+		}
+		s.Sweep()
+	}
+}
+
+// Sweep deletes what is queued now.
+func (s *ConntrackSweeper) Sweep() {
+	s.mu.Lock()
+	batch := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	n, err := s.k.ConntrackDelete(batch)
+	if s.onSwept != nil {
+		s.onSwept(n, batch, err)
+	}
+}
+
+// flowFilter matches a connection tracking entry with an address inside
+// one of its prefixes, in either direction, before or after NAT.
+type flowFilter []netip.Prefix
+
+var _ netlink.CustomConntrackFilter = flowFilter(nil)
+
+// MatchConntrackFlow implements netlink.CustomConntrackFilter.
+func (f flowFilter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
+	for _, ip := range []net.IP{flow.Forward.SrcIP, flow.Forward.DstIP, flow.Reverse.SrcIP, flow.Reverse.DstIP} {
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			continue
+		}
+		a = a.Unmap()
+		for _, p := range f {
+			if p.Contains(a) {
+				return true
+			}
+		}
+	}
+	return false
+}

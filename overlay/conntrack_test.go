@@ -1,0 +1,49 @@
+package overlay
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+)
+
+func TestFlowFilterMatchesEitherDirectionAndNAT(t *testing.T) {
+	f := flowFilter{netip.MustParsePrefix("10.244.1.5/32"), netip.MustParsePrefix("10.244.7.0/24")}
+	flow := func(fs, fd, rs, rd string) *netlink.ConntrackFlow {
+		var c netlink.ConntrackFlow
+		c.Forward.SrcIP, c.Forward.DstIP = net.ParseIP(fs), net.ParseIP(fd)
+		c.Reverse.SrcIP, c.Reverse.DstIP = net.ParseIP(rs), net.ParseIP(rd)
+		return &c
+	}
+	for _, c := range []struct {
+		flow *netlink.ConntrackFlow
+		want bool
+	}{
+		{flow("10.244.1.5", "10.244.2.9", "10.244.2.9", "10.244.1.5"), true},   // the pod's own flow
+		{flow("10.244.2.9", "10.96.0.10", "10.244.1.5", "10.244.2.9"), true},   // a Service DNAT to the pod
+		{flow("10.244.7.33", "10.244.2.9", "10.244.2.9", "10.244.7.33"), true}, // in a handed-over subnet
+		{flow("10.244.1.6", "10.244.2.9", "10.244.2.9", "10.244.1.6"), false},  // the neighbour
+		{flow("192.0.2.1", "192.0.2.2", "192.0.2.2", "192.0.2.1"), false},      // nodes
+	} {
+		if got := f.MatchConntrackFlow(c.flow); got != c.want {
+			t.Errorf("%v -> %v: match %v, want %v", c.flow.Forward.SrcIP, c.flow.Forward.DstIP, got, c.want)
+		}
+	}
+}
+
+func TestConntrackSweeperBatches(t *testing.T) {
+	k := NewFakeKernel()
+	var passes int
+	s := NewConntrackSweeper(k, func(uint, []netip.Prefix, error) { passes++ })
+	a, b := netip.MustParsePrefix("10.244.1.5/32"), netip.MustParsePrefix("10.244.7.0/24")
+	s.Forget(a)
+	s.Forget(b)
+	s.Forget(a)
+	s.Sweep()
+	s.Sweep() // nothing left: no pass
+	if got := k.Swept(); !slices.Equal(got, []netip.Prefix{a, b}) || passes != 1 {
+		t.Fatalf("swept %v in %d passes, want [%v %v] in one", got, passes, a, b)
+	}
+}
