@@ -369,6 +369,9 @@ func (r *resolved) resolveUnderlay(k overlay.Kernel) error {
 		return flagErr("iface", "%q: list addresses: %v", r.Iface, err)
 	}
 	r.source = firstIPv4(addrs)
+	if err := r.clusterClearOf(addrs); err != nil {
+		return err
+	}
 	if r.AdvertiseAddr != "" {
 		a, err := netip.ParseAddr(r.AdvertiseAddr)
 		if err != nil || !a.Is4() {
@@ -393,6 +396,9 @@ func (r *resolved) resolveUnderlay(k overlay.Kernel) error {
 			return flagErr("advertise-addr", "not set and interface %q has no IPv4 address", r.Iface)
 		}
 	}
+	if r.cluster.Contains(r.advertise) {
+		return flagErr("cluster-cidr", "%s contains this node's underlay address %s: peers' pod routes would capture the tunnel's own packets; choose a --cluster-cidr outside the underlay", r.cluster, r.advertise)
+	}
 	r.mtu = r.MTU
 	if r.mtu == 0 {
 		r.mtu = l.Attrs().MTU - backendOverhead(r.Backend)
@@ -408,6 +414,25 @@ const (
 	BackendVXLAN     = "vxlan"
 	BackendWireGuard = "wireguard"
 )
+
+// clusterClearOf refuses a pod space that overlaps the networks of
+// --iface: the routes to peers' pod subnets would take the node's own
+// underlay traffic (gossip and the tunnel itself), and the node would cut
+// itself off the moment it programmed its first peer. 10.244.0.0/16, the
+// default, is a common office or data-centre range too.
+func (r *resolved) clusterClearOf(addrs []netlink.Addr) error {
+	for _, ad := range addrs {
+		ip, ok := netip.AddrFromSlice(ad.IP)
+		if !ok || !ip.Unmap().Is4() || ad.IPNet == nil {
+			continue
+		}
+		ones, _ := ad.Mask.Size()
+		if network := netip.PrefixFrom(ip.Unmap(), ones).Masked(); network.Overlaps(r.cluster) {
+			return flagErr("cluster-cidr", "%s overlaps %s, the network of --iface %s: pod routes would take the node's own traffic; choose a --cluster-cidr outside the underlay", r.cluster, network, r.Iface)
+		}
+	}
+	return nil
+}
 
 // maxSocketPath is the longest path a unix socket address holds: Linux's
 // sun_path is 108 bytes with the terminating NUL.
@@ -473,6 +498,11 @@ func ParseKeys(s string) ([][]byte, error) {
 func (r *resolved) validateRecord(rec gossip.NodeRecord) error {
 	if !rec.Underlay.Is4() {
 		return fmt.Errorf("underlay address %s is not IPv4", rec.Underlay)
+	}
+	if r.cluster.Contains(rec.Underlay) {
+		// The route to some pod subnet would send its tunnel packets into
+		// the tunnel.
+		return fmt.Errorf("underlay address %s is inside the cluster CIDR %s", rec.Underlay, r.cluster)
 	}
 	if len(r.underlays) > 0 {
 		ok := false

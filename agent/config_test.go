@@ -93,6 +93,9 @@ func TestResolveNamesTheBadFlag(t *testing.T) {
 		{"gossip-port", func(c *Config) { c.GossipPort = 0 }},
 		{"mtu", func(c *Config) { c.MTU = 100 }},
 		{"socket", func(c *Config) { c.Socket = "/run/" + strings.Repeat("s", 103) }},
+		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "192.0.0.0/8" }},
+		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "192.0.2.128/25"; c.SubnetPrefix = 28 }},
+		{"cluster-cidr", func(c *Config) { c.AdvertiseAddr = "10.244.9.9" }},
 		{"node-name", func(c *Config) { c.NodeName = "bad name" }},
 		{"log-level", func(c *Config) { c.LogLevel = "loud" }},
 		{"metrics-addr", func(c *Config) { c.MetricsAddr = "nocolon" }},
@@ -146,6 +149,15 @@ func TestValidateRecord(t *testing.T) {
 		if err := r.validateRecord(rec); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+	open, err := Resolve(validConfig(), fakeHost(t)) // no allow-list
+	if err != nil {
+		t.Fatal(err)
+	}
+	inside := good
+	inside.Underlay = netip.MustParseAddr("10.244.200.7")
+	if err := open.validateRecord(inside); err == nil || !strings.Contains(err.Error(), "inside the cluster CIDR") {
+		t.Errorf("a peer whose underlay address is inside the cluster CIDR: err = %v", err)
 	}
 	// A node that declares another pod space is kept (and refused later,
 	// with the reason), not dropped as invalid.

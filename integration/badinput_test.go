@@ -36,6 +36,9 @@ func TestLoomdRejectsBadFlags(t *testing.T) {
 	}{
 		{"cluster-cidr", []string{"--insecure-gossip", "--cluster-cidr", "10.244.0.1/16"}, ""},
 		{"cluster-cidr", []string{"--insecure-gossip", "--cluster-cidr", "not-a-cidr"}, ""},
+		// The rig's underlay is 10.200.0.0/24.
+		{"cluster-cidr", []string{"--insecure-gossip", "--cluster-cidr", "10.200.0.0/16"}, ""},
+		{"socket", []string{"--insecure-gossip", "--socket", "/run/" + strings.Repeat("s", 110)}, ""},
 		{"subnet-prefix", []string{"--insecure-gossip", "--subnet-prefix", "16"}, ""},
 		{"subnet-prefix", []string{"--insecure-gossip", "--subnet-prefix", "12"}, ""},
 		{"iface", []string{"--insecure-gossip", "--iface", "nosuch0"}, ""},
