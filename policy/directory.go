@@ -94,10 +94,11 @@ func (d *Directory) OnPodGone(f func(ip netip.Addr)) {
 // forgettable reports whether the records of node, the newest published
 // at version, are of a node gone long ago. Called with mu held.
 func (d *Directory) forgettable(node string, version uint64) bool {
-	if d.forgetAfter == 0 || d.known == nil || node == d.self || d.known(node) {
+	if d.forgetAfter == 0 || d.known == nil || node == d.self {
 		return false
 	}
-	return version < uint64(d.now().Add(-d.forgetAfter).UnixNano())
+	// Asked for every record of a push/pull: the cheap test first.
+	return version < uint64(d.now().Add(-d.forgetAfter).UnixNano()) && !d.known(node)
 }
 
 // Forget drops the records of nodes gone long ago (see ForgetAfter) and
