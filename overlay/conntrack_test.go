@@ -1,10 +1,12 @@
 package overlay
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -45,5 +47,33 @@ func TestConntrackSweeperBatches(t *testing.T) {
 	s.Sweep() // nothing left: no pass
 	if got := k.Swept(); !slices.Equal(got, []netip.Prefix{a, b}) || passes != 1 {
 		t.Fatalf("swept %v in %d passes, want [%v %v] in one", got, passes, a, b)
+	}
+}
+
+// TestConntrackSweeperWaitsForTheBurstToEnd: a pass comes only once the
+// addresses given up have been quiet for a while, and sweeps them all.
+func TestConntrackSweeperWaitsForTheBurstToEnd(t *testing.T) {
+	k := NewFakeKernel()
+	passes := make(chan []netip.Prefix, 10)
+	s := NewConntrackSweeper(k, func(_ uint, p []netip.Prefix, _ error) { passes <- p })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	start := time.Now()
+	for i := range 5 {
+		s.Forget(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, 1, byte(i + 1)}), 32))
+		time.Sleep(sweepQuiet / 5)
+	}
+	swept := 0
+	for swept < 5 {
+		select {
+		case p := <-passes:
+			if swept == 0 && time.Since(start) < sweepQuiet {
+				t.Fatalf("first pass %v after the first address was given up: not waiting for quiet", time.Since(start))
+			}
+			swept += len(p)
+		case <-time.After(10 * sweepMaxDelay):
+			t.Fatalf("%d of 5 addresses swept", swept)
+		}
 	}
 }
