@@ -40,7 +40,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		"loom_reconcile_duration_seconds_bucket", "loom_subnet_conflicts_total", "loom_gossip_bytes_total",
 		"loom_gossip_messages_total", "loom_gossip_key_failures_total", "loom_cni_requests_total",
 		"loom_cni_request_duration_seconds_bucket", "go_goroutines", "process_resident_memory_bytes",
-		"loom_gossip_max_peer_clock_offset_seconds",
+		"loom_gossip_max_peer_clock_offset_seconds", "loom_pod_directory_records", "loom_conntrack_entries_deleted_total",
 	} {
 		if _, ok := rig.MetricValue(before, series, ""); !ok {
 			t.Errorf("series %s missing", series)
