@@ -398,6 +398,27 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	return nil
 }
 
+// Check resolves cfg as Run does at start, changing nothing: the flags'
+// values, the files they name (keys, kubeconfig, policies) and the
+// interface and addresses they refer to.
+func Check(cfg Config) error {
+	k, err := overlay.NewNetlinkKernel()
+	if err != nil {
+		return err
+	}
+	defer k.Close()
+	r, err := Resolve(cfg, k)
+	if err != nil {
+		return err
+	}
+	if r.policySource == PolicySourceFiles {
+		if _, err := policy.LoadDir(r.PolicyDir); err != nil {
+			return flagErr("policy-dir", "%v", err)
+		}
+	}
+	return nil
+}
+
 // errNameInUse is the configuration error of a node started under the
 // name of another live node.
 func errNameInUse(name string, other netip.Addr) error {

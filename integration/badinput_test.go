@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -158,5 +159,72 @@ func TestConfigFile(t *testing.T) {
 	}
 	if dev := mustExec(t, n, "ip", "-d", "link", "show", "loom.5"); !strings.Contains(dev, "id 5 ") || !strings.Contains(dev, "dstport 4791") {
 		t.Fatalf("loom.5 is not VNI 5 on port 4791:\n%s", dev)
+	}
+}
+
+// TestReloadOnHangup: SIGHUP (systemctl reload) makes loomd check its
+// configuration read anew. A bad edit is refused with the reason, and the
+// agent runs on as it was; a good one makes it start again in place (same
+// process) with the new configuration, pods untouched.
+func TestReloadOnHangup(t *testing.T) {
+	r := newRig(t)
+	n, err := r.AddNode("node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(n.Dir, "loomd.yaml")
+	write := func(body string) {
+		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("metrics-addr: 127.0.0.1:9641\n")
+	startWith := func(args []string) []string { return append(args, "--config", conf) }
+	if err := n.StartWith(startWith); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitReady(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	pod := addPod(t, n, "a")
+	pid := n.Pid()
+	metricsAt := func(port int) error {
+		code, _, err := rig.GetIn(n.NS, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+		if err != nil || code != 200 {
+			return fmt.Errorf("metrics on port %d: %d %v", port, code, err)
+		}
+		return nil
+	}
+	write("metrics-addr: 127.0.0.1:9642\ncluster-cidr: banana\n")
+	syscall.Kill(pid, syscall.SIGHUP)
+	if err := rig.Eventually(20*time.Second, func() error {
+		if !strings.Contains(rig.Tail(n.LogPath(), wholeLog), "reload refused") {
+			return errors.New("no refusal logged")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if log := rig.Tail(n.LogPath(), wholeLog); !strings.Contains(log, "--cluster-cidr") {
+		t.Fatalf("the refusal does not name --cluster-cidr:\n%s", log)
+	}
+	if err := metricsAt(9641); err != nil || !processRunning(pid) {
+		t.Fatalf("after a refused reload the agent is not running as before: %v", err)
+	}
+	write("metrics-addr: 127.0.0.1:9642\n")
+	syscall.Kill(pid, syscall.SIGHUP)
+	if err := rig.Eventually(30*time.Second, func() error { return metricsAt(9642) }); err != nil {
+		t.Fatal(err)
+	}
+	if n.Pid() != pid || !processRunning(pid) {
+		t.Fatalf("loomd (pid %d) did not start again in place", pid)
+	}
+	if err := n.WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := pod.Check(ctx); err != nil {
+		t.Fatalf("the pod does not pass CHECK after the reload: %v", err)
 	}
 }

@@ -22,6 +22,76 @@ func main() {
 
 // exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration.
 func run(args []string) int {
+	cmd := newCommand(func(cfg agent.Config) error {
+		log, err := agent.NewLogger(cfg.LogLevel, cfg.LogFormat)
+		if err != nil {
+			return err
+		}
+		defer log.Sync()
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		ctx, reloading := reloadOnHangup(ctx, log, args)
+		err = agent.Run(ctx, cfg, log)
+		if reloading() {
+			return errReload
+		}
+		return err
+	})
+	// loomd has no subcommands, so cobra would not add completion itself.
+	cmd.AddCommand(&cobra.Command{
+		Use:       "completion bash|zsh|fish|powershell",
+		Short:     "Print a shell completion script for loomd",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"bash", "zsh", "fish", "powershell"},
+		RunE: func(c *cobra.Command, args []string) error {
+			switch args[0] {
+			case "bash":
+				return cmd.GenBashCompletionV2(os.Stdout, true)
+			case "zsh":
+				return cmd.GenZshCompletion(os.Stdout)
+			case "fish":
+				return cmd.GenFishCompletion(os.Stdout, true)
+			case "powershell":
+				return cmd.GenPowerShellCompletionWithDesc(os.Stdout)
+			}
+			return fmt.Errorf("unknown shell %q (bash, zsh, fish, powershell)", args[0])
+		},
+	})
+	var wgName, wgSocket string
+	var wgMTU int
+	wgDevice := &cobra.Command{
+		Use:    "wireguard-device",
+		Short:  "Run a userspace WireGuard device for loomd (started by loomd itself)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return overlay.RunWireGuardDevice(wgName, wgMTU, wgSocket)
+		},
+	}
+	wgDevice.Flags().StringVar(&wgName, "name", overlay.WireGuardDevice, "device name")
+	wgDevice.Flags().IntVar(&wgMTU, "mtu", 1420, "device MTU")
+	wgDevice.Flags().StringVar(&wgSocket, "socket", "", "UAPI socket to serve")
+	cmd.AddCommand(wgDevice)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	if errors.Is(err, agent.ErrUnderlayChanged) || errors.Is(err, errReload) {
+		err = startAgain(err)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loomd:", err)
+		var fe *agent.FlagError
+		if errors.As(err, &fe) || isUsageError(err) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+// newCommand returns loomd's root command: its flags, the configuration
+// file and LOOM_* variables read into a Config, which serve then runs.
+// Reload builds it a second time to check a changed configuration.
+func newCommand(serve func(agent.Config) error) *cobra.Command {
 	cfg := agent.DefaultConfig()
 	cmd := &cobra.Command{
 		Use:   "loomd",
@@ -93,64 +163,9 @@ file, and the file over the environment.`,
 		if printConfig {
 			return agent.PrintConfig(os.Stdout, cmd.Flags())
 		}
-		log, err := agent.NewLogger(cfg.LogLevel, cfg.LogFormat)
-		if err != nil {
-			return err
-		}
-		defer log.Sync()
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-		defer stop()
-		return agent.Run(ctx, cfg, log)
+		return serve(cfg)
 	}
-	// loomd has no subcommands, so cobra would not add completion itself.
-	cmd.AddCommand(&cobra.Command{
-		Use:       "completion bash|zsh|fish|powershell",
-		Short:     "Print a shell completion script for loomd",
-		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"bash", "zsh", "fish", "powershell"},
-		RunE: func(c *cobra.Command, args []string) error {
-			switch args[0] {
-			case "bash":
-				return cmd.GenBashCompletionV2(os.Stdout, true)
-			case "zsh":
-				return cmd.GenZshCompletion(os.Stdout)
-			case "fish":
-				return cmd.GenFishCompletion(os.Stdout, true)
-			case "powershell":
-				return cmd.GenPowerShellCompletionWithDesc(os.Stdout)
-			}
-			return fmt.Errorf("unknown shell %q (bash, zsh, fish, powershell)", args[0])
-		},
-	})
-	var wgName, wgSocket string
-	var wgMTU int
-	wgDevice := &cobra.Command{
-		Use:    "wireguard-device",
-		Short:  "Run a userspace WireGuard device for loomd (started by loomd itself)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			return overlay.RunWireGuardDevice(wgName, wgMTU, wgSocket)
-		},
-	}
-	wgDevice.Flags().StringVar(&wgName, "name", overlay.WireGuardDevice, "device name")
-	wgDevice.Flags().IntVar(&wgMTU, "mtu", 1420, "device MTU")
-	wgDevice.Flags().StringVar(&wgSocket, "socket", "", "UAPI socket to serve")
-	cmd.AddCommand(wgDevice)
-	cmd.SetArgs(args)
-	err := cmd.Execute()
-	if errors.Is(err, agent.ErrUnderlayChanged) {
-		err = startAgain()
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "loomd:", err)
-		var fe *agent.FlagError
-		if errors.As(err, &fe) || isUsageError(err) {
-			return 2
-		}
-		return 1
-	}
-	return 0
+	return cmd
 }
 
 // startAgain replaces the process with a fresh loomd with the same
@@ -158,12 +173,12 @@ file, and the file over the environment.`,
 // compose restart policy, or none) sees the same process go on. It returns
 // only when the exec failed; loomd then exits 1 and a supervisor restarts
 // it instead.
-func startAgain() error {
+func startAgain(why error) error {
 	self, err := os.Executable()
 	if err == nil {
 		err = syscall.Exec(self, os.Args, os.Environ())
 	}
-	return fmt.Errorf("%w; starting again failed: %v", agent.ErrUnderlayChanged, err)
+	return fmt.Errorf("%w; starting again failed: %v", why, err)
 }
 
 // applyEnv sets every flag the user did not pass from LOOM_<FLAG>, through

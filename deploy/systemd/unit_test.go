@@ -50,6 +50,8 @@ func TestUnitKeepsRestartsHitlessAndNeverGivesUp(t *testing.T) {
 		{"Service", "KillMode", "process"},
 		// The example configuration is installed where the unit reads it.
 		{"Service", "ExecStart", "/usr/local/bin/loomd --config /etc/loom/loom.yaml"},
+		// loomd reloads on SIGHUP (and refuses a bad configuration).
+		{"Service", "ExecReload", "/bin/kill -HUP $MAINPID"},
 		{"Install", "WantedBy", "multi-user.target"},
 	} {
 		if got := u[want.section][want.key]; len(got) != 1 || got[0] != want.value {
