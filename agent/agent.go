@@ -603,6 +603,7 @@ func (a *Agent) forgetLongGone() {
 	if nodes := a.policy.dir.Forget(); len(nodes) > 0 {
 		a.log.Info("forgot pod records of nodes gone long ago", zap.Strings("nodes", nodes))
 	}
+	a.kubeNodes.forget(a.members.Known)
 }
 
 // rejoin contacts dead peers and, when alone, the --join list, so a healed

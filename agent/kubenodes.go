@@ -47,6 +47,19 @@ func (k *kubeNodes) deleted(name string) bool {
 	return k.seen[name] && !k.current[name]
 }
 
+// forget drops the deleted names membership no longer knows (it forgot
+// the peer, long gone): without it every Node name a cluster that
+// replaces its nodes ever had would stay.
+func (k *kubeNodes) forget(known func(name string) bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for name := range k.seen {
+		if !k.current[name] && !known(name) {
+			delete(k.seen, name)
+		}
+	}
+}
+
 // releaseDeletedNodes releases the claims of dead peers whose Node object
 // was deleted, and reports whether it released any.
 func (a *Agent) releaseDeletedNodes(peers []gossip.Peer) bool {

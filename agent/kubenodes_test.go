@@ -27,4 +27,11 @@ func TestKubeNodesKnowsDeletedNodes(t *testing.T) {
 	if k.deleted("b") {
 		t.Fatal("b, back as a Node object, still deleted")
 	}
+	// Deleted for good and forgotten by membership: no longer remembered;
+	// a current Node object is kept whatever membership says.
+	k.update(policy.ClusterView{NodesListed: true, Nodes: []string{"a"}})
+	k.forget(func(string) bool { return false })
+	if k.deleted("b") || len(k.seen) != 1 || !k.seen["a"] {
+		t.Fatalf("after forgetting: seen %v, want only a", k.seen)
+	}
 }
