@@ -129,15 +129,11 @@ func (a *Agent) settled() bool {
 // agent but leaves the data plane in place: pods keep talking while the
 // agent restarts.
 func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
-	k, err := overlay.NewNetlinkKernel()
+	r, k, err := resolveHere(cfg)
 	if err != nil {
 		return err
 	}
 	defer k.Close()
-	r, err := Resolve(cfg, k)
-	if err != nil {
-		return err
-	}
 	a := &Agent{
 		cfg:        r,
 		log:        log,
@@ -402,21 +398,32 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 // values, the files they name (keys, kubeconfig, policies) and the
 // interface and addresses they refer to.
 func Check(cfg Config) error {
-	k, err := overlay.NewNetlinkKernel()
+	r, k, err := resolveHere(cfg)
 	if err != nil {
 		return err
 	}
-	defer k.Close()
-	r, err := Resolve(cfg, k)
-	if err != nil {
-		return err
-	}
+	k.Close()
 	if r.policySource == PolicySourceFiles {
 		if _, err := policy.LoadDir(r.PolicyDir); err != nil {
 			return flagErr("policy-dir", "%v", err)
 		}
 	}
 	return nil
+}
+
+// resolveHere resolves cfg against this network namespace's kernel, which
+// it returns open (the caller closes it) when cfg resolves.
+func resolveHere(cfg Config) (*resolved, *overlay.NetlinkKernel, error) {
+	k, err := overlay.NewNetlinkKernel()
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := Resolve(cfg, k)
+	if err != nil {
+		k.Close()
+		return nil, nil, err
+	}
+	return r, k, nil
 }
 
 // errNameInUse is the configuration error of a node started under the
