@@ -231,6 +231,7 @@ func (a *Agent) handleAllocate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, api.CodeInternal, err)
 		return
 	}
+	a.conntrack.SweepIfPending(al.IP)
 	a.log.Debug("pod address allocated", zap.String("container", req.ContainerID), zap.String("ifname", req.IfName), zap.Stringer("ip", al.IP), zap.Bool("existing", existing))
 	out := a.toAPI(al)
 	out.Existing = existing

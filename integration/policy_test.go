@@ -453,8 +453,14 @@ func TestReusedAddressInheritsNoFlows(t *testing.T) {
 	if intruder.IP != client.IP {
 		t.Fatalf("the intruder got %s, not the client's %s: the test's premise failed", intruder.IP, client.IP)
 	}
-	// Every probe that passes keeps the old flow alive: without the
-	// deletion this never stops passing.
+	// On its own node the flows were deleted before the address was given
+	// out again: the very first probe is refused.
+	if err := reaches(intruder, dbs[0]); err == nil {
+		t.Fatal("the intruder's first probe reached the database on its node on its predecessor's flow")
+	}
+	// The other node deletes them when it hears of the deletion. Every
+	// probe that passes keeps the old flow alive: without the deletion
+	// this never stops passing.
 	for _, db := range dbs {
 		if err := rig.Eventually(10*time.Second, func() error {
 			if err := reaches(intruder, db); err == nil {

@@ -93,6 +93,18 @@ func (s *ConntrackSweeper) Run(ctx context.Context) {
 	}
 }
 
+// SweepIfPending sweeps at once when addr's entries are still queued: a
+// pod about to get an address freed a moment ago (a full subnet) must not
+// start with its predecessor's flows. Otherwise it does nothing.
+func (s *ConntrackSweeper) SweepIfPending(addr netip.Addr) {
+	s.mu.Lock()
+	pending := slices.ContainsFunc(s.pending, func(p netip.Prefix) bool { return p.Contains(addr) })
+	s.mu.Unlock()
+	if pending {
+		s.Sweep()
+	}
+}
+
 // Sweep deletes what is queued now.
 func (s *ConntrackSweeper) Sweep() {
 	s.mu.Lock()

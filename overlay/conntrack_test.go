@@ -50,6 +50,26 @@ func TestConntrackSweeperBatches(t *testing.T) {
 	}
 }
 
+// TestSweepIfPending: an address about to be given out again is swept at
+// once if its entries are still queued, and nothing else is swept for it.
+func TestSweepIfPending(t *testing.T) {
+	k := NewFakeKernel()
+	s := NewConntrackSweeper(k, nil)
+	s.SweepIfPending(netip.MustParseAddr("10.244.1.5"))
+	if len(k.Swept()) != 0 {
+		t.Fatal("swept with nothing queued")
+	}
+	s.Forget(netip.MustParsePrefix("10.244.1.5/32"))
+	s.SweepIfPending(netip.MustParseAddr("10.244.1.6"))
+	if len(k.Swept()) != 0 {
+		t.Fatal("swept for another address")
+	}
+	s.SweepIfPending(netip.MustParseAddr("10.244.1.5"))
+	if got := k.Swept(); len(got) != 1 {
+		t.Fatalf("swept %v, want the queued address at once", got)
+	}
+}
+
 // TestConntrackSweeperWaitsForTheBurstToEnd: a pass comes only once the
 // addresses given up have been quiet for a while, and sweeps them all.
 func TestConntrackSweeperWaitsForTheBurstToEnd(t *testing.T) {
