@@ -1,7 +1,9 @@
 package overlay
 
 import (
+	"cmp"
 	"context"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -17,8 +19,9 @@ import (
 // up in a burst (a node draining its pods, a peer's deletions arriving by
 // gossip) make one pass once the burst has been quiet for sweepQuiet, and
 // steady churn one pass every sweepMaxDelay: at most half a percent of a
-// core. A new pod gets a just-freed address only once every other address
-// of the subnet was handed out since (addresses go round-robin).
+// core. Addresses go round-robin, so a just-freed one is given out again
+// only once the allocator came round the subnet; from a full subnet
+// sooner, and then that ADD sweeps first (SweepIfPending).
 const (
 	sweepQuiet    = 250 * time.Millisecond
 	sweepMaxDelay = 2 * time.Second
@@ -38,7 +41,7 @@ type ConntrackSweeper struct {
 	// mu guards pending, when the oldest of it was queued (first) and when
 	// the newest was (last).
 	mu          sync.Mutex
-	pending     []netip.Prefix
+	pending     map[netip.Prefix]bool
 	first, last time.Time
 	wake        chan struct{}
 }
@@ -46,7 +49,7 @@ type ConntrackSweeper struct {
 // NewConntrackSweeper returns a sweeper deleting through k; onSwept hears
 // of every pass (for logs and metrics).
 func NewConntrackSweeper(k Kernel, onSwept func(deleted uint, prefixes []netip.Prefix, err error)) *ConntrackSweeper {
-	return &ConntrackSweeper{k: k, onSwept: onSwept, wake: make(chan struct{}, 1)}
+	return &ConntrackSweeper{k: k, onSwept: onSwept, pending: map[netip.Prefix]bool{}, wake: make(chan struct{}, 1)}
 }
 
 // Forget queues the entries of p (a pod's /32, or a subnet that changed
@@ -58,9 +61,7 @@ func (s *ConntrackSweeper) Forget(p netip.Prefix) {
 		s.first = now
 	}
 	s.last = now
-	if !slices.Contains(s.pending, p) {
-		s.pending = append(s.pending, p)
-	}
+	s.pending[p] = true
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -98,7 +99,10 @@ func (s *ConntrackSweeper) Run(ctx context.Context) {
 // start with its predecessor's flows. Otherwise it does nothing.
 func (s *ConntrackSweeper) SweepIfPending(addr netip.Addr) {
 	s.mu.Lock()
-	pending := slices.ContainsFunc(s.pending, func(p netip.Prefix) bool { return p.Contains(addr) })
+	pending := false
+	for p := range s.pending {
+		pending = pending || p.Contains(addr)
+	}
 	s.mu.Unlock()
 	if pending {
 		s.Sweep()
@@ -108,8 +112,10 @@ func (s *ConntrackSweeper) SweepIfPending(addr netip.Addr) {
 // Sweep deletes what is queued now.
 func (s *ConntrackSweeper) Sweep() {
 	s.mu.Lock()
-	batch := s.pending
-	s.pending = nil
+	batch := slices.SortedFunc(maps.Keys(s.pending), func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	clear(s.pending)
 	s.mu.Unlock()
 	if len(batch) == 0 {
 		return
@@ -121,10 +127,27 @@ func (s *ConntrackSweeper) Sweep() {
 }
 
 // flowFilter matches a connection tracking entry with an address inside
-// one of its prefixes, in either direction, before or after NAT.
-type flowFilter []netip.Prefix
+// one of its prefixes, in either direction, before or after NAT. Pods'
+// addresses are looked up in a set, so a pass for thousands of them (a
+// peer's node drained) costs a lookup per entry, not a scan.
+type flowFilter struct {
+	addrs map[netip.Addr]bool
+	nets  []netip.Prefix
+}
 
-var _ netlink.CustomConntrackFilter = flowFilter(nil)
+func newFlowFilter(prefixes []netip.Prefix) flowFilter {
+	f := flowFilter{addrs: map[netip.Addr]bool{}}
+	for _, p := range prefixes {
+		if p.IsSingleIP() {
+			f.addrs[p.Addr()] = true
+		} else {
+			f.nets = append(f.nets, p)
+		}
+	}
+	return f
+}
+
+var _ netlink.CustomConntrackFilter = flowFilter{}
 
 // MatchConntrackFlow implements netlink.CustomConntrackFilter.
 func (f flowFilter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
@@ -134,10 +157,8 @@ func (f flowFilter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 			continue
 		}
 		a = a.Unmap()
-		for _, p := range f {
-			if p.Contains(a) {
-				return true
-			}
+		if f.addrs[a] || slices.ContainsFunc(f.nets, func(p netip.Prefix) bool { return p.Contains(a) }) {
+			return true
 		}
 	}
 	return false

@@ -110,5 +110,5 @@ func (k *NetlinkKernel) RouteDel(r *netlink.Route) error     { return ignoreGone
 // concurrent change interrupted still deletes what it read; the error
 // says so, and entries it missed stay (the next sweep may find them).
 func (k *NetlinkKernel) ConntrackDelete(prefixes []netip.Prefix) (uint, error) {
-	return k.h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, flowFilter(prefixes))
+	return k.h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, newFlowFilter(prefixes))
 }
