@@ -101,7 +101,9 @@ claims a pod subnet, programs the kernel's VXLAN data plane and serves the
 local API the loom CNI plugin uses. Every flag can also be set with a LOOM_*
 environment variable (--cluster-cidr is LOOM_CLUSTER_CIDR), or as a key of
 the YAML file given with --config. A flag on the command line wins over the
-file, and the file over the environment.`,
+file, and the file over the environment. SIGHUP reloads: loomd checks the
+configuration read anew and starts again in place with it, or logs why
+not and runs on; SIGTERM and SIGINT stop it, leaving the data plane.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
