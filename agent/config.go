@@ -396,6 +396,10 @@ func (r *resolved) resolveUnderlay(k overlay.Kernel) error {
 			return flagErr("advertise-addr", "not set and interface %q has no IPv4 address", r.Iface)
 		}
 	}
+	if len(r.underlays) > 0 && !slices.ContainsFunc(r.underlays, func(p netip.Prefix) bool { return p.Contains(r.advertise) }) {
+		// Every peer with the same list would refuse this node's record.
+		return flagErr("underlay-cidrs", "%v does not hold this node's own underlay address %s: every peer with the same list would refuse this node", r.underlays, r.advertise)
+	}
 	if r.cluster.Contains(r.advertise) {
 		return flagErr("cluster-cidr", "%s contains this node's underlay address %s: peers' pod routes would capture the tunnel's own packets; choose a --cluster-cidr outside the underlay", r.cluster, r.advertise)
 	}

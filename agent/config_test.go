@@ -96,6 +96,7 @@ func TestResolveNamesTheBadFlag(t *testing.T) {
 		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "192.0.0.0/8" }},
 		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "192.0.2.128/25"; c.SubnetPrefix = 28 }},
 		{"cluster-cidr", func(c *Config) { c.AdvertiseAddr = "10.244.9.9" }},
+		{"underlay-cidrs", func(c *Config) { c.UnderlayCIDRs = []string{"198.51.100.0/24"} }},
 		{"node-name", func(c *Config) { c.NodeName = "bad name" }},
 		{"log-level", func(c *Config) { c.LogLevel = "loud" }},
 		{"metrics-addr", func(c *Config) { c.MetricsAddr = "nocolon" }},

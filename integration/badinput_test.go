@@ -40,6 +40,7 @@ func TestLoomdRejectsBadFlags(t *testing.T) {
 		// The rig's underlay is 10.200.0.0/24.
 		{"cluster-cidr", []string{"--insecure-gossip", "--cluster-cidr", "10.200.0.0/16"}, ""},
 		{"socket", []string{"--insecure-gossip", "--socket", "/run/" + strings.Repeat("s", 110)}, ""},
+		{"underlay-cidrs", []string{"--insecure-gossip", "--underlay-cidrs", "10.201.0.0/24"}, ""},
 		{"subnet-prefix", []string{"--insecure-gossip", "--subnet-prefix", "16"}, ""},
 		{"subnet-prefix", []string{"--insecure-gossip", "--subnet-prefix", "12"}, ""},
 		{"iface", []string{"--insecure-gossip", "--iface", "nosuch0"}, ""},
