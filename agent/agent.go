@@ -205,6 +205,14 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	}
 	defer a.store.Close()
 	a.releasePreviousBoot()
+	// The pod directory starts with this node's own pods. At the first
+	// exchange peers send what they hold of them, and a directory that did
+	// not know them would answer that they are gone: every peer would drop
+	// them from its policies, and delete their flows, until the first
+	// reconcile published them again.
+	if allocs, err := a.store.Allocations(); err == nil {
+		a.policy.dir.Publish(podRecords(allocs))
+	}
 	var policyLoadedFrom [sha256.Size]byte
 	if r.policySource == PolicySourceFiles {
 		// Load before the first reconcile rewrites the firewall: starting

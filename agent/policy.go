@@ -113,6 +113,15 @@ func (a *Agent) policyLoaded(err error) {
 	}
 }
 
+// podRecords are the pod directory's records of local allocations.
+func podRecords(allocs []ipam.Allocation) []policy.PodRecord {
+	out := make([]policy.PodRecord, 0, len(allocs))
+	for _, al := range allocs {
+		out = append(out, podRecord(al))
+	}
+	return out
+}
+
 // podRecord is a local allocation as the pod directory and policies see it.
 func podRecord(al ipam.Allocation) policy.PodRecord {
 	ns := al.Namespace

@@ -5,16 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/loomnet/loom/api"
 	"github.com/loomnet/loom/integration/rig"
+	"github.com/loomnet/loom/overlay"
+	"github.com/vishvananda/netns"
 )
 
 // probe is one kind of connection the truth table checks.
@@ -502,4 +506,65 @@ func connectFrom(nsName string, port int, addr string) error {
 		_, err = c.Read(make([]byte, 16))
 		return err
 	})
+}
+
+// TestAgentRestartKeepsPeersFlows: a restarting agent must not tell its
+// peers that its pods are gone. At its first exchange peers send it what
+// they hold of its pods; it used to answer with deletions (its pod
+// directory was still empty), and every peer dropped the pods from its
+// policies and deleted their flows until the first reconcile published
+// them again.
+func TestAgentRestartKeepsPeersFlows(t *testing.T) {
+	r := newRig(t)
+	nodes := startNodes(t, r, 2)
+	a, c, b := addPod(t, nodes[0], "a"), addPod(t, nodes[0], "c"), addPod(t, nodes[1], "b")
+	serve(t, b.NS)
+	for _, p := range []*rig.Pod{a, c} {
+		if err := rig.Eventually(20*time.Second, func() error {
+			return connectFrom(p.NS, 40000, net.JoinHostPort(b.IP.String(), "80"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodes[0].Stop(syscall.SIGKILL)
+	startReady(t, nodes[0], nodes[1])
+	// Its pods did not change: it had nothing to tell about them. All it
+	// sent was b's record, which was news to it (it relays news).
+	_, body, err := rig.GetIn(nodes[0].NS, rig.AgentHTTP+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := rig.MetricValue(body, "loom_gossip_messages_total", `direction="sent",type="pods"`); v > 1 {
+		t.Fatalf("node1 sent %v pod directory updates when it started again with the same pods, want only b's relayed", v)
+	}
+	// The deletions it used to send raced its own correction: if they won,
+	// node2 deleted a's flows. A barrier: c goes, and node2 deletes its flows in a pass that also
+	// takes whatever node2 was told before.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.Del(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rig.Eventually(20*time.Second, func() error {
+		_, body, err := rig.GetIn(nodes[1].NS, rig.AgentHTTP+"/metrics")
+		if v, _ := rig.MetricValue(body, "loom_conntrack_entries_deleted_total", ""); err != nil || v < 1 {
+			return fmt.Errorf("node2 has not deleted c's flows yet (%v deleted, %v)", v, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	nsh, err := netns.GetFromPath("/run/netns/" + nodes[1].NS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	k, err := overlay.NewNetlinkKernelAt(nsh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if n, err := k.ConntrackDelete([]netip.Prefix{netip.PrefixFrom(a.IP, 32)}); err != nil || n == 0 {
+		t.Fatalf("node2 no longer tracks a's flow after node1's agent restarted (%d entries, %v)", n, err)
+	}
 }
