@@ -733,7 +733,7 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	}
 	a.stateMu.Unlock()
 	switch {
-	case err != nil && (prevErr == nil || prevErr.Error() != err.Error()):
+	case newFailure(prevErr, err):
 		a.log.Warn("reconcile incomplete; retrying", zap.String("reason", reason), zap.Error(err))
 	case err != nil:
 		// The same failure again (a device in the way, a missing module):

@@ -37,7 +37,7 @@ func (a *Agent) sweepHandedOver(own netip.Prefix, peers []overlay.Peer) {
 func (a *Agent) conntrackSwept(deleted uint, prefixes []netip.Prefix, err error) {
 	a.metrics.conntrackDeleted.Add(float64(deleted))
 	a.stateMu.Lock()
-	fresh := err != nil && (a.sweepErr == nil || a.sweepErr.Error() != err.Error())
+	fresh := newFailure(a.sweepErr, err)
 	a.sweepErr = err
 	a.stateMu.Unlock()
 	switch {

@@ -17,3 +17,10 @@ func NewLogger(level, format string) (*zap.Logger, error) {
 	}
 	return logging.New(lvl, format)
 }
+
+// newFailure reports whether err is a failure other than prev, the last
+// one: a failure that repeats on every attempt is logged once, and again
+// only when it changes.
+func newFailure(prev, err error) bool {
+	return err != nil && (prev == nil || prev.Error() != err.Error())
+}

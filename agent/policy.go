@@ -104,7 +104,7 @@ func (p *policyState) setObjects(objs policy.Objects, clusterPods []policy.Pod) 
 func (a *Agent) policyLoaded(err error) {
 	p := a.policy
 	p.mu.Lock()
-	changed := err != nil && (p.loadErr == nil || p.loadErr.Error() != err.Error())
+	changed := newFailure(p.loadErr, err)
 	p.loadErr = err
 	p.mu.Unlock()
 	if changed {
