@@ -396,7 +396,7 @@ func (r *resolved) resolveUnderlay(k overlay.Kernel) error {
 			return flagErr("advertise-addr", "not set and interface %q has no IPv4 address", r.Iface)
 		}
 	}
-	if len(r.underlays) > 0 && !slices.ContainsFunc(r.underlays, func(p netip.Prefix) bool { return p.Contains(r.advertise) }) {
+	if !r.underlayAllowed(r.advertise) {
 		// Every peer with the same list would refuse this node's record.
 		return flagErr("underlay-cidrs", "%v does not hold this node's own underlay address %s: every peer with the same list would refuse this node", r.underlays, r.advertise)
 	}
@@ -436,6 +436,12 @@ func (r *resolved) clusterClearOf(addrs []netlink.Addr) error {
 		}
 	}
 	return nil
+}
+
+// underlayAllowed reports whether an underlay address is in
+// --underlay-cidrs (any is, without them).
+func (r *resolved) underlayAllowed(a netip.Addr) bool {
+	return len(r.underlays) == 0 || slices.ContainsFunc(r.underlays, func(p netip.Prefix) bool { return p.Contains(a) })
 }
 
 // maxSocketPath is the longest path a unix socket address holds: Linux's
@@ -508,14 +514,8 @@ func (r *resolved) validateRecord(rec gossip.NodeRecord) error {
 		// the tunnel.
 		return fmt.Errorf("underlay address %s is inside the cluster CIDR %s", rec.Underlay, r.cluster)
 	}
-	if len(r.underlays) > 0 {
-		ok := false
-		for _, p := range r.underlays {
-			ok = ok || p.Contains(rec.Underlay)
-		}
-		if !ok {
-			return fmt.Errorf("underlay address %s is outside --underlay-cidrs %v", rec.Underlay, r.underlays)
-		}
+	if !r.underlayAllowed(rec.Underlay) {
+		return fmt.Errorf("underlay address %s is outside --underlay-cidrs %v", rec.Underlay, r.underlays)
 	}
 	otherSpace := rec.Cluster.IsValid() && (rec.Cluster != r.cluster || rec.SubnetBits != r.space.Bits)
 	if rec.HasSubnet() && !otherSpace {
