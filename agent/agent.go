@@ -218,9 +218,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		// Load before the first reconcile rewrites the firewall: starting
 		// with no policy would open every pod until the first reload.
 		policyLoadedFrom, _ = policy.DirFingerprint(r.PolicyDir)
-		objs, err := policy.LoadDir(r.PolicyDir)
+		objs, err := r.policyFiles()
 		if err != nil {
-			return flagErr("policy-dir", "%v", err)
+			return err
 		}
 		a.policy.setObjects(objs, nil)
 	}
@@ -412,11 +412,21 @@ func Check(cfg Config) error {
 	}
 	k.Close()
 	if r.policySource == PolicySourceFiles {
-		if _, err := policy.LoadDir(r.PolicyDir); err != nil {
-			return flagErr("policy-dir", "%v", err)
+		if _, err := r.policyFiles(); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// policyFiles reads --policy-dir as a start does: a bad directory is a
+// configuration error, where a reload keeps the last good set.
+func (r *resolved) policyFiles() (policy.Objects, error) {
+	objs, err := policy.LoadDir(r.PolicyDir)
+	if err != nil {
+		return objs, flagErr("policy-dir", "%v", err)
+	}
+	return objs, nil
 }
 
 // resolveHere resolves cfg against this network namespace's kernel, which
