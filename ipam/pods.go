@@ -70,11 +70,7 @@ func (s *Store) Allocate(subnet netip.Prefix, req Allocation) (out Allocation, e
 			return json.Unmarshal(v, &out)
 		}
 		used := map[netip.Addr]bool{}
-		if err := pods.ForEach(func(_, v []byte) error {
-			var a Allocation
-			if err := json.Unmarshal(v, &a); err != nil {
-				return err
-			}
+		if err := eachAllocation(pods, func(_ []byte, a Allocation) error {
 			used[a.IP] = true
 			return nil
 		}); err != nil {
@@ -145,11 +141,7 @@ func (s *Store) StartBoot(bootID string) (released []Allocation, err error) {
 		meta, pods := tx.Bucket(bucketMeta), tx.Bucket(bucketPods)
 		if last := meta.Get(keyBoot); last != nil && string(last) != bootID {
 			var keys [][]byte
-			if err := pods.ForEach(func(k, v []byte) error {
-				var a Allocation
-				if err := json.Unmarshal(v, &a); err != nil {
-					return fmt.Errorf("decode allocation %q: %w", k, err)
-				}
+			if err := eachAllocation(pods, func(k []byte, a Allocation) error {
 				released = append(released, a)
 				keys = append(keys, k)
 				return nil
@@ -183,15 +175,22 @@ func (s *Store) Get(containerID, ifName string) (a Allocation, ok bool, err erro
 	return a, ok, err
 }
 
+// eachAllocation decodes every allocation of the pods bucket for fn.
+func eachAllocation(pods *bolt.Bucket, fn func(key []byte, a Allocation) error) error {
+	return pods.ForEach(func(k, v []byte) error {
+		var a Allocation
+		if err := json.Unmarshal(v, &a); err != nil {
+			return fmt.Errorf("decode allocation %q: %w", k, err)
+		}
+		return fn(k, a)
+	})
+}
+
 // Allocations returns every allocation, sorted by address.
 func (s *Store) Allocations() ([]Allocation, error) {
 	var out []Allocation
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketPods).ForEach(func(k, v []byte) error {
-			var a Allocation
-			if err := json.Unmarshal(v, &a); err != nil {
-				return fmt.Errorf("decode allocation %q: %w", k, err)
-			}
+		return eachAllocation(tx.Bucket(bucketPods), func(_ []byte, a Allocation) error {
 			out = append(out, a)
 			return nil
 		})
