@@ -563,14 +563,7 @@ func TestLongGoneNodesAreForgotten(t *testing.T) {
 	// The pods of the two nodes that go are in every node's pod directory.
 	addPod(t, nodes[2], "gone-c")
 	addPod(t, nodes[3], "gone-d")
-	podRecords := func(n *rig.Node) (float64, error) {
-		code, body, err := rig.GetIn(n.NS, rig.AgentHTTP+"/metrics")
-		if err != nil || code != 200 {
-			return 0, fmt.Errorf("metrics of %s: %d %v", n.Name, code, err)
-		}
-		v, _ := rig.MetricValue(body, "loom_pod_directory_records", `state="live"`)
-		return v, nil
-	}
+	podRecords := func(n *rig.Node) (float64, error) { return n.Metric("loom_pod_directory_records", `state="live"`) }
 	for _, n := range nodes[:2] {
 		if err := rig.Eventually(30*time.Second, func() error {
 			if v, err := podRecords(n); err != nil || v != 2 {
@@ -724,11 +717,11 @@ func TestRebootReleasesEarlierPods(t *testing.T) {
 		t.Fatal("the release was not logged")
 	}
 	if err := rig.Eventually(30*time.Second, func() error {
-		code, body, err := rig.GetIn(nodes[1].NS, rig.AgentHTTP+"/metrics")
-		if err != nil || code != 200 {
-			return fmt.Errorf("metrics: %d %v", code, err)
+		v, err := nodes[1].Metric("loom_pod_directory_records", `state="live"`)
+		if err != nil {
+			return err
 		}
-		if v, _ := rig.MetricValue(body, "loom_pod_directory_records", `state="live"`); v != 1 {
+		if v != 1 {
 			return fmt.Errorf("node2's pod directory holds %v live records, want 1 (its own pod)", v)
 		}
 		return nil

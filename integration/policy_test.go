@@ -530,24 +530,23 @@ func TestAgentRestartKeepsPeersFlows(t *testing.T) {
 	startReady(t, nodes[0], nodes[1])
 	// Its pods did not change: it had nothing to tell about them. All it
 	// sent was b's record, which was news to it (it relays news).
-	_, body, err := rig.GetIn(nodes[0].NS, rig.AgentHTTP+"/metrics")
+	sent, err := nodes[0].Metric("loom_gossip_messages_total", `direction="sent",type="pods"`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := rig.MetricValue(body, "loom_gossip_messages_total", `direction="sent",type="pods"`); v > 1 {
-		t.Fatalf("node1 sent %v pod directory updates when it started again with the same pods, want only b's relayed", v)
+	if sent > 1 {
+		t.Fatalf("node1 sent %v pod directory updates when it started again with the same pods, want only b's relayed", sent)
 	}
 	// The deletions it used to send raced its own correction: if they won,
-	// node2 deleted a's flows. A barrier: c goes, and node2 deletes its flows in a pass that also
-	// takes whatever node2 was told before.
+	// node2 deleted a's flows. A barrier: c goes, and node2 deletes its
+	// flows in a pass that also takes whatever node2 was told before.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := c.Del(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := rig.Eventually(20*time.Second, func() error {
-		_, body, err := rig.GetIn(nodes[1].NS, rig.AgentHTTP+"/metrics")
-		if v, _ := rig.MetricValue(body, "loom_conntrack_entries_deleted_total", ""); err != nil || v < 1 {
+		if v, err := nodes[1].Metric("loom_conntrack_entries_deleted_total", ""); err != nil || v < 1 {
 			return fmt.Errorf("node2 has not deleted c's flows yet (%v deleted, %v)", v, err)
 		}
 		return nil

@@ -65,3 +65,18 @@ func MetricValue(body, name, match string) (float64, bool) {
 	}
 	return total, found
 }
+
+// Metric fetches the node agent's metrics and sums the samples of the
+// series name whose label set contains match (see MetricValue); a series
+// the agent does not serve reads 0.
+func (n *Node) Metric(name, match string) (float64, error) {
+	code, body, err := GetIn(n.NS, AgentHTTP+"/metrics")
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("metrics of %s: status %d", n.Name, code)
+	}
+	if err != nil {
+		return 0, err
+	}
+	v, _ := MetricValue(body, name, match)
+	return v, nil
+}
