@@ -180,7 +180,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	a.fw = overlay.NewNFTables()
 	a.dp = overlay.NewDataplane(overlay.DataplaneConfig{
 		Kernel: a.kernel, Backend: a.backend, Firewall: a.fw, Cluster: r.cluster,
-		VXLANPort: vxlanPort, NoMasquerade: !r.Masquerade, PodToHost: r.podToHost,
+		VXLANPort: vxlanPort, TunnelIPv6: r.source.Is6(), NoMasquerade: !r.Masquerade, PodToHost: r.podToHost,
 		AntiSpoof: r.PodAntiSpoof, Sysctl: overlay.SetSysctl,
 		OnDetachError: func(hostIf string, err error) {
 			a.log.Warn("pod veth not deleted; it stays down until its netns goes or CNI GC runs", zap.String("host_if", hostIf), zap.Error(err))

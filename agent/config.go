@@ -30,8 +30,9 @@ var Version = "dev"
 type Config struct {
 	// NodeName is the node's unique name in the fabric. Default: hostname.
 	NodeName string
-	// AdvertiseAddr is the underlay IPv4 address peers reach this node at.
-	// Default: the first IPv4 address of Iface.
+	// AdvertiseAddr is the underlay address peers reach this node at, IPv4
+	// or IPv6 (all nodes of a fabric use one family). Default: the first
+	// IPv4 address of Iface, else its first global IPv6 address.
 	AdvertiseAddr string
 	// Iface is the underlay interface. Default: the default route's.
 	Iface string
@@ -56,7 +57,8 @@ type Config struct {
 	WireGuardPort int
 	// WireGuardKeepalive keeps NAT mappings to peers open; 0 disables.
 	WireGuardKeepalive time.Duration
-	// MTU is the overlay and pod MTU. 0: underlay MTU - 50.
+	// MTU is the overlay and pod MTU. 0: underlay MTU - the backend's
+	// overhead (VXLAN 50 over IPv4, 70 over IPv6; WireGuard 80).
 	MTU int
 	// GossipKeyFile holds base64 gossip keys, one per line, first primary.
 	GossipKeyFile string
@@ -364,36 +366,44 @@ func (r *resolved) resolveUnderlay(k overlay.Kernel) error {
 		return flagErr("iface", "%q: no such interface", r.Iface)
 	}
 	r.underlay = l
-	addrs, err := k.AddrList(l)
+	addrs, err := k.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		return flagErr("iface", "%q: list addresses: %v", r.Iface, err)
 	}
-	r.source = firstIPv4(addrs)
 	if err := r.clusterClearOf(addrs); err != nil {
 		return err
 	}
 	if r.AdvertiseAddr != "" {
 		a, err := netip.ParseAddr(r.AdvertiseAddr)
-		if err != nil || !a.Is4() {
-			return flagErr("advertise-addr", "%q is not an IPv4 address", r.AdvertiseAddr)
+		if err != nil || a.Zone() != "" {
+			return flagErr("advertise-addr", "%q is not an IP address (a link-local one with a zone cannot be reached across a fabric)", r.AdvertiseAddr)
+		}
+		a = a.Unmap()
+		if !reachableUnderlay(a) {
+			return flagErr("advertise-addr", "%s is a loopback, link-local, multicast or unspecified address: peers cannot reach it", a)
 		}
 		r.advertise = a
 		// An address the kernel cannot send from would make it drop every
 		// tunnel packet; behind a 1:1 NAT the tunnel sends from --iface's
 		// own address and the NAT turns it into the advertised one.
-		all, err := k.AddrList(nil)
+		all, err := k.AddrList(nil, netlink.FAMILY_ALL)
 		if err != nil {
 			return flagErr("advertise-addr", "list local addresses: %v", err)
 		}
 		if slices.ContainsFunc(all, func(ad netlink.Addr) bool { return ipEquals(ad, a) }) {
 			r.source = a
-		} else if !r.source.IsValid() {
-			return flagErr("advertise-addr", "%s is not on this node and interface %q has no IPv4 address to send tunnel packets from", a, r.Iface)
+		} else if r.source = firstUnderlay(addrs, a.Is6()); !r.source.IsValid() {
+			return flagErr("advertise-addr", "%s is not on this node and interface %q has no %s address to send tunnel packets from", a, r.Iface, familyName(a))
 		}
 	} else {
-		r.advertise = r.source
+		// IPv4 when the interface has it (the tunnel costs 20 bytes
+		// less), else IPv6: an IPv6-only underlay needs no flag.
+		if r.advertise = firstUnderlay(addrs, false); !r.advertise.IsValid() {
+			r.advertise = firstUnderlay(addrs, true)
+		}
+		r.source = r.advertise
 		if !r.advertise.IsValid() {
-			return flagErr("advertise-addr", "not set and interface %q has no IPv4 address", r.Iface)
+			return flagErr("advertise-addr", "not set and interface %q has no IPv4 or global IPv6 address", r.Iface)
 		}
 	}
 	if !r.underlayAllowed(r.advertise) {
@@ -405,7 +415,7 @@ func (r *resolved) resolveUnderlay(k overlay.Kernel) error {
 	}
 	r.mtu = r.MTU
 	if r.mtu == 0 {
-		r.mtu = l.Attrs().MTU - backendOverhead(r.Backend)
+		r.mtu = l.Attrs().MTU - r.overhead()
 	}
 	if r.mtu < gossip.MinMTU || r.mtu > 65535-50 {
 		return flagErr("mtu", "%d is outside %d..65485", r.mtu, gossip.MinMTU)
@@ -448,12 +458,15 @@ func (r *resolved) underlayAllowed(a netip.Addr) bool {
 // sun_path is 108 bytes with the terminating NUL.
 const maxSocketPath = 107
 
-// backendOverhead is what a backend's encapsulation adds to a packet:
-// VXLAN 50 bytes (outer Ethernet, IPv4, UDP, VXLAN); WireGuard 80, the
-// figure WireGuard recommends so an IPv6 underlay fits too.
-func backendOverhead(backend string) int {
-	if backend == BackendWireGuard {
+// overhead is what the backend's encapsulation adds to a packet: VXLAN
+// 50 bytes over IPv4 (outer Ethernet, IPv4, UDP, VXLAN), 70 over IPv6;
+// WireGuard 80, the figure WireGuard recommends so either underlay fits.
+func (r *resolved) overhead() int {
+	switch {
+	case r.Backend == BackendWireGuard:
 		return 80
+	case r.advertise.Is6():
+		return 70
 	}
 	return 50
 }
@@ -506,8 +519,13 @@ func ParseKeys(s string) ([][]byte, error) {
 
 // validateRecord vets a peer's gossiped record before anything uses it.
 func (r *resolved) validateRecord(rec gossip.NodeRecord) error {
-	if !rec.Underlay.Is4() {
-		return fmt.Errorf("underlay address %s is not IPv4", rec.Underlay)
+	if !reachableUnderlay(rec.Underlay) {
+		return fmt.Errorf("underlay address %s is not a unicast address peers can reach", rec.Underlay)
+	}
+	if rec.Underlay.Is6() != r.advertise.Is6() {
+		// A tunnel has one address family: this node could neither send
+		// to the peer nor take its packets.
+		return fmt.Errorf("underlay address %s is %s and this node's (%s) is %s: a fabric's underlay is one address family", rec.Underlay, familyName(rec.Underlay), r.advertise, familyName(r.advertise))
 	}
 	if r.cluster.Contains(rec.Underlay) {
 		// The route to some pod subnet would send its tunnel packets into

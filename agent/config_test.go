@@ -12,6 +12,7 @@ import (
 	"github.com/loomnet/loom/gossip"
 	"github.com/loomnet/loom/overlay"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 func fakeHost(t *testing.T) overlay.Kernel {
@@ -140,7 +141,7 @@ func TestValidateRecord(t *testing.T) {
 		"underlay outside allow-list": func(n *gossip.NodeRecord) { n.Underlay = netip.MustParseAddr("198.51.100.1") },
 		"subnet outside cluster":      func(n *gossip.NodeRecord) { n.Subnet = netip.MustParsePrefix("10.9.0.0/24") },
 		"subnet wrong size":           func(n *gossip.NodeRecord) { n.Subnet = netip.MustParsePrefix("10.244.9.0/25") },
-		"IPv6 underlay":               func(n *gossip.NodeRecord) { n.Underlay = netip.MustParseAddr("2001:db8::1") },
+		"IPv6 underlay, IPv4 fabric":  func(n *gossip.NodeRecord) { n.Underlay = netip.MustParseAddr("2001:db8::1") },
 		"subnet outside the space it declares as ours": func(n *gossip.NodeRecord) {
 			n.Cluster, n.SubnetBits, n.Subnet = r.cluster, 24, netip.MustParsePrefix("10.9.0.0/24")
 		},
@@ -166,5 +167,77 @@ func TestValidateRecord(t *testing.T) {
 	other.Cluster, other.SubnetBits, other.Subnet = netip.MustParsePrefix("10.245.0.0/16"), 24, netip.MustParsePrefix("10.245.3.0/24")
 	if err := r.validateRecord(other); err != nil {
 		t.Fatalf("record declaring another pod space: %v", err)
+	}
+}
+
+// TestResolveIPv6Underlay covers an underlay interface with IPv6
+// addresses: without --advertise-addr an IPv4 address wins, else the
+// first stable global IPv6 one; the overlay MTU leaves VXLAN's 70 bytes
+// over IPv6; addresses peers cannot reach are refused; and peers must use
+// the node's family.
+func TestResolveIPv6Underlay(t *testing.T) {
+	host := func(v4 bool) overlay.Kernel {
+		k := overlay.NewFakeKernel()
+		eth0 := k.AddDummy("eth0")
+		k.AddrReplace(eth0, &netlink.Addr{IPNet: mustIPNet(t, "fe80::1/64")})
+		k.AddrReplace(eth0, &netlink.Addr{IPNet: mustIPNet(t, "2001:db8::5/64"), Flags: unix.IFA_F_TEMPORARY})
+		k.AddrReplace(eth0, &netlink.Addr{IPNet: mustIPNet(t, "2001:db8::6/64"), Flags: unix.IFA_F_DEPRECATED})
+		k.AddrReplace(eth0, &netlink.Addr{IPNet: mustIPNet(t, "2001:db8::10/64")})
+		if v4 {
+			k.AddrReplace(eth0, &netlink.Addr{IPNet: mustIPNet(t, "192.0.2.10/24")})
+		}
+		return k
+	}
+	for _, tc := range []struct {
+		name      string
+		v4        bool
+		advertise string
+		want      string
+		mtu       int
+	}{
+		{"IPv6 only", false, "", "2001:db8::10", 1430},
+		{"both, IPv4 wins", true, "", "192.0.2.10", 1450},
+		{"both, IPv6 asked for", true, "2001:db8::10", "2001:db8::10", 1430},
+	} {
+		c := validConfig()
+		c.AdvertiseAddr = tc.advertise
+		r, err := Resolve(c, host(tc.v4))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if r.advertise.String() != tc.want || r.source != r.advertise || r.mtu != tc.mtu {
+			t.Errorf("%s: advertise %s source %s mtu %d, want %s and MTU %d", tc.name, r.advertise, r.source, r.mtu, tc.want, tc.mtu)
+		}
+	}
+	for _, bad := range []string{"fe80::1", "fe80::1%eth0", "::1", "ff02::1", "::"} {
+		c := validConfig()
+		c.AdvertiseAddr = bad
+		if _, err := Resolve(c, host(true)); err == nil || !strings.Contains(err.Error(), "--advertise-addr") {
+			t.Errorf("--advertise-addr %s: err = %v", bad, err)
+		}
+	}
+	// Behind a NAT the tunnel sends from an address of the advertised
+	// family, which an IPv4-only interface does not have.
+	c := validConfig()
+	c.AdvertiseAddr = "2001:db8:99::1"
+	if _, err := Resolve(c, fakeHost(t)); err == nil || !strings.Contains(err.Error(), "no IPv6 address") {
+		t.Errorf("IPv6 NAT address on an IPv4-only interface: err = %v", err)
+	}
+
+	r, err := Resolve(validConfig(), host(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := gossip.NodeRecord{Name: "p", Underlay: netip.MustParseAddr("2001:db8::7"), VTEPMAC: overlay.VTEPMAC("p"), Subnet: netip.MustParsePrefix("10.244.9.0/24")}
+	if err := r.validateRecord(peer); err != nil {
+		t.Fatalf("IPv6 peer of an IPv6 node: %v", err)
+	}
+	peer.Underlay = netip.MustParseAddr("192.0.2.7")
+	if err := r.validateRecord(peer); err == nil || !strings.Contains(err.Error(), "one address family") {
+		t.Errorf("IPv4 peer of an IPv6 node: err = %v", err)
+	}
+	peer.Underlay = netip.MustParseAddr("fe80::7")
+	if err := r.validateRecord(peer); err == nil {
+		t.Errorf("link-local peer accepted")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/loomnet/loom/overlay"
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // ErrUnderlayChanged is what Run returns when --iface changed under it: the
@@ -98,7 +99,7 @@ func (a *Agent) checkUnderlay() underlayChange {
 		return underlayChange{}
 	}
 	same := underlayChange{recreated: l.Attrs().Index != a.cfg.underlay.Attrs().Index}
-	if a.cfg.MTU == 0 && l.Attrs().MTU-backendOverhead(a.cfg.Backend) != a.cfg.mtu {
+	if a.cfg.MTU == 0 && l.Attrs().MTU-a.cfg.overhead() != a.cfg.mtu {
 		same.mtu = l.Attrs().MTU
 	}
 	followed := a.cfg.takenFromIface()
@@ -106,7 +107,7 @@ func (a *Agent) checkUnderlay() underlayChange {
 		a.setUnderlayProblem("")
 		return same
 	}
-	addrs, err := a.kernel.AddrList(l)
+	addrs, err := a.kernel.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		a.log.Warn("read the underlay interface's addresses", zap.String("iface", a.cfg.Iface), zap.Error(err))
 		return underlayChange{}
@@ -117,7 +118,7 @@ func (a *Agent) checkUnderlay() underlayChange {
 	}
 	a.setUnderlayProblem(fmt.Sprintf("underlay address %s is no longer on %s", followed, a.cfg.Iface))
 	// Without an address there is nothing to start again with yet.
-	return underlayChange{movedTo: firstIPv4(addrs)}
+	return underlayChange{movedTo: firstUnderlay(addrs, followed.Is6())}
 }
 
 // takenFromIface is the address loomd took from --iface and so follows:
@@ -153,13 +154,35 @@ func (a *Agent) setUnderlayProblem(why string) {
 	}
 }
 
-// firstIPv4 is the first address of an interface peers could reach:
-// IPv4, not link-local.
-func firstIPv4(addrs []netlink.Addr) netip.Addr {
+// firstUnderlay is the first address of an interface, of the family
+// asked for, that peers could reach and that stays: not link-local, and
+// for IPv6 no privacy address (it changes every day), none the kernel
+// marked deprecated and none that failed duplicate address detection.
+func firstUnderlay(addrs []netlink.Addr, ipv6 bool) netip.Addr {
+	const unstable = unix.IFA_F_TEMPORARY | unix.IFA_F_DEPRECATED | unix.IFA_F_DADFAILED
 	for _, ad := range addrs {
-		if ip, ok := netip.AddrFromSlice(ad.IP); ok && ip.Unmap().Is4() && !ip.Unmap().IsLinkLocalUnicast() {
-			return ip.Unmap()
+		ip, ok := netip.AddrFromSlice(ad.IP)
+		if !ok || ip.Unmap().Is6() != ipv6 || ad.Flags&unstable != 0 {
+			continue
+		}
+		if ip = ip.Unmap(); reachableUnderlay(ip) {
+			return ip
 		}
 	}
 	return netip.Addr{}
+}
+
+// reachableUnderlay reports whether peers could reach a node at a: a
+// unicast address that is neither loopback nor link-local (a link-local
+// one names no interface off the node).
+func reachableUnderlay(a netip.Addr) bool {
+	return a.IsGlobalUnicast()
+}
+
+// familyName is "IPv4" or "IPv6", for messages.
+func familyName(a netip.Addr) string {
+	if a.Is6() {
+		return "IPv6"
+	}
+	return "IPv4"
 }

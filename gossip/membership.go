@@ -161,6 +161,9 @@ func Start(cfg Config, local NodeRecord) (*Membership, error) {
 	}
 	mlc.Name = cfg.NodeName
 	mlc.BindAddr = "0.0.0.0"
+	if cfg.AdvertiseAddr.Is6() {
+		mlc.BindAddr = "::"
+	}
 	mlc.BindPort = cfg.Port
 	mlc.AdvertiseAddr = cfg.AdvertiseAddr.String()
 	mlc.AdvertisePort = cfg.Port

@@ -193,7 +193,7 @@ func DecodeNodeRecord(b []byte) (NodeRecord, error) {
 			if !ok {
 				return r, fmt.Errorf("decode node record: underlay address has %d bytes", n)
 			}
-			r.Underlay = a
+			r.Underlay = a.Unmap()
 		case tagVTEPMAC:
 			if n != 6 {
 				return r, fmt.Errorf("decode node record: VTEP MAC has %d bytes, want 6", n)

@@ -45,13 +45,13 @@ func (d *Direct) EnsureDevice(overlayIP netip.Addr) (bool, error) {
 	if err != nil {
 		return changed, fmt.Errorf("underlay %s: %w", d.underlay, err)
 	}
-	addrs, err := d.k.AddrList(l)
+	addrs, err := d.k.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		return changed, fmt.Errorf("list addresses of %s: %w", d.underlay, err)
 	}
 	var onLink []netip.Prefix
 	for _, a := range addrs {
-		if p, ok := prefixOf(a.IPNet); ok && p.Bits() < 32 {
+		if p, ok := prefixOf(a.IPNet); ok && p.Bits() < p.Addr().BitLen() && !p.Addr().IsLinkLocalUnicast() {
 			onLink = append(onLink, p.Masked())
 		}
 	}
@@ -94,8 +94,15 @@ func (d *Direct) PeerRoutes(peers []Peer) []netlink.Route {
 	idx := d.linkIndex
 	d.onLinkMu.Unlock()
 	for _, p := range direct {
-		routes = append(routes, netlink.Route{LinkIndex: idx, Dst: ipNetOf(p.Subnet), Gw: ipOf(p.Underlay),
-			Protocol: RouteProtocol, Table: mainTable, MTU: p.RouteMTU})
+		rt := netlink.Route{LinkIndex: idx, Dst: ipNetOf(p.Subnet), Gw: ipOf(p.Underlay),
+			Protocol: RouteProtocol, Table: mainTable, MTU: p.RouteMTU}
+		if p.Underlay.Is6() {
+			// An IPv4 route through an IPv6 neighbour (RFC 5549; Linux
+			// 5.2 and later): the pod's packet goes to the peer's MAC,
+			// found by neighbour discovery, unencapsulated.
+			rt.Gw, rt.Via = nil, &netlink.Via{AddrFamily: netlink.FAMILY_V6, Addr: ipOf(p.Underlay)}
+		}
+		routes = append(routes, rt)
 	}
 	return routes
 }

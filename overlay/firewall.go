@@ -35,6 +35,10 @@ type FirewallSpec struct {
 	NodeOverlays []netip.Addr
 	// VXLANPort is the VXLAN UDP port to guard; 0 leaves it open.
 	VXLANPort int
+	// TunnelIPv6 says the tunnel runs over IPv6: the VXLAN port's guard
+	// then lives in an ip6 table of the same name, as an ip table sees
+	// no IPv6 packet.
+	TunnelIPv6 bool
 	// Pods are this node's pods: each host veth may only carry its pod's
 	// own source address.
 	Pods []PodRoute
@@ -77,7 +81,7 @@ func ParsePortRule(s string) (PortRule, error) {
 // (the first renders the compiled policy).
 func (s FirewallSpec) rulesFingerprint() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s port=%d nomasq=%v %v;%v;", s.Cluster, s.VXLANPort, s.NoMasquerade, s.PodToHost == nil, s.PodToHost)
+	fmt.Fprintf(&b, "%s port=%d v6=%v nomasq=%v %v;%v;", s.Cluster, s.VXLANPort, s.TunnelIPv6, s.NoMasquerade, s.PodToHost == nil, s.PodToHost)
 	b.WriteString(policyFingerprint(s.Policy))
 	return b.String()
 }
@@ -119,17 +123,22 @@ var _ Firewaller = (*NFTables)(nil)
 // NewNFTables returns a Firewaller for the current network namespace.
 func NewNFTables() *NFTables { return &NFTables{stale: map[string]PodRoute{}} }
 
-func (f *NFTables) tableExists(c *nftables.Conn) (bool, error) {
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return false, err
+// tablesExist reports whether the tables spec needs are there.
+func (f *NFTables) tablesExist(c *nftables.Conn, spec FirewallSpec) (bool, error) {
+	families := []nftables.TableFamily{nftables.TableFamilyIPv4}
+	if spec.guardsIPv6() {
+		families = append(families, nftables.TableFamilyIPv6)
 	}
-	for _, t := range tables {
-		if t.Name == FirewallTable {
-			return true, nil
+	for _, family := range families {
+		tables, err := c.ListTablesOfFamily(family)
+		if err != nil {
+			return false, err
+		}
+		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == FirewallTable }) {
+			return false, nil
 		}
 	}
-	return false, nil
+	return true, nil
 }
 
 // Invalidate makes the next Apply write the whole table again: someone
@@ -154,7 +163,7 @@ func (f *NFTables) Apply(spec FirewallSpec) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("open nftables: %w", err)
 	}
-	ok, err := f.tableExists(c)
+	ok, err := f.tablesExist(c, spec)
 	if err != nil {
 		return false, fmt.Errorf("list nftables tables: %w", err)
 	}
@@ -187,10 +196,10 @@ func (f *NFTables) write(spec FirewallSpec) error {
 	c.DelTable(t)
 	c.AddTable(t)
 	nodes, overlays := addrSets(t)
-	if err := c.AddSet(nodes, addrElements(spec.NodeAddrs)); err != nil {
+	if err := c.AddSet(nodes, addrElements(spec.NodeAddrs, false)); err != nil {
 		return fmt.Errorf("build nftables set %s: %w", setNodes, err)
 	}
-	if err := c.AddSet(overlays, addrElements(spec.NodeOverlays)); err != nil {
+	if err := c.AddSet(overlays, addrElements(spec.NodeOverlays, false)); err != nil {
 		return fmt.Errorf("build nftables set %s: %w", setNodeOverlays, err)
 	}
 	if !spec.NoMasquerade {
@@ -213,6 +222,9 @@ func (f *NFTables) write(spec FirewallSpec) error {
 		}
 	}
 	addBaseChains(c, t, spec)
+	if err := writeIPv6Guard(c, spec); err != nil {
+		return err
+	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("program nftables table %s: %w", FirewallTable, err)
 	}
@@ -234,6 +246,9 @@ func (f *NFTables) Teardown() error {
 	t := loomTable()
 	c.AddTable(t)
 	c.DelTable(t)
+	if err := writeIPv6Guard(c, FirewallSpec{}); err != nil {
+		return err
+	}
 	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("delete nftables table %s: %w", FirewallTable, err)
 	}
@@ -271,11 +286,13 @@ func largeBatchBuffers(conn *netlink.Conn) error {
 	return serr
 }
 
-func addrElements(addrs []netip.Addr) []nftables.SetElement {
+// addrElements are the addresses of one family (IPv6 or IPv4) as set
+// elements.
+func addrElements(addrs []netip.Addr, ipv6 bool) []nftables.SetElement {
 	out := make([]nftables.SetElement, 0, len(addrs))
 	seen := map[netip.Addr]bool{}
 	for _, a := range addrs {
-		if a.Is4() && !seen[a] {
+		if a.Is6() == ipv6 && !seen[a] {
 			seen[a] = true
 			out = append(out, nftables.SetElement{Key: a.AsSlice()})
 		}
@@ -461,12 +478,20 @@ func (f *NFTables) Dropped() (map[string]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := loomTable()
 	out := map[string]uint64{}
 	f.mu.Lock()
 	policyChains := f.policyChains
 	f.mu.Unlock()
+	type chainOf struct {
+		t    *nftables.Table
+		name string
+	}
+	chains := []chainOf{{loomTable6(), ChainVXLANIngress}}
 	for _, name := range append([]string{ChainVXLANIngress, ChainPodAntiSpoof, ChainPodToHost}, policyChains...) {
+		chains = append(chains, chainOf{loomTable(), name})
+	}
+	for _, ch := range chains {
+		t, name := ch.t, ch.name
 		key := name
 		if strings.HasPrefix(name, policyIngressPrefix) || strings.HasPrefix(name, policyEgressPrefix) {
 			key = ChainPolicy

@@ -192,22 +192,27 @@ func setChanges(was FirewallSpec, stale map[string]PodRoute, want FirewallSpec) 
 	for hostIf, p := range old {
 		stale[hostIf] = p
 	}
-	return []setChange{
-		addrChange(nodes, was.NodeAddrs, want.NodeAddrs),
-		addrChange(overlays, was.NodeOverlays, want.NodeOverlays),
+	changes := []setChange{
+		addrChange(nodes, was.NodeAddrs, want.NodeAddrs, false),
+		addrChange(overlays, was.NodeOverlays, want.NodeOverlays, false),
 		vethChange, sourceChange,
-	}, stale
+	}
+	if want.guardsIPv6() {
+		changes = append(changes, addrChange(nodeSet6(), was.NodeAddrs, want.NodeAddrs, true))
+	}
+	return changes, stale
 }
 
-// addrChange is what turns set from holding was into holding want.
-func addrChange(set *nftables.Set, was, want []netip.Addr) setChange {
+// addrChange is what turns set from holding was into holding want (the
+// addresses of one family).
+func addrChange(set *nftables.Set, was, want []netip.Addr, ipv6 bool) setChange {
 	ch := setChange{set: set}
 	had := map[netip.Addr]bool{}
-	for _, e := range addrElements(was) {
+	for _, e := range addrElements(was, ipv6) {
 		a, _ := netip.AddrFromSlice(e.Key)
 		had[a] = true
 	}
-	for _, e := range addrElements(want) {
+	for _, e := range addrElements(want, ipv6) {
 		a, _ := netip.AddrFromSlice(e.Key)
 		if had[a] {
 			delete(had, a)

@@ -12,7 +12,7 @@ func elements(t *testing.T, ch setChange) []string {
 	t.Helper()
 	render := func(k []byte) string {
 		switch ch.set.Name {
-		case setNodes, setNodeOverlays:
+		case setNodes, setNodeOverlays, setNodes6:
 			a, _ := netip.AddrFromSlice(k)
 			return a.String()
 		case setPodVeths:
@@ -93,5 +93,33 @@ func TestPodElementsLayout(t *testing.T) {
 	_, sources := podSets(loomTable())
 	if !sources.Concatenation || sources.KeyType.Bytes != 20 {
 		t.Fatalf("pod-sources key type %+v, want a 20-byte concatenation", sources.KeyType)
+	}
+}
+
+// On an IPv6 underlay the member nodes' addresses go to the ip6 table's
+// set, and only there; the IPv4 sets keep their own family.
+func TestSetChangesIPv6Guard(t *testing.T) {
+	a := netip.MustParseAddr
+	was := FirewallSpec{VXLANPort: 4789, TunnelIPv6: true, NodeAddrs: []netip.Addr{a("fd00::1"), a("fd00::2")}}
+	want := was
+	want.NodeAddrs = []netip.Addr{a("fd00::2"), a("fd00::3")}
+	got := map[string][]string{}
+	changes, _ := setChanges(was, nil, want)
+	for _, ch := range changes {
+		got[ch.set.Name] = elements(t, ch)
+	}
+	if w := []string{"+fd00::3", "-fd00::1"}; !slices.Equal(got[setNodes6], w) {
+		t.Errorf("set %s: changes %v, want %v", setNodes6, got[setNodes6], w)
+	}
+	if len(got[setNodes]) != 0 {
+		t.Errorf("IPv6 addresses went to the IPv4 set: %v", got[setNodes])
+	}
+	// Without the guard there is no ip6 table to change.
+	want.TunnelIPv6 = false
+	changes, _ = setChanges(was, nil, want)
+	for _, ch := range changes {
+		if ch.set.Name == setNodes6 {
+			t.Errorf("changes %s without an IPv6 tunnel", setNodes6)
+		}
 	}
 }

@@ -27,8 +27,9 @@ type Kernel interface {
 	LinkSetDown(link netlink.Link) error
 	LinkSetMTU(link netlink.Link, mtu int) error
 
-	// AddrList lists a link's IPv4 addresses; nil lists every link's.
-	AddrList(link netlink.Link) ([]netlink.Addr, error)
+	// AddrList lists a link's addresses of a family (netlink.FAMILY_V4,
+	// FAMILY_V6 or FAMILY_ALL); a nil link lists every link's.
+	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
 	AddrReplace(link netlink.Link, addr *netlink.Addr) error
 	AddrDel(link netlink.Link, addr *netlink.Addr) error
 

@@ -143,17 +143,21 @@ func (f *FakeKernel) LinkSetMTU(l netlink.Link, mtu int) error {
 	return unix.ENODEV
 }
 
-func (f *FakeKernel) AddrList(l netlink.Link) ([]netlink.Addr, error) {
+func (f *FakeKernel) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if l == nil {
-		var all []netlink.Addr
-		for _, as := range f.addrs {
-			all = append(all, as...)
+	var out []netlink.Addr
+	for idx, as := range f.addrs {
+		if l != nil && idx != l.Attrs().Index {
+			continue
 		}
-		return all, nil
+		for _, a := range as {
+			if family == netlink.FAMILY_ALL || (a.IP.To4() != nil) == (family == netlink.FAMILY_V4) {
+				out = append(out, a)
+			}
+		}
 	}
-	return append([]netlink.Addr(nil), f.addrs[l.Attrs().Index]...), nil
+	return out, nil
 }
 
 func (f *FakeKernel) AddrReplace(l netlink.Link, a *netlink.Addr) error {

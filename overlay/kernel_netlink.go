@@ -82,8 +82,8 @@ func (k *NetlinkKernel) LinkSetUp(l netlink.Link) error         { return k.h.Lin
 func (k *NetlinkKernel) LinkSetDown(l netlink.Link) error       { return k.h.LinkSetDown(l) }
 func (k *NetlinkKernel) LinkSetMTU(l netlink.Link, m int) error { return k.h.LinkSetMTU(l, m) }
 
-func (k *NetlinkKernel) AddrList(l netlink.Link) ([]netlink.Addr, error) {
-	return retryDump(func() ([]netlink.Addr, error) { return k.h.AddrList(l, netlink.FAMILY_V4) })
+func (k *NetlinkKernel) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
+	return retryDump(func() ([]netlink.Addr, error) { return k.h.AddrList(l, family) })
 }
 func (k *NetlinkKernel) AddrReplace(l netlink.Link, a *netlink.Addr) error {
 	return k.h.AddrReplace(l, a)

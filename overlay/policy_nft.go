@@ -79,7 +79,7 @@ func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled) (
 	sets := map[string]*nftables.Set{}
 	for _, s := range compiled.Sets {
 		set := &nftables.Set{Table: t, Name: policySetPrefix + s.Name, KeyType: nftables.TypeIPAddr}
-		if err := c.AddSet(set, addrElements(s.Addrs)); err != nil {
+		if err := c.AddSet(set, addrElements(s.Addrs, false)); err != nil {
 			return nil, fmt.Errorf("build nftables set %s: %w", set.Name, err)
 		}
 		sets[s.Name] = set

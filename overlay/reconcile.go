@@ -45,7 +45,9 @@ type Dataplane struct {
 	fw        Firewaller
 	cluster   netip.Prefix
 	vxlanPort int
-	podToHost []PortRule
+	// tunnelIPv6 is DataplaneConfig.TunnelIPv6.
+	tunnelIPv6 bool
+	podToHost  []PortRule
 	// noMasquerade is DataplaneConfig.NoMasquerade.
 	noMasquerade bool
 	antiSpoof    string
@@ -70,6 +72,9 @@ type DataplaneConfig struct {
 	Cluster  netip.Prefix
 	// VXLANPort is guarded so only member nodes may send to it (0: open).
 	VXLANPort int
+	// TunnelIPv6 says the underlay is IPv6, so the VXLAN port's guard
+	// filters IPv6 senders.
+	TunnelIPv6 bool
 	// NoMasquerade keeps pods' source address on traffic leaving the
 	// cluster (see FirewallSpec).
 	NoMasquerade bool
@@ -95,7 +100,7 @@ func NewDataplane(cfg DataplaneConfig) *Dataplane {
 		cfg.AntiSpoof = AntiSpoofNFTables
 	}
 	return &Dataplane{k: cfg.Kernel, backend: cfg.Backend, fw: cfg.Firewall, cluster: cfg.Cluster,
-		vxlanPort: cfg.VXLANPort, noMasquerade: cfg.NoMasquerade, podToHost: cfg.PodToHost, antiSpoof: cfg.AntiSpoof, sysctl: cfg.Sysctl,
+		vxlanPort: cfg.VXLANPort, tunnelIPv6: cfg.TunnelIPv6, noMasquerade: cfg.NoMasquerade, podToHost: cfg.PodToHost, antiSpoof: cfg.AntiSpoof, sysctl: cfg.Sysctl,
 		onDetachError: cfg.OnDetachError, detaching: map[string]detachment{}}
 }
 
@@ -126,9 +131,17 @@ func routeType(r netlink.Route) int {
 }
 
 func sameRoute(a, b netlink.Route) bool {
-	return a.LinkIndex == b.LinkIndex && a.Gw.Equal(b.Gw) && routeType(a) == routeType(b) &&
+	return a.LinkIndex == b.LinkIndex && a.Gw.Equal(b.Gw) && sameVia(a.Via, b.Via) && routeType(a) == routeType(b) &&
 		a.Protocol == b.Protocol && a.Flags&int(netlink.FLAG_ONLINK) == b.Flags&int(netlink.FLAG_ONLINK) &&
 		a.Src.Equal(b.Src) && a.Scope == b.Scope && a.MTU == b.MTU
+}
+
+// sameVia compares routes' next hops of another family (RTA_VIA).
+func sameVia(a, b netlink.Destination) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.Equal(b)
 }
 
 // Apply brings the kernel to d. It makes as much progress as it can and
@@ -194,7 +207,7 @@ func (dp *Dataplane) Apply(d Desired) (Result, error) {
 	if dp.fw != nil {
 		spec := FirewallSpec{
 			Cluster: dp.cluster, NodeAddrs: d.NodeAddrs, NodeOverlays: d.NodeOverlays,
-			VXLANPort: dp.vxlanPort, NoMasquerade: dp.noMasquerade, PodToHost: dp.podToHost, Policy: d.Policy,
+			VXLANPort: dp.vxlanPort, TunnelIPv6: dp.tunnelIPv6, NoMasquerade: dp.noMasquerade, PodToHost: dp.podToHost, Policy: d.Policy,
 		}
 		if dp.antiSpoof == AntiSpoofNFTables {
 			spec.Pods = attached
@@ -246,7 +259,7 @@ func (dp *Dataplane) ensurePodHost(hostIf string) (netlink.Link, int, error) {
 		return nil, 0, err
 	}
 	writes := 0
-	addrs, err := dp.k.AddrList(l)
+	addrs, err := dp.k.AddrList(l, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list addresses of %s: %w", hostIf, err)
 	}

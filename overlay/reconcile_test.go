@@ -74,7 +74,7 @@ func TestApplyProgramsPeersInFullAndIsIdempotent(t *testing.T) {
 	if vx.VxlanId != 1 || vx.Port != 4789 || vx.Learning || vx.MTU != 1450 || vx.HardwareAddr.String() != VTEPMAC("self").String() {
 		t.Fatalf("device has wrong parameters: %+v", vx)
 	}
-	addrs, _ := f.k.AddrList(dev)
+	addrs, _ := f.k.AddrList(dev, netlink.FAMILY_V4)
 	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.244.1.0/32" {
 		t.Fatalf("device addresses = %v, want only 10.244.1.0/32", addrs)
 	}
@@ -250,7 +250,7 @@ func TestApplyPodRoutes(t *testing.T) {
 	if l.Attrs().Flags&net.FlagUp == 0 {
 		t.Fatal("host veth not up")
 	}
-	addrs, _ := f.k.AddrList(l)
+	addrs, _ := f.k.AddrList(l, netlink.FAMILY_V4)
 	if len(addrs) != 1 || addrs[0].IPNet.IP.String() != PodGateway.String() {
 		t.Fatalf("host veth addresses = %v, want the gateway", addrs)
 	}

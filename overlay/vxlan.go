@@ -185,7 +185,7 @@ func ensureDeviceUp(k Kernel, l netlink.Link, mtu int, overlayIP netip.Addr) (bo
 
 // ensureOnlyAddr makes want the only IPv4 address of l.
 func ensureOnlyAddr(k Kernel, l netlink.Link, want netip.Prefix) (bool, error) {
-	addrs, err := k.AddrList(l)
+	addrs, err := k.AddrList(l, netlink.FAMILY_V4)
 	if err != nil {
 		return false, fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
 	}

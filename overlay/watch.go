@@ -95,11 +95,13 @@ func linkNeedsRepair(u netlink.LinkUpdate, detaching func(string) bool) bool {
 	return flipped && down && !detaching(name)
 }
 
-// WatchUnderlay calls notify after an IPv4 address is added to or removed
-// from any interface of the current network namespace, and after the link
-// named iface is created, changed or deleted: the agent re-reads its
-// underlay interface then. Pod veths, created all the time, carry no IPv4
-// address on the host and are not iface, so they do not count. notify
+// WatchUnderlay calls notify after an address that is not link-local is
+// added to or removed from any interface of the current network
+// namespace, and after the link named iface is created, changed or
+// deleted: the agent re-reads its underlay interface then. Pod veths,
+// created all the time, carry only link-local addresses on the host (the
+// pods' gateway, the kernel's IPv6 one) and are not iface, so they do not
+// count. notify
 // must not block. It stops when ctx ends and reports a dead subscription
 // through onError.
 func WatchUnderlay(ctx context.Context, iface string, notify func(), onError func(error)) error {
@@ -122,7 +124,7 @@ func WatchUnderlay(ctx context.Context, iface string, notify func(), onError fun
 			case u, ok := <-addrs:
 				if !ok {
 					addrs = nil
-				} else if u.LinkAddress.IP.To4() != nil {
+				} else if !u.LinkAddress.IP.IsLinkLocalUnicast() {
 					notify()
 				}
 			case u, ok := <-links:
@@ -221,5 +223,5 @@ func changesLoomTable(ev *nftables.MonitorEvent) bool {
 	case *nftables.Rule:
 		t = d.Table
 	}
-	return t != nil && t.Name == FirewallTable && t.Family == nftables.TableFamilyIPv4
+	return t != nil && t.Name == FirewallTable && (t.Family == nftables.TableFamilyIPv4 || t.Family == nftables.TableFamilyIPv6)
 }

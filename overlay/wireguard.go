@@ -215,7 +215,7 @@ func (w *WireGuard) AddPeers(peers []Peer) (int, error) {
 		}
 		pc := wgtypes.PeerConfig{
 			PublicKey:         key,
-			Endpoint:          &net.UDPAddr{IP: ipOf(p.Underlay).To4(), Port: w.cfg.Port},
+			Endpoint:          &net.UDPAddr{IP: ipOf(p.Underlay), Port: w.cfg.Port},
 			ReplaceAllowedIPs: true,
 			AllowedIPs:        []net.IPNet{*ipNetOf(p.Subnet)},
 		}

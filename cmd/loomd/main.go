@@ -111,7 +111,7 @@ not and runs on; SIGTERM and SIGINT stop it, leaving the data plane.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "unique name of this node in the fabric (default: hostname)")
-	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "underlay IPv4 address peers use to reach this node (default: the address of --iface)")
+	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "underlay IPv4 or IPv6 address peers use to reach this node; every node's is of one family (default: the IPv4 address of --iface, else its global IPv6 one)")
 	f.StringVar(&cfg.Iface, "iface", "", "underlay interface (default: the one holding the default route)")
 	f.StringSliceVar(&cfg.Join, "join", nil, "peers to join, host[:port],...; empty bootstraps a new fabric")
 	f.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (TCP and UDP), the same on every node")
@@ -123,7 +123,7 @@ not and runs on; SIGTERM and SIGINT stop it, leaving the data plane.`,
 	f.StringVar(&cfg.Backend, "backend", cfg.Backend, "data plane between nodes: vxlan, or wireguard (encrypted; kernel module if present, else userspace)")
 	f.IntVar(&cfg.WireGuardPort, "wireguard-port", cfg.WireGuardPort, "WireGuard UDP port, the same on every node (backend wireguard)")
 	f.DurationVar(&cfg.WireGuardKeepalive, "wireguard-keepalive", 0, "keepalive to each peer, to hold NAT mappings open, e.g. 25s; 0 disables (backend wireguard)")
-	f.IntVar(&cfg.MTU, "mtu", 0, "overlay and pod MTU (default: underlay MTU - 50 for vxlan, - 80 for wireguard)")
+	f.IntVar(&cfg.MTU, "mtu", 0, "overlay and pod MTU (default: underlay MTU - 50 for vxlan over IPv4, - 70 over IPv6, - 80 for wireguard)")
 	f.StringVar(&cfg.GossipKeyFile, "gossip-key-file", "", "file with base64 gossip keys, one per line, first is primary (create with 'loomctl keygen')")
 	f.BoolVar(&cfg.InsecureGossip, "insecure-gossip", false, "run gossip without encryption (explicit opt-out)")
 	f.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory for the agent's crash-safe state")
