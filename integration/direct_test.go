@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -38,5 +39,43 @@ func TestDirectRoutingMixedCluster(t *testing.T) {
 	}
 	if out := mustExec(t, nodes[0], "bridge", "fdb", "show", "dev", "loom.1"); strings.Contains(out, nodes[1].Addr.String()) || !strings.Contains(out, far.Addr.String()) {
 		t.Fatalf("VXLAN FDB should hold only the routed node:\n%s", out)
+	}
+}
+
+// TestDirectRoutingIPv6 runs --direct-routing over an IPv6 underlay: a
+// peer on the segment gets an IPv4 route through its IPv6 address (no
+// tunnel, no FDB entry), pods reach each other over it, and the periodic
+// resync finds the route as it wants it rather than writing it again.
+func TestDirectRoutingIPv6(t *testing.T) {
+	r := newRigWith(t, rig.Options{IPv6Underlay: true, AgentArgs: []string{"--direct-routing", "--resync-interval", "1s"}})
+	nodes := startNodes(t, r, 2)
+	pods := []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b")}
+	waitAllReach(t, pods, 30*time.Second)
+	st2, _ := nodes[1].Status()
+	if out := mustExec(t, nodes[0], "ip", "-4", "route", "show", st2.Node.Subnet); !strings.Contains(out, "via inet6 "+nodes[1].Addr.String()+" dev eth0") {
+		t.Fatalf("node2 shares node1's segment and should be routed through its IPv6 address, got: %s", out)
+	}
+	if out := mustExec(t, nodes[0], "bridge", "fdb", "show", "dev", "loom.1"); strings.Contains(out, nodes[1].Addr.String()) {
+		t.Fatalf("a directly routed peer needs no FDB entry:\n%s", out)
+	}
+	metric := func(name, match string) float64 {
+		v, err := nodes[0].Metric(name, match)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	drift := metric("loom_drift_repaired_total", `kind="route"`)
+	resyncs := metric("loom_reconcile_runs_total", `reason="resync"`)
+	if err := rig.Eventually(15*time.Second, func() error {
+		if n := metric("loom_reconcile_runs_total", `reason="resync"`); n < resyncs+2 {
+			return fmt.Errorf("%v resyncs so far, want 2", n-resyncs)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if now := metric("loom_drift_repaired_total", `kind="route"`); now != drift {
+		t.Fatalf("resyncs rewrote %v routes nobody touched: the reconciler does not recognise its own route through an IPv6 next hop", now-drift)
 	}
 }

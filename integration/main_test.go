@@ -74,8 +74,16 @@ func TestMain(m *testing.M) {
 // agents' logs if it failed.
 func newRig(t *testing.T, agentArgs ...string) *rig.Rig {
 	t.Helper()
+	return newRigWith(t, rig.Options{AgentArgs: agentArgs})
+}
+
+// newRigWith is newRig with more of the rig's options (its binaries and
+// log are the test's).
+func newRigWith(t *testing.T, opts rig.Options) *rig.Rig {
+	t.Helper()
 	requireRoot(t)
-	r, err := rig.New(rig.Options{BinDir: binaries(t), AgentArgs: agentArgs, Logf: t.Logf})
+	opts.BinDir, opts.Logf = binaries(t), t.Logf
+	r, err := rig.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

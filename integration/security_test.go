@@ -52,7 +52,7 @@ func vxlanPacket(vni uint32, dstMAC net.HardwareAddr, src, dst netip.Addr, port 
 func sendUDPFrom(t *testing.T, nsName string, to string, b []byte) {
 	t.Helper()
 	err := ns.WithNetNSPath("/run/netns/"+nsName, func(ns.NetNS) error {
-		c, err := net.Dial("udp4", to)
+		c, err := net.Dial("udp", to)
 		if err != nil {
 			return err
 		}
@@ -76,6 +76,14 @@ func TestVXLANIngressOnlyFromPeers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	assertVXLANOnlyFromPeers(t, nodes, outsider)
+}
+
+// assertVXLANOnlyFromPeers forges VXLAN packets to a pod on nodes[0]: from
+// nodes[1] (a member) one must arrive, from outsider (a host on the
+// underlay running no agent) none may, and their drops must be counted.
+func assertVXLANOnlyFromPeers(t *testing.T, nodes []*rig.Node, outsider *rig.Node) {
+	t.Helper()
 	pod := addPod(t, nodes[0], "target")
 	st, _ := nodes[0].Status()
 	mac, _ := net.ParseMAC(st.Node.VTEPMAC)

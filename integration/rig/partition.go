@@ -1,6 +1,9 @@
 package rig
 
-import "net/netip"
+import (
+	"errors"
+	"net/netip"
+)
 
 // Partition moves the given nodes' switch ports to a second bridge, cutting
 // them off from every node left on the first: a network split, with each
@@ -40,6 +43,9 @@ var RoutedSegment = netip.MustParsePrefix("10.201.0.0/24")
 // namespace, so it is routed, not bridged, to the nodes on the switch. The
 // router and the routes to it are set up with the first such node.
 func (r *Rig) AddRoutedNode(name string) (*Node, error) {
+	if r.opts.IPv6Underlay {
+		return nil, errors.New("AddRoutedNode: the routed segment is IPv4 only")
+	}
 	router := r.Prefix + "-rt"
 	if _, err := Run("ip", "netns", "add", router); err == nil {
 		for _, s := range [][]string{

@@ -38,6 +38,9 @@ type Options struct {
 	BinDir string
 	// AgentArgs are extra loomd flags for every node.
 	AgentArgs []string
+	// IPv6Underlay gives the nodes IPv6 addresses on the switch
+	// (Underlay6) and no IPv4 one: the tunnels run over IPv6.
+	IPv6Underlay bool
 	// Logf receives progress lines; nil is quiet.
 	Logf func(format string, args ...any)
 }
@@ -49,6 +52,9 @@ type Rig struct {
 	Switch  string
 	KeyFile string
 	opts    Options
+
+	// underlay is the switch's subnet: Underlay or Underlay6.
+	underlay netip.Prefix
 
 	// mu guards nodes and nextAddr.
 	mu       sync.Mutex
@@ -85,6 +91,10 @@ type Node struct {
 // so rigs never see each other's addresses.
 var Underlay = netip.MustParsePrefix("10.200.0.0/24")
 
+// Underlay6 is the switch's subnet in a rig with Options.IPv6Underlay (a
+// unique local prefix, never routed off the rig).
+var Underlay6 = netip.MustParsePrefix("fd00:200::/64")
+
 // Run runs a command and returns its combined output, with the command in
 // the error.
 func Run(name string, args ...string) (string, error) {
@@ -118,7 +128,10 @@ func New(opts Options) (*Rig, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Rig{Prefix: prefix, Dir: dir, Switch: prefix + "-sw", opts: opts, nextAddr: 1}
+	r := &Rig{Prefix: prefix, Dir: dir, Switch: prefix + "-sw", opts: opts, nextAddr: 1, underlay: Underlay}
+	if opts.IPv6Underlay {
+		r.underlay = Underlay6
+	}
 	if _, err := Run("ip", "netns", "add", r.Switch); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -189,10 +202,24 @@ func (r *Rig) plugSteps(n *Node) [][]string {
 	return [][]string{
 		{r.Switch, "link", "add", n.port, "type", "veth", "peer", "name", "eth0", "netns", n.NS},
 		{r.Switch, "link", "set", n.port, "master", "br0", "up"},
-		{n.NS, "addr", "add", netip.PrefixFrom(n.Addr, Underlay.Bits()).String(), "dev", "eth0"},
+		r.addrStep(n.NS, "add", n.Addr),
 		{n.NS, "link", "set", "eth0", "up"},
 	}
 }
+
+// addrStep adds ("add") or deletes ("del") a node's underlay address on
+// its eth0. An IPv6 one skips duplicate address detection: the rig hands
+// out unique addresses, and a tentative one could not be sent from yet.
+func (r *Rig) addrStep(ns, op string, a netip.Addr) []string {
+	step := []string{ns, "addr", op, netip.PrefixFrom(a, r.underlay.Bits()).String(), "dev", "eth0"}
+	if a.Is6() && op == "add" {
+		step = append(step, "nodad")
+	}
+	return step
+}
+
+// UnderlayPrefix is the switch's subnet (Underlay or Underlay6).
+func (r *Rig) UnderlayPrefix() netip.Prefix { return r.underlay }
 
 // runSteps runs ip steps (a namespace, then the arguments) in order.
 func runSteps(steps [][]string) error {
@@ -211,9 +238,10 @@ func (r *Rig) nextUnderlayAddr() (int, netip.Addr) {
 	idx := r.nextAddr
 	r.nextAddr++
 	r.mu.Unlock()
-	base := Underlay.Addr().As4()
-	base[3] = byte(idx)
-	return idx, netip.AddrFrom4(base)
+	b := r.underlay.Addr().AsSlice()
+	b[len(b)-1] = byte(idx)
+	a, _ := netip.AddrFromSlice(b)
+	return idx, a
 }
 
 // Readdress moves a node on the switch to a new underlay address, as a
@@ -224,13 +252,8 @@ func (r *Rig) Readdress(n *Node) (netip.Addr, error) {
 	old := n.Addr
 	// The old address goes first: deleting a primary address takes the
 	// secondaries of its subnet with it.
-	for _, a := range [][]string{
-		{"addr", "del", netip.PrefixFrom(old, Underlay.Bits()).String(), "dev", "eth0"},
-		{"addr", "add", netip.PrefixFrom(addr, Underlay.Bits()).String(), "dev", "eth0"},
-	} {
-		if err := ipn(n.NS, a...); err != nil {
-			return old, err
-		}
+	if err := runSteps([][]string{r.addrStep(n.NS, "del", old), r.addrStep(n.NS, "add", addr)}); err != nil {
+		return old, err
 	}
 	n.Addr = addr
 	return old, nil
