@@ -327,16 +327,21 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 	return r, nil
 }
 
-// defaultRouteIface returns the interface of the IPv4 default route. It
-// lists through k, like every dump loomd makes, so that one interrupted by
-// a concurrent change is retried instead of failing the start.
+// defaultRouteIface returns the interface of the IPv4 default route, or
+// of the IPv6 one on a host without it. It lists through k, like every
+// dump loomd makes, so that one interrupted by a concurrent change is
+// retried instead of failing the start.
 func defaultRouteIface(k overlay.Kernel) (string, error) {
-	routes, err := k.RouteList(&netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return "", fmt.Errorf("list routes: %w", err)
+	var routes []netlink.Route
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rs, err := k.RouteList(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return "", fmt.Errorf("list routes: %w", err)
+		}
+		routes = append(routes, rs...)
 	}
 	for _, rt := range routes {
-		if rt.Dst != nil && rt.Dst.String() != "0.0.0.0/0" {
+		if rt.Dst != nil && rt.Dst.String() != "0.0.0.0/0" && rt.Dst.String() != "::/0" {
 			continue
 		}
 		links, err := k.LinkList()
@@ -350,7 +355,7 @@ func defaultRouteIface(k overlay.Kernel) (string, error) {
 		}
 		return "", fmt.Errorf("default route's interface %d not found", rt.LinkIndex)
 	}
-	return "", errors.New("no IPv4 default route")
+	return "", errors.New("no default route")
 }
 
 func (r *resolved) resolveUnderlay(k overlay.Kernel) error {

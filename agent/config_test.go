@@ -67,6 +67,27 @@ func TestResolvePicksTheDefaultRouteInterface(t *testing.T) {
 	}
 }
 
+// On a host with only an IPv6 default route, its interface is the
+// underlay and its global address the advertised one.
+func TestResolvePicksTheIPv6DefaultRouteInterface(t *testing.T) {
+	k := overlay.NewFakeKernel()
+	other := k.AddDummy("eth1")
+	k.AddrReplace(other, &netlink.Addr{IPNet: mustIPNet(t, "2001:db8:1::7/64")})
+	k.RouteReplace(&netlink.Route{LinkIndex: other.Attrs().Index, Dst: mustIPNet(t, "2001:db8:1::/64")})
+	eth0 := k.AddDummy("eth0")
+	k.AddrReplace(eth0, &netlink.Addr{IPNet: mustIPNet(t, "2001:db8::10/64")})
+	k.RouteReplace(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP("fe80::1")})
+	c := validConfig()
+	c.Iface = ""
+	r, err := Resolve(c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Iface != "eth0" || r.advertise.String() != "2001:db8::10" {
+		t.Fatalf("picked %s (%s), want eth0 (2001:db8::10), the IPv6 default route's", r.Iface, r.advertise)
+	}
+}
+
 func TestResolveNamesTheBadFlag(t *testing.T) {
 	keyFile := filepath.Join(t.TempDir(), "key")
 	os.WriteFile(keyFile, []byte("not base64!\n"), 0o600)

@@ -38,7 +38,8 @@ type Kernel interface {
 	NeighSet(n *netlink.Neigh) error
 	NeighDel(n *netlink.Neigh) error
 
-	RouteList(filter *netlink.Route, mask uint64) ([]netlink.Route, error)
+	// RouteList lists routes of a family (netlink.FAMILY_V4 or FAMILY_V6).
+	RouteList(family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error)
 	RouteReplace(r *netlink.Route) error
 	RouteDel(r *netlink.Route) error
 

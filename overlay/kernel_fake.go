@@ -221,11 +221,14 @@ func fakeRouteKey(r netlink.Route) string {
 	return fmt.Sprintf("%s/%d", r.Dst, routeTable(r))
 }
 
-func (f *FakeKernel) RouteList(flt *netlink.Route, mask uint64) ([]netlink.Route, error) {
+func (f *FakeKernel) RouteList(family int, flt *netlink.Route, mask uint64) ([]netlink.Route, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []netlink.Route
 	for _, r := range f.routes {
+		if routeFamily(r) != family {
+			continue
+		}
 		if mask&netlink.RT_FILTER_PROTOCOL != 0 && r.Protocol != flt.Protocol {
 			continue
 		}
@@ -238,6 +241,16 @@ func (f *FakeKernel) RouteList(flt *netlink.Route, mask uint64) ([]netlink.Route
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// routeFamily is the family of a route's destination, or of its gateway
+// for a default route.
+func routeFamily(r netlink.Route) int {
+	switch {
+	case r.Dst != nil && r.Dst.IP.To4() == nil, r.Dst == nil && r.Gw != nil && r.Gw.To4() == nil:
+		return netlink.FAMILY_V6
+	}
+	return netlink.FAMILY_V4
 }
 
 func (f *FakeKernel) RouteReplace(r *netlink.Route) error {

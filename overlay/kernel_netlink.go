@@ -98,9 +98,9 @@ func (k *NetlinkKernel) NeighList(linkIndex, family int) ([]netlink.Neigh, error
 func (k *NetlinkKernel) NeighSet(n *netlink.Neigh) error { return k.h.NeighSet(n) }
 func (k *NetlinkKernel) NeighDel(n *netlink.Neigh) error { return ignoreGone(k.h.NeighDel(n)) }
 
-func (k *NetlinkKernel) RouteList(filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
+func (k *NetlinkKernel) RouteList(family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
 	return retryDump(func() ([]netlink.Route, error) {
-		return k.h.RouteListFiltered(netlink.FAMILY_V4, filter, mask)
+		return k.h.RouteListFiltered(family, filter, mask)
 	})
 }
 func (k *NetlinkKernel) RouteReplace(r *netlink.Route) error { return k.h.RouteReplace(r) }

@@ -303,7 +303,7 @@ func (dp *Dataplane) syncRoutes(want []netlink.Route, remove bool) (added, remov
 	// One dump of the table, sorted here: Loom's routes and those on the
 	// tunnel device are mostly the same ones, and at thousands of peers each
 	// dump costs more than the whole rest of a no-op reconcile.
-	current, err := dp.k.RouteList(&netlink.Route{Table: mainTable}, netlink.RT_FILTER_TABLE)
+	current, err := dp.k.RouteList(netlink.FAMILY_V4, &netlink.Route{Table: mainTable}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return 0, 0, fmt.Errorf("list routes: %w", err)
 	}
