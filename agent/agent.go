@@ -263,6 +263,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	}
 	a.joinTargets = mergeTargets(r.Join, known)
 	a.remembered = known
+	if holders, err := a.store.LoadHolders(); err != nil {
+		log.Warn("read the subnets' holders remembered from the last run; flows of subnets that changed hands meanwhile are not deleted", zap.Error(err))
+	} else if holders != nil {
+		a.holders = holders
+	}
 	if havePersisted && r.space.Check(persisted.Subnet) == nil {
 		// Advertise the subnet this node is about to reuse from the first
 		// gossip on, so peers never see it without one and drop its route

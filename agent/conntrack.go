@@ -17,17 +17,29 @@ func (a *Agent) forgetFlows(ip netip.Addr) {
 // sweepHandedOver queues the entries of subnets that changed hands since
 // the last reconcile: the new holder's pods get the old holder's
 // addresses, whose flows this node may still track (a dead node's pods
-// left no deletion behind). Called with dpMu held.
+// left no deletion behind). The holders are stored, so that a handover
+// while loomd was down is seen at its first reconcile. Called with dpMu
+// held.
 func (a *Agent) sweepHandedOver(own netip.Prefix, peers []overlay.Peer) {
+	changed := false
 	note := func(subnet netip.Prefix, holder string) {
-		if was, ok := a.holders[subnet]; ok && was != holder {
+		was, ok := a.holders[subnet]
+		if ok && was != holder {
 			a.conntrack.Forget(subnet)
 		}
-		a.holders[subnet] = holder
+		if !ok || was != holder {
+			a.holders[subnet] = holder
+			changed = true
+		}
 	}
 	note(own, a.cfg.NodeName)
 	for _, p := range peers {
 		note(p.Subnet, p.Name)
+	}
+	if changed && a.store != nil {
+		if err := a.store.SaveHolders(a.holders); err != nil {
+			a.log.Warn("remember the subnets' holders; a handover while loomd is down would leave flows behind", zap.Error(err))
+		}
 	}
 }
 

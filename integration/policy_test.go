@@ -567,3 +567,87 @@ func TestAgentRestartKeepsPeersFlows(t *testing.T) {
 		t.Fatalf("node2 no longer tracks a's flow after node1's agent restarted (%d entries, %v)", n, err)
 	}
 }
+
+// TestHandoverWhileDownDeletesFlows: a subnet that changes hands while a
+// node's agent is down leaves that node's kernel tracking flows of the
+// old holder's pods, which the new holder's pods then inherit. The agent
+// remembers who held each subnet, so its first reconcile after the
+// restart sees the handover and deletes them.
+func TestHandoverWhileDownDeletesFlows(t *testing.T) {
+	// Two subnets: the late node gets the dead node's once it is released.
+	r := newRig(t, "--cluster-cidr", "10.244.0.0/23", "--dead-node-grace", "0s")
+	nodes := startNodes(t, r, 2)
+	a, b := addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b")
+	serve(t, b.NS)
+	to := net.JoinHostPort(b.IP.String(), "80")
+	if err := rig.Eventually(20*time.Second, func() error { return connectFrom(a.NS, 40000, to) }); err != nil {
+		t.Fatal(err)
+	}
+	// The flow stays in node1's table for the rest of the test: probes
+	// keep it from timing out, answered or not.
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	t.Cleanup(func() { close(done); <-stopped })
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(300 * time.Millisecond):
+				connectFrom(a.NS, 40000, to)
+			}
+		}
+	}()
+	gone, err := nodes[1].Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The late node joins and waits for a free subnet.
+	late, err := r.AddNode("late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := late.Start(nodes[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := rig.Eventually(20*time.Second, func() error {
+		st, err := late.Status()
+		if err == nil && len(st.Peers) < 2 {
+			err = fmt.Errorf("late knows %d peers, want 2", len(st.Peers))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	nodes[0].Stop(syscall.SIGTERM)
+	nodes[1].Stop(syscall.SIGKILL)
+	ctl := func(args ...string) (string, error) {
+		return rig.Run(filepath.Join(binaries(t), "loomctl"), append([]string{"--socket", late.Socket}, args...)...)
+	}
+	// node1's agent is down and node2's dead: the late node holds
+	// node2's subnet once it is released.
+	if err := rig.Eventually(30*time.Second, func() error {
+		_, err := ctl("rmpeer", "node2")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := late.WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := late.Status(); err != nil || st.Node.Subnet != gone.Node.Subnet {
+		t.Fatalf("late holds %v (%v), want node2's %s", st.Node.Subnet, err, gone.Node.Subnet)
+	}
+	if err := nodes[0].Start(late); err != nil {
+		t.Fatal(err)
+	}
+	if err := rig.Eventually(30*time.Second, func() error {
+		if v, err := nodes[0].Metric("loom_conntrack_entries_deleted_total", ""); err != nil || v < 1 {
+			return fmt.Errorf("node1 deleted %v connection tracking entries (%v), want those of node2's pod", v, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -115,23 +115,49 @@ var keyPeers = []byte("peers")
 // SavePeers remembers the underlay addresses of the last known peers, so a
 // restarted node can find the fabric again even if it was started without
 // --join (it bootstrapped it) or its --join targets are down.
-func (s *Store) SavePeers(addrs []string) error {
-	v, err := json.Marshal(addrs)
-	if err != nil {
-		return err
-	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyPeers, v) })
-}
+func (s *Store) SavePeers(addrs []string) error { return s.putMeta(keyPeers, addrs) }
 
 // LoadPeers returns what SavePeers stored.
 func (s *Store) LoadPeers() ([]string, error) {
 	var out []string
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketMeta).Get(keyPeers)
+	return out, s.getMeta(keyPeers, &out)
+}
+
+var keyHolders = []byte("holders")
+
+// SaveHolders remembers which node held each subnet when the data plane
+// was last programmed, so that a restarted agent sees the subnets that
+// changed hands while it was down (see LoadHolders).
+func (s *Store) SaveHolders(holders map[netip.Prefix]string) error {
+	return s.putMeta(keyHolders, holders)
+}
+
+// LoadHolders returns what SaveHolders stored; nil when nothing was.
+func (s *Store) LoadHolders() (map[netip.Prefix]string, error) {
+	var out map[netip.Prefix]string
+	return out, s.getMeta(keyHolders, &out)
+}
+
+// putMeta stores v as JSON under key of the meta bucket.
+func (s *Store) putMeta(key []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(key, b) })
+}
+
+// getMeta decodes the JSON under key of the meta bucket into out, leaving
+// it as it is when there is none.
+func (s *Store) getMeta(key []byte, out any) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(key)
 		if v == nil {
 			return nil
 		}
-		return json.Unmarshal(v, &out)
+		if err := json.Unmarshal(v, out); err != nil {
+			return fmt.Errorf("read %s from %s: %w", key, s.path, err)
+		}
+		return nil
 	})
-	return out, err
 }
