@@ -226,16 +226,22 @@ func TestNodeReturnsAtNewAddress(t *testing.T) {
 // changes (a new DHCP lease). loomd sees it, starts again in place at the
 // new address, and leaves gossip first, so peers take it back without
 // waiting to declare the old address dead.
-func TestUnderlayAddressChangesUnderAgent(t *testing.T) { underlayChangesUnderAgent(t) }
+func TestUnderlayAddressChangesUnderAgent(t *testing.T) { underlayChangesUnderAgent(t, rig.Options{}) }
 
 // TestUnderlayAddressChangesUnderAgentWireGuard is the same over the
 // WireGuard backend, whose peers' endpoints must follow too.
 func TestUnderlayAddressChangesUnderAgentWireGuard(t *testing.T) {
-	underlayChangesUnderAgent(t, "--backend", "wireguard")
+	underlayChangesUnderAgent(t, rig.Options{AgentArgs: []string{"--backend", "wireguard"}})
 }
 
-func underlayChangesUnderAgent(t *testing.T, agentArgs ...string) {
-	r := newRig(t, agentArgs...)
+// TestUnderlayAddressChangesUnderAgentIPv6 is the same over an IPv6
+// underlay, where the VXLAN guard's set is the ip6 table's.
+func TestUnderlayAddressChangesUnderAgentIPv6(t *testing.T) {
+	underlayChangesUnderAgent(t, rig.Options{IPv6Underlay: true})
+}
+
+func underlayChangesUnderAgent(t *testing.T, opts rig.Options) {
+	r := newRigWith(t, opts)
 	nodes := startNodes(t, r, 3)
 	pods := []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b"), addPod(t, nodes[2], "c")}
 	waitAllReach(t, pods, 30*time.Second)
@@ -384,6 +390,9 @@ func checkFollowedMove(t *testing.T, nodes []*rig.Node, pods []*rig.Pod, mover *
 			continue
 		}
 		set := mustExec(t, n, "nft", "list", "set", "ip", "loom", "nodes")
+		if mover.Addr.Is6() {
+			set = mustExec(t, n, "nft", "list", "set", "ip6", "loom", "nodes6")
+		}
 		for _, a := range old {
 			if strings.Contains(set, a.String()) {
 				t.Errorf("%s's firewall still lets %s's old address %s in:\n%s", n.Name, mover.Name, a, set)
