@@ -231,6 +231,27 @@ func TestApplyNamesForeignDeviceOnSameVNIAndPort(t *testing.T) {
 	}
 }
 
+// noVXLANKernel refuses VXLAN devices as a kernel without the driver does.
+type noVXLANKernel struct{ *FakeKernel }
+
+func (k noVXLANKernel) LinkAdd(l netlink.Link) error {
+	if l.Type() == "vxlan" {
+		return unix.EOPNOTSUPP
+	}
+	return k.FakeKernel.LinkAdd(l)
+}
+
+func TestApplySaysTheKernelLacksVXLAN(t *testing.T) {
+	k := noVXLANKernel{NewFakeKernel()}
+	under := k.AddDummy("eth0")
+	vx := NewVXLAN(k, VXLANConfig{Name: "loom.1", VNI: 1, Port: 4789, MTU: 1450, MAC: VTEPMAC("self"),
+		UnderlayIndex: under.Attrs().Index, Local: netip.MustParseAddr("192.0.2.1")})
+	dp := NewDataplane(DataplaneConfig{Kernel: k, Backend: vx, Cluster: netip.MustParsePrefix("10.244.0.0/16")})
+	if _, err := dp.Apply(Desired{Subnet: own}); err == nil || !strings.Contains(err.Error(), "no VXLAN driver") {
+		t.Fatalf("want an error saying the kernel has no VXLAN driver, got %v", err)
+	}
+}
+
 func TestApplyPodRoutes(t *testing.T) {
 	f := newFixture(t)
 	hostIf := api.HostVethName("c1", "eth0")

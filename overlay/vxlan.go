@@ -90,6 +90,11 @@ func (v *VXLAN) EnsureDevice(overlayIP netip.Addr) (bool, error) {
 						v.cfg.Name, other, v.cfg.VNI, v.cfg.Port, other)
 				}
 			}
+			// iproute2 words it "Unknown device type": the kernel has no
+			// VXLAN driver, and nothing Loom retries will change that.
+			if errors.Is(err, unix.EOPNOTSUPP) {
+				return fmt.Errorf("create %s: this kernel has no VXLAN driver (module vxlan not built, or not loadable here: run 'modprobe vxlan' on the host), or use --backend wireguard: %w", v.cfg.Name, err)
+			}
 			return fmt.Errorf("create %s (vni %d, port %d): %w", v.cfg.Name, v.cfg.VNI, v.cfg.Port, err)
 		}
 		return nil
