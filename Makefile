@@ -26,8 +26,9 @@ deps:
 
 # A three-node fabric in network namespaces, two pods per node, every
 # ordered pod pair pinged, a status table, then everything removed.
+# IPV6=1: over an IPv6-only underlay.
 demo: deps build
-	$(GO) run ./integration/demo -bin $(BIN)
+	$(GO) run ./integration/demo -bin $(BIN) $(if $(IPV6),-ipv6)
 
 # Every test: unit tests, integration tests (root, network namespaces) and
 # every fuzz target over its seed corpus (go test runs the seeds and

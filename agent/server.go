@@ -516,7 +516,7 @@ func (a *Agent) status() api.Status {
 	subnet := a.currentSubnet()
 	st := api.Status{Node: api.NodeStatus{
 		Name: a.cfg.NodeName, Version: Version, Underlay: a.cfg.advertise.String(),
-		Subnet: prefixString(subnet), VTEPMAC: a.mac.String(), Backend: a.backendDescription(),
+		Subnet: prefixString(subnet), VTEPMAC: a.mac.String(), Backend: a.backendDescription(), MTU: a.cfg.mtu,
 		Ready: len(why) == 0, NotReady: why, PodsUsed: used, PodsTotal: total,
 		GossipEncrypted: len(a.cfg.keys) > 0,
 	}}

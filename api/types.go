@@ -84,7 +84,9 @@ type NodeStatus struct {
 	Subnet   string `json:"subnet"`
 	VTEPMAC  string `json:"vtepMAC"`
 	Backend  string `json:"backend"`
-	Ready    bool   `json:"ready"`
+	// MTU is the node's overlay and pod MTU.
+	MTU   int  `json:"mtu"`
+	Ready bool `json:"ready"`
 	// NotReady lists why the node cannot serve pods yet.
 	NotReady  []string `json:"notReady,omitempty"`
 	PodsUsed  int      `json:"podsUsed"`

@@ -32,6 +32,9 @@ func TestIPv6Underlay(t *testing.T) {
 		if !strings.Contains(dev, "local "+n.Addr.String()+" ") || !strings.Contains(dev, " mtu 1430 ") {
 			t.Errorf("%s: loom.1 does not send from %s at MTU 1430 (1500 - 70):\n%s", n.Name, n.Addr, dev)
 		}
+		if st, err := n.Status(); err != nil || st.Node.MTU != 1430 {
+			t.Errorf("%s: status says MTU %d (%v), want 1430", n.Name, st.Node.MTU, err)
+		}
 		fdb := mustExec(t, n, "bridge", "fdb", "show", "dev", "loom.1")
 		for _, peer := range nodes {
 			if peer != n && !strings.Contains(fdb, "dst "+peer.Addr.String()+" ") {

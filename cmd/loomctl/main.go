@@ -37,8 +37,8 @@ func printStatus(stdout io.Writer, st api.Status) error {
 		ready = "no: " + strings.Join(n.NotReady, "; ")
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "Node:\t%s\nVersion:\t%s\nUnderlay:\t%s\nSubnet:\t%s\nVTEP MAC:\t%s\nBackend:\t%s\nReady:\t%s\nPods:\t%d/%d addresses used\nConflicts:\t%d subnets lost to older leases\nGossip:\t%s\n",
-		n.Name, n.Version, n.Underlay, n.Subnet, n.VTEPMAC, n.Backend, ready, n.PodsUsed, n.PodsTotal, n.Conflicts, map[bool]string{true: "encrypted", false: "NOT encrypted"}[n.GossipEncrypted])
+	fmt.Fprintf(tw, "Node:\t%s\nVersion:\t%s\nUnderlay:\t%s\nSubnet:\t%s\nVTEP MAC:\t%s\nBackend:\t%s\nMTU:\t%d (overlay and pods)\nReady:\t%s\nPods:\t%d/%d addresses used\nConflicts:\t%d subnets lost to older leases\nGossip:\t%s\n",
+		n.Name, n.Version, n.Underlay, n.Subnet, n.VTEPMAC, n.Backend, n.MTU, ready, n.PodsUsed, n.PodsTotal, n.Conflicts, map[bool]string{true: "encrypted", false: "NOT encrypted"}[n.GossipEncrypted])
 	states := map[string]int{}
 	for _, p := range st.Peers {
 		states[p.State]++
@@ -51,13 +51,17 @@ func printStatus(stdout io.Writer, st api.Status) error {
 
 func printPeers(w io.Writer, peers []api.PeerStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tUNDERLAY\tSUBNET\tVTEP MAC\tSTATE\tSINCE\tPROGRAMMED\tWHY NOT")
+	fmt.Fprintln(tw, "PEER\tUNDERLAY\tSUBNET\tVTEP MAC\tMTU\tSTATE\tSINCE\tPROGRAMMED\tWHY NOT")
 	for _, p := range peers {
 		why := "-"
 		if !p.Programmed && p.Reason != "" {
 			why = p.Reason
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\n", p.Name, p.Underlay, p.Subnet, p.VTEPMAC, p.State, p.Since.Format(time.RFC3339), p.Programmed, why)
+		mtu := "-" // an agent too old to say
+		if p.MTU > 0 {
+			mtu = fmt.Sprint(p.MTU)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\n", p.Name, p.Underlay, p.Subnet, p.VTEPMAC, mtu, p.State, p.Since.Format(time.RFC3339), p.Programmed, why)
 	}
 	return tw.Flush()
 }

@@ -26,6 +26,7 @@ func run() int {
 	nodes := flag.Int("nodes", 3, "number of nodes")
 	pods := flag.Int("pods", 2, "pods per node")
 	bin := flag.String("bin", "", "directory with loomd, loom, loomctl (default: build them)")
+	ipv6 := flag.Bool("ipv6", false, "give the nodes IPv6 underlay addresses only")
 	flag.Parse()
 	logf := func(format string, a ...any) { fmt.Printf("demo: "+format+"\n", a...) }
 	if os.Geteuid() != 0 {
@@ -46,7 +47,7 @@ func run() int {
 		}
 		*bin = dir
 	}
-	r, err := rig.New(rig.Options{BinDir: *bin, Logf: logf})
+	r, err := rig.New(rig.Options{BinDir: *bin, Logf: logf, IPv6Underlay: *ipv6})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		return 1
