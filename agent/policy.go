@@ -128,7 +128,7 @@ func podRecord(al ipam.Allocation) policy.PodRecord {
 	if ns == "" {
 		ns = policy.DefaultNamespace
 	}
-	return policy.PodRecord{IP: al.IP, Namespace: ns, Name: al.Name, Labels: al.Labels}
+	return policy.PodRecord{IP: al.IP, Namespace: ns, Name: al.Name, Labels: al.Labels, Since: al.Created.Unix()}
 }
 
 // compilePolicy publishes the local pods to the pod directory and compiles

@@ -22,6 +22,10 @@ type PodRecord struct {
 	Namespace string            `json:"ns,omitempty"`
 	Name      string            `json:"name,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
+	// Since is when the address was given to this pod (unix seconds; 0
+	// from agents that do not say): a record whose Since changed is
+	// another pod at the address, even under the same name.
+	Since int64 `json:"since,omitempty"`
 }
 
 // MaxPodRecordSize bounds one encoded record so that it always fits a
@@ -247,7 +251,7 @@ func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, error) {
 		if ok && have.Version >= r.Version {
 			continue
 		}
-		if ok && !have.Deleted && d.onGone != nil && (r.Deleted || r.Namespace != have.Namespace || r.Name != have.Name) {
+		if ok && !have.Deleted && d.onGone != nil && (r.Deleted || replaced(have, r)) {
 			d.onGone(r.IP)
 		}
 		d.store(r)
@@ -259,7 +263,17 @@ func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, error) {
 }
 
 func sameRecord(a, b PodRecord) bool {
-	return a.Deleted == b.Deleted && a.Namespace == b.Namespace && a.Name == b.Name && maps.Equal(a.Labels, b.Labels)
+	return a.Deleted == b.Deleted && a.Since == b.Since && !replaced(a, b) && maps.Equal(a.Labels, b.Labels)
+}
+
+// replaced reports whether two live records of one address are of two
+// pods: another name, or the same name given the address anew (a runtime
+// that names no pods, or one that recreated it while this node missed the
+// first one's deletion). A Since of 0 (an older agent's record, or one
+// published before it said) is no evidence either way.
+func replaced(was, now PodRecord) bool {
+	return was.Namespace != now.Namespace || was.Name != now.Name ||
+		(was.Since != 0 && now.Since != 0 && was.Since != now.Since)
 }
 
 // nextVersion returns a version newer than after and than the clock.

@@ -196,6 +196,17 @@ func TestDirectoryToldOfPodsGone(t *testing.T) {
 	if !slices.Equal(gone, want) {
 		t.Fatalf("reported %v, want %v (a replaced pod and a deleted one)", gone, want)
 	}
+	// A pod under the same name (or none) given the address anew is
+	// another pod too; the same one published again is not.
+	gone = nil
+	first, again := web("web-2", nil), web("web-2", nil)
+	first.Since, again.Since = 1000, 2000
+	deliver(t, b, a.Publish([]PodRecord{first}))
+	deliver(t, b, a.Publish([]PodRecord{first}))
+	deliver(t, b, a.Publish([]PodRecord{again}))
+	if want := []netip.Addr{netip.MustParseAddr("10.244.0.2")}; !slices.Equal(gone, want) {
+		t.Fatalf("reported %v, want %v (the pod given the address anew)", gone, want)
+	}
 }
 
 // FuzzDirectoryMerge: whatever a peer sends as pod directory state, the
