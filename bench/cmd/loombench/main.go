@@ -175,6 +175,17 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	if err != nil {
 		return err
 	}
+	// The same fabric over an IPv6 underlay, whose VXLAN header is 20
+	// bytes longer: a rig of its own, as a rig's switch has one family.
+	r6, err := rig.New(rig.Options{BinDir: bin, Logf: logf, IPv6Underlay: true})
+	if err != nil {
+		return err
+	}
+	defer r6.Close()
+	_, v6p, err := fabric(r6, "v6", nil)
+	if err != nil {
+		return err
+	}
 	hw, err := handNodes(r, "handwg")
 	if err != nil {
 		return err
@@ -202,7 +213,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	for _, c := range []struct {
 		ns  string
 		dst netip.Addr
-	}{{pA.NS, pB.IP}, {pA.NS, pC.IP}, {rp[0].NS, rp[1].IP}, {nc[0].NS, nc[1].IP}, {dp[0].NS, dp[1].IP}, {pp[0].NS, pp[1].IP}, {wgp[0].NS, wgp[1].IP}, {handWG[0].NS, handWG[1].IP}, {hand[0].NS, hand[1].IP}, {handCT[0].NS, handCT[1].IP}, {handDirect[0].NS, handDirect[1].IP}, {handDirectCT[0].NS, handDirectCT[1].IP}, {loom[0].NS, loom[1].Addr}} {
+	}{{pA.NS, pB.IP}, {pA.NS, pC.IP}, {rp[0].NS, rp[1].IP}, {nc[0].NS, nc[1].IP}, {dp[0].NS, dp[1].IP}, {pp[0].NS, pp[1].IP}, {wgp[0].NS, wgp[1].IP}, {v6p[0].NS, v6p[1].IP}, {handWG[0].NS, handWG[1].IP}, {hand[0].NS, hand[1].IP}, {handCT[0].NS, handCT[1].IP}, {handDirect[0].NS, handDirect[1].IP}, {handDirectCT[0].NS, handDirectCT[1].IP}, {loom[0].NS, loom[1].Addr}} {
 		if err := rig.Eventually(30*time.Second, func() error { return rig.Ping(c.ns, c.dst) }); err != nil {
 			return err
 		}
@@ -225,6 +236,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 		{handDirectCTName, handDirectCT[0].NS, handDirectCT[1].NS, handDirectCT[1].IP},
 		{"Loom pod→pod, 100 policies selecting the pods", pp[0].NS, pp[1].NS, pp[1].IP},
 		{"Loom pod→pod, WireGuard backend", wgp[0].NS, wgp[1].NS, wgp[1].IP},
+		{ipv6Name, v6p[0].NS, v6p[1].NS, v6p[1].IP},
 		{"hand-made WireGuard pod→pod", handWG[0].NS, handWG[1].NS, handWG[1].IP},
 	}
 	for round := 0; round < rounds; round++ {
@@ -246,7 +258,7 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 				rep.Add("UDP 1 Gbit/s loss: "+p.name, "%", loss)
 			}
 			if rtt := map[string]bool{paths[0].name: true, paths[1].name: true, handCTName: true, noConntrackName: true, paths[3].name: true, "Loom pod→pod, 100 policies selecting the pods": true,
-				"Loom pod→pod, WireGuard backend": true, "hand-made WireGuard pod→pod": true}; rtt[p.name] {
+				"Loom pod→pod, WireGuard backend": true, "hand-made WireGuard pod→pod": true, ipv6Name: true}; rtt[p.name] {
 				p50, p99, err := bench.RTT(p.client, p.server, p.dst, 2000)
 				if err != nil {
 					return err
@@ -280,6 +292,10 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 		rep.Compare("TCP "+s+" stream(s): Loom pod→pod, WireGuard backend", "TCP "+s+" stream(s): hand-made WireGuard pod→pod", "≥ 0.95")
 	}
 	rep.Compare("RTT p50: Loom pod→pod, WireGuard backend", "RTT p50: hand-made WireGuard pod→pod", "")
+	for _, s := range []string{"1", "4"} {
+		rep.Compare("TCP "+s+" stream(s): "+ipv6Name, "TCP "+s+" stream(s): Loom pod→pod", "")
+	}
+	rep.Compare("RTT p50: "+ipv6Name, "RTT p50: Loom pod→pod", "")
 	rep.Compare("RTT p50: Loom pod→pod", "RTT p50: underlay node→node", "overhead ≤ 10 µs")
 	rep.Compare("RTT p50: hand-made VXLAN pod→pod", "RTT p50: underlay node→node", "")
 	rep.Compare("RTT p50: "+handCTName, "RTT p50: underlay node→node", "")
@@ -289,6 +305,9 @@ func dataPlane(rep *bench.Report, bin string, rounds, secs int) error {
 	rep.Compare("TCP connect+close rate: Loom pod→pod", "TCP connect+close rate: underlay node→node", "")
 	return nil
 }
+
+// ipv6Name is the figure of Loom over an IPv6 underlay.
+const ipv6Name = "Loom pod→pod, IPv6 underlay"
 
 // noConntrackFlags configure Loom so that its table needs no connection
 // tracking (no masquerade, pod-to-host open, no policies).
