@@ -48,43 +48,32 @@ func TestResolveDerivesAddressAndMTU(t *testing.T) {
 	}
 }
 
+// Without --iface the default route's interface is the underlay: the
+// IPv4 one's, or the IPv6 one's on a host without it.
 func TestResolvePicksTheDefaultRouteInterface(t *testing.T) {
-	k := overlay.NewFakeKernel()
-	other := k.AddDummy("eth1")
-	k.AddrReplace(other, &netlink.Addr{IPNet: mustIPNet(t, "198.51.100.7/24")})
-	k.RouteReplace(&netlink.Route{LinkIndex: other.Attrs().Index, Dst: mustIPNet(t, "198.51.100.0/24")})
-	eth0 := k.AddDummy("eth0")
-	k.AddrReplace(eth0, &netlink.Addr{IPNet: mustIPNet(t, "192.0.2.10/24")})
-	k.RouteReplace(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP("192.0.2.1")})
-	c := validConfig()
-	c.Iface = ""
-	r, err := Resolve(c, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Iface != "eth0" || r.advertise.String() != "192.0.2.10" {
-		t.Fatalf("picked %s (%s), want eth0 (192.0.2.10), the default route's", r.Iface, r.advertise)
-	}
-}
-
-// On a host with only an IPv6 default route, its interface is the
-// underlay and its global address the advertised one.
-func TestResolvePicksTheIPv6DefaultRouteInterface(t *testing.T) {
-	k := overlay.NewFakeKernel()
-	other := k.AddDummy("eth1")
-	k.AddrReplace(other, &netlink.Addr{IPNet: mustIPNet(t, "2001:db8:1::7/64")})
-	k.RouteReplace(&netlink.Route{LinkIndex: other.Attrs().Index, Dst: mustIPNet(t, "2001:db8:1::/64")})
-	eth0 := k.AddDummy("eth0")
-	k.AddrReplace(eth0, &netlink.Addr{IPNet: mustIPNet(t, "2001:db8::10/64")})
-	k.RouteReplace(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP("fe80::1")})
-	c := validConfig()
-	c.Iface = ""
-	r, err := Resolve(c, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Iface != "eth0" || r.advertise.String() != "2001:db8::10" {
-		t.Fatalf("picked %s (%s), want eth0 (2001:db8::10), the IPv6 default route's", r.Iface, r.advertise)
+	for _, tc := range []struct {
+		other, otherNet, own, gw string
+	}{
+		{"198.51.100.7/24", "198.51.100.0/24", "192.0.2.10/24", "192.0.2.1"},
+		{"2001:db8:1::7/64", "2001:db8:1::/64", "2001:db8::10/64", "fe80::1"},
+	} {
+		k := overlay.NewFakeKernel()
+		other := k.AddDummy("eth1")
+		k.AddrReplace(other, &netlink.Addr{IPNet: mustIPNet(t, tc.other)})
+		k.RouteReplace(&netlink.Route{LinkIndex: other.Attrs().Index, Dst: mustIPNet(t, tc.otherNet)})
+		eth0 := k.AddDummy("eth0")
+		k.AddrReplace(eth0, &netlink.Addr{IPNet: mustIPNet(t, tc.own)})
+		k.RouteReplace(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP(tc.gw)})
+		c := validConfig()
+		c.Iface = ""
+		r, err := Resolve(c, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := netip.MustParsePrefix(tc.own).Addr()
+		if r.Iface != "eth0" || r.advertise != want {
+			t.Fatalf("picked %s (%s), want eth0 (%s), the default route's", r.Iface, r.advertise, want)
+		}
 	}
 }
 

@@ -526,13 +526,7 @@ func TestNodeWaitsForAFreeSubnet(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodes[1].Stop(syscall.SIGKILL)
-	late, err := r.AddNode("late")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := late.Start(nodes[0]); err != nil {
-		t.Fatal(err)
-	}
+	late := addStarted(t, r, "late", nodes[0])
 	if err := rig.Eventually(20*time.Second, func() error {
 		st, err := late.Status()
 		if err != nil {

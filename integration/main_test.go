@@ -184,6 +184,20 @@ func startReady(t *testing.T, n *rig.Node, join ...*rig.Node) {
 	}
 }
 
+// addStarted adds a node and starts its agent joining join, without
+// waiting for it to be ready (it may wait for a subnet).
+func addStarted(t *testing.T, r *rig.Rig, name string, join ...*rig.Node) *rig.Node {
+	t.Helper()
+	n, err := r.AddNode(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(join...); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // wholeLog is a line count for rig.Tail that reads a test agent's whole
 // log: agents log at debug level, so a line a test looks for can be
 // thousands of lines back.

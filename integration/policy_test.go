@@ -604,13 +604,7 @@ func TestHandoverWhileDownDeletesFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The late node joins and waits for a free subnet.
-	late, err := r.AddNode("late")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := late.Start(nodes[0]); err != nil {
-		t.Fatal(err)
-	}
+	late := addStarted(t, r, "late", nodes[0])
 	if err := rig.Eventually(20*time.Second, func() error {
 		st, err := late.Status()
 		if err == nil && len(st.Peers) < 2 {
