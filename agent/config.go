@@ -185,7 +185,7 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 		return nil, flagErr("cluster-cidr", "%q is not a CIDR: %v", cfg.ClusterCIDR, err)
 	}
 	if !cluster.Addr().Is4() {
-		return nil, flagErr("cluster-cidr", "%s: only IPv4 is supported", cluster)
+		return nil, flagErr("cluster-cidr", "%s: pods are IPv4 only (the underlay between nodes may be IPv6: see --advertise-addr)", cluster)
 	}
 	if cluster.Masked() != cluster {
 		return nil, flagErr("cluster-cidr", "%s is not a network address (did you mean %s?)", cluster, cluster.Masked())
