@@ -38,7 +38,7 @@ demo: deps build
 # flags, so on a cold build cache they find them compiled instead of
 # spending their own timeout compiling.
 test: deps lint build
-	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -timeout 20m ./...
 
 # Every test again under the race detector: the tests themselves and the
 # binaries the integration rig runs (rig.RaceEnv), whose logs each test
@@ -46,7 +46,7 @@ test: deps lint build
 # not part of it.
 test-race: deps
 	@scripts/deps.sh gcc
-	CGO_ENABLED=1 LOOM_RACE=1 $(GO) test -race -count=1 -timeout 30m ./...
+	CGO_ENABLED=1 LOOM_RACE=1 $(GO) test -race -count=1 -timeout 45m ./...
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
