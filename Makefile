@@ -52,7 +52,7 @@ unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
 
 integration: deps build
-	$(GO) test -count=1 -timeout 15m -v ./integration/...
+	$(GO) test -count=1 -timeout 20m -v ./integration/...
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeNodeRecord$$' -fuzztime $(FUZZTIME) ./gossip
