@@ -19,14 +19,21 @@ import (
 // TestHitlessRestart pings between pods on two nodes at 100 packets/s while
 // both agents are killed and restarted, then stopped with SIGTERM and
 // restarted: not one packet may be lost.
-func TestHitlessRestart(t *testing.T) { hitlessRestart(t) }
+func TestHitlessRestart(t *testing.T) { hitlessRestart(t, rig.Options{}) }
 
 // TestHitlessRestartWireGuard is the same over the WireGuard backend,
 // whose userspace device lives in a helper process the agent adopts.
-func TestHitlessRestartWireGuard(t *testing.T) { hitlessRestart(t, "--backend", "wireguard") }
+func TestHitlessRestartWireGuard(t *testing.T) {
+	hitlessRestart(t, rig.Options{AgentArgs: []string{"--backend", "wireguard"}})
+}
 
-func hitlessRestart(t *testing.T, agentArgs ...string) {
-	r := newRig(t, agentArgs...)
+// TestHitlessRestartIPv6 is the same over an IPv6 underlay: the agent
+// must find the VXLAN device it made (sending from an IPv6 address) fit
+// to keep, not make it anew.
+func TestHitlessRestartIPv6(t *testing.T) { hitlessRestart(t, rig.Options{IPv6Underlay: true}) }
+
+func hitlessRestart(t *testing.T, opts rig.Options) {
+	r := newRigWith(t, opts)
 	nodes := startNodes(t, r, 2)
 	a, b := addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b")
 	waitAllReach(t, []*rig.Pod{a, b}, 30*time.Second)
