@@ -324,7 +324,27 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 	if err := r.resolveUnderlay(k); err != nil {
 		return nil, err
 	}
+	if err := r.joinSameFamily(); err != nil {
+		return nil, err
+	}
 	return r, nil
+}
+
+// joinSameFamily refuses a --join address of the other family than the
+// node's underlay: gossip would never reach it, and a node answering there
+// would refuse this one. Host names are left to the resolver.
+func (r *resolved) joinSameFamily() error {
+	for _, j := range r.Join {
+		host := strings.TrimSpace(j)
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		a, err := netip.ParseAddr(host)
+		if err == nil && a.Unmap().Is6() != r.advertise.Is6() {
+			return flagErr("join", "%s is %s and this node's underlay address %s is %s: every node of a fabric uses one family", j, familyName(a.Unmap()), r.advertise, familyName(r.advertise))
+		}
+	}
+	return nil
 }
 
 // defaultRouteIface returns the interface of the IPv4 default route, or

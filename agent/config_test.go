@@ -108,6 +108,8 @@ func TestResolveNamesTheBadFlag(t *testing.T) {
 		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "192.0.2.128/25"; c.SubnetPrefix = 28 }},
 		{"cluster-cidr", func(c *Config) { c.AdvertiseAddr = "10.244.9.9" }},
 		{"underlay-cidrs", func(c *Config) { c.UnderlayCIDRs = []string{"198.51.100.0/24"} }},
+		{"join", func(c *Config) { c.Join = []string{"192.0.2.7", "[2001:db8::7]:7946"} }},
+		{"join", func(c *Config) { c.Join = []string{"2001:db8::7"} }},
 		{"node-name", func(c *Config) { c.NodeName = "bad name" }},
 		{"log-level", func(c *Config) { c.LogLevel = "loud" }},
 		{"metrics-addr", func(c *Config) { c.MetricsAddr = "nocolon" }},
@@ -234,9 +236,11 @@ func TestResolveIPv6Underlay(t *testing.T) {
 		t.Errorf("IPv6 NAT address on an IPv4-only interface: err = %v", err)
 	}
 
-	r, err := Resolve(validConfig(), host(false))
+	c = validConfig()
+	c.Join = []string{"[2001:db8::7]:7946", "2001:db8::8", "node3.example"}
+	r, err := Resolve(c, host(false))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("IPv6 node joining IPv6 addresses and a name: %v", err)
 	}
 	peer := gossip.NodeRecord{Name: "p", Underlay: netip.MustParseAddr("2001:db8::7"), VTEPMAC: overlay.VTEPMAC("p"), Subnet: netip.MustParsePrefix("10.244.9.0/24")}
 	if err := r.validateRecord(peer); err != nil {
