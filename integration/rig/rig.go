@@ -218,9 +218,6 @@ func (r *Rig) addrStep(ns, op string, a netip.Addr) []string {
 	return step
 }
 
-// UnderlayPrefix is the switch's subnet (Underlay or Underlay6).
-func (r *Rig) UnderlayPrefix() netip.Prefix { return r.underlay }
-
 // runSteps runs ip steps (a namespace, then the arguments) in order.
 func runSteps(steps [][]string) error {
 	for _, s := range steps {
