@@ -94,13 +94,14 @@ func (d *Direct) PeerRoutes(peers []Peer) []netlink.Route {
 	idx := d.linkIndex
 	d.onLinkMu.Unlock()
 	for _, p := range direct {
-		rt := netlink.Route{LinkIndex: idx, Dst: ipNetOf(p.Subnet), Gw: ipOf(p.Underlay),
-			Protocol: RouteProtocol, Table: mainTable, MTU: p.RouteMTU}
+		rt := netlink.Route{LinkIndex: idx, Dst: ipNetOf(p.Subnet), Protocol: RouteProtocol, Table: mainTable, MTU: p.RouteMTU}
 		if p.Underlay.Is6() {
 			// An IPv4 route through an IPv6 neighbour (RFC 5549; Linux
 			// 5.2 and later): the pod's packet goes to the peer's MAC,
 			// found by neighbour discovery, unencapsulated.
-			rt.Gw, rt.Via = nil, &netlink.Via{AddrFamily: netlink.FAMILY_V6, Addr: ipOf(p.Underlay)}
+			rt.Via = &netlink.Via{AddrFamily: netlink.FAMILY_V6, Addr: ipOf(p.Underlay)}
+		} else {
+			rt.Gw = ipOf(p.Underlay)
 		}
 		routes = append(routes, rt)
 	}

@@ -130,15 +130,20 @@ func (f *NFTables) tablesExist(c *nftables.Conn, spec FirewallSpec) (bool, error
 		families = append(families, nftables.TableFamilyIPv6)
 	}
 	for _, family := range families {
-		tables, err := c.ListTablesOfFamily(family)
-		if err != nil {
+		if ok, err := hasLoomTable(c, family); !ok || err != nil {
 			return false, err
-		}
-		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == FirewallTable }) {
-			return false, nil
 		}
 	}
 	return true, nil
+}
+
+// hasLoomTable reports whether Loom's table of a family exists.
+func hasLoomTable(c *nftables.Conn, family nftables.TableFamily) (bool, error) {
+	tables, err := c.ListTablesOfFamily(family)
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == FirewallTable }), nil
 }
 
 // Invalidate makes the next Apply write the whole table again: someone
@@ -480,13 +485,16 @@ func (f *NFTables) Dropped() (map[string]uint64, error) {
 	}
 	out := map[string]uint64{}
 	f.mu.Lock()
-	policyChains := f.policyChains
+	policyChains, guards6 := f.policyChains, f.spec.guardsIPv6()
 	f.mu.Unlock()
 	type chainOf struct {
 		t    *nftables.Table
 		name string
 	}
-	chains := []chainOf{{loomTable6(), ChainVXLANIngress}}
+	var chains []chainOf
+	if guards6 {
+		chains = append(chains, chainOf{loomTable6(), ChainVXLANIngress})
+	}
 	for _, name := range append([]string{ChainVXLANIngress, ChainPodAntiSpoof, ChainPodToHost}, policyChains...) {
 		chains = append(chains, chainOf{loomTable(), name})
 	}

@@ -3,7 +3,6 @@ package overlay
 import (
 	"encoding/binary"
 	"fmt"
-	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -36,8 +35,7 @@ func (s FirewallSpec) guardsIPv6() bool { return s.TunnelIPv6 && s.VXLANPort > 0
 func writeIPv6Guard(c *nftables.Conn, spec FirewallSpec) error {
 	t := loomTable6()
 	if !spec.guardsIPv6() {
-		tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv6)
-		if err == nil && slices.ContainsFunc(tables, func(x *nftables.Table) bool { return x.Name == FirewallTable }) {
+		if ok, err := hasLoomTable(c, nftables.TableFamilyIPv6); ok && err == nil {
 			c.DelTable(t)
 		}
 		return nil
