@@ -340,8 +340,8 @@ func (r *resolved) joinSameFamily() error {
 			host = h
 		}
 		a, err := netip.ParseAddr(host)
-		if err == nil && a.Unmap().Is6() != r.advertise.Is6() {
-			return flagErr("join", "%s is %s and this node's underlay address %s is %s: every node of a fabric uses one family", j, familyName(a.Unmap()), r.advertise, familyName(r.advertise))
+		if a = a.Unmap(); err == nil && a.Is6() != r.advertise.Is6() {
+			return flagErr("join", "%s is %s and this node's underlay address %s is %s: every node of a fabric uses one family", j, familyName(a), r.advertise, familyName(r.advertise))
 		}
 	}
 	return nil

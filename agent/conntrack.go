@@ -24,13 +24,14 @@ func (a *Agent) sweepHandedOver(own netip.Prefix, peers []overlay.Peer) {
 	changed := false
 	note := func(subnet netip.Prefix, holder string) {
 		was, ok := a.holders[subnet]
-		if ok && was != holder {
+		if ok && was == holder {
+			return
+		}
+		if ok {
 			a.conntrack.Forget(subnet)
 		}
-		if !ok || was != holder {
-			a.holders[subnet] = holder
-			changed = true
-		}
+		a.holders[subnet] = holder
+		changed = true
 	}
 	note(own, a.cfg.NodeName)
 	for _, p := range peers {
