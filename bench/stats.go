@@ -37,13 +37,18 @@ type Report struct {
 	Kernel  string    `json:"kernel"`
 	Date    time.Time `json:"date"`
 	Mode    string    `json:"mode"`
+	// Rounds is how many alternating rounds the sections that alternate ran.
+	Rounds int `json:"rounds"`
+	// Seconds is the run's wall time, set by Write: bench-short promises
+	// a bound on it.
+	Seconds float64   `json:"seconds"`
 	Figures []*Figure `json:"figures"`
 	Notes   []string  `json:"notes,omitempty"`
 	byName  map[string]*Figure
 }
 
 // NewReport starts a report describing this machine.
-func NewReport(mode string) *Report {
+func NewReport(mode string, rounds int) *Report {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	cpu := "unknown CPU"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
@@ -55,7 +60,7 @@ func NewReport(mode string) *Report {
 		}
 	}
 	return &Report{Machine: fmt.Sprintf("%s, %d cores", cpu, runtime.NumCPU()), Kernel: strings.TrimSpace(string(kernel)),
-		Date: time.Now().UTC().Truncate(time.Second), Mode: mode, byName: map[string]*Figure{}}
+		Date: time.Now().UTC().Truncate(time.Second), Mode: mode, Rounds: rounds, byName: map[string]*Figure{}}
 }
 
 // Add records one round's value of a figure.
@@ -114,6 +119,7 @@ func (r *Report) finish() {
 
 // Write stores results.json and results.md in dir and prints the table.
 func (r *Report) Write(dir string) error {
+	r.Seconds = time.Since(r.Date).Round(time.Second).Seconds()
 	r.finish()
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
@@ -127,7 +133,7 @@ func (r *Report) Write(dir string) error {
 		return err
 	}
 	var md strings.Builder
-	fmt.Fprintf(&md, "# Loom benchmark results\n\n- machine: %s\n- kernel: %s\n- date: %s\n- mode: %s\n\n", r.Machine, r.Kernel, r.Date.Format(time.RFC3339), r.Mode)
+	fmt.Fprintf(&md, "# Loom benchmark results\n\n- machine: %s\n- kernel: %s\n- date: %s\n- mode: %s, %d rounds, %s in all\n\n", r.Machine, r.Kernel, r.Date.Format(time.RFC3339), r.Mode, r.Rounds, time.Duration(r.Seconds)*time.Second)
 	md.WriteString("| figure | unit | min | median | max | baseline | ratio (>1 = Loom better) | target |\n|---|---|---|---|---|---|---|---|\n")
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "FIGURE\tUNIT\tMIN\tMEDIAN\tMAX\tBASELINE\tRATIO\tTARGET")

@@ -5,7 +5,7 @@ import "testing"
 // TestCompareWithTwoBaselines: a second baseline gets a row of its own
 // and neither comparison is lost.
 func TestCompareWithTwoBaselines(t *testing.T) {
-	r := NewReport("test")
+	r := NewReport("test", 1)
 	for _, v := range []float64{9, 10, 11} {
 		r.Add("loom", "Gbit/s", v)
 		r.Add("hand", "Gbit/s", 2*v)

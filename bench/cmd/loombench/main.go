@@ -24,8 +24,13 @@ func main() {
 	short := flag.Bool("short", false, "reduced run (< 5 minutes): fewer rounds, shorter transfers, 10 nodes only")
 	out := flag.String("out", "bench", "directory for results.json and results.md")
 	flag.StringVar(&only, "only", "", "run only these sections, comma-separated: dataplane, cni, scale, offload, profile, policy, convergence")
-	rounds := flag.Int("rounds", 3, "alternating rounds of the dataplane, cni, offload and profile sections; more narrow the medians on a noisy machine")
+	rounds := flag.Int("rounds", 3, "alternating rounds of the dataplane, cni, offload and profile sections; more narrow the medians on a noisy machine (-short: 2 unless given)")
 	flag.Parse()
+	if *short && !flagGiven("rounds") {
+		// Three rounds of every data plane path alone take bench-short
+		// past its 5 minutes.
+		*rounds = 2
+	}
 	if *rounds < 1 || *rounds > 100 {
 		fmt.Fprintf(os.Stderr, "loombench: -rounds %d: want 1 to 100\n", *rounds)
 		os.Exit(2)
@@ -38,6 +43,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "loombench:", err)
 		os.Exit(1)
 	}
+}
+
+func flagGiven(name string) bool {
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }
 
 // only lists the sections to run; empty runs all.
@@ -55,7 +66,13 @@ func section(name string) bool {
 	return false
 }
 
-func logf(format string, a ...any) { fmt.Printf("bench: "+format+"\n", a...) }
+var started = time.Now()
+
+// logf prints a progress line with the time since the run started, so a
+// slow section shows in the log.
+func logf(format string, a ...any) {
+	fmt.Printf("bench: %4.0fs "+format+"\n", append([]any{time.Since(started).Seconds()}, a...)...)
+}
 
 func run(short bool, out string, rounds int) error {
 	mode, secs, cniCount, sizes, window := "full", 3, 100, []int{10, 25, 50}, 10*time.Second
@@ -67,7 +84,7 @@ func run(short bool, out string, rounds int) error {
 		// would be about the detector, not Loom.
 		return fmt.Errorf("%s=1 would build the binaries with the race detector; benchmarks measure release builds, unset it", rig.RaceEnv)
 	}
-	rep := bench.NewReport(mode)
+	rep := bench.NewReport(mode, rounds)
 	bin, err := os.MkdirTemp("", "loom-bench-bin-")
 	if err != nil {
 		return err
