@@ -181,14 +181,19 @@ func WithConntrack(build HandBuilder) HandBuilder {
 		if err != nil {
 			return pods, err
 		}
-		const rules = "add table ip handmasq; " +
-			"add chain ip handmasq post { type nat hook postrouting priority srcnat; }; " +
-			"add rule ip handmasq post ip saddr 10.99.0.0/16 ip daddr != 10.99.0.0/16 masquerade"
-		for _, n := range nodes {
-			if _, err := rig.Run("nsenter", "--net=/run/netns/"+n.NS, "nft", rules); err != nil {
-				return pods, err
-			}
-		}
-		return pods, nil
+		return pods, addHandMasquerade(nodes)
 	}
+}
+
+// addHandMasquerade adds flannel's masquerade rule to the hand-made nodes.
+func addHandMasquerade(nodes [2]*rig.Node) error {
+	const rules = "add table ip handmasq; " +
+		"add chain ip handmasq post { type nat hook postrouting priority srcnat; }; " +
+		"add rule ip handmasq post ip saddr 10.99.0.0/16 ip daddr != 10.99.0.0/16 masquerade"
+	for _, n := range nodes {
+		if _, err := rig.Run("nsenter", "--net=/run/netns/"+n.NS, "nft", rules); err != nil {
+			return err
+		}
+	}
+	return nil
 }

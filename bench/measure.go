@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os/exec"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -165,4 +167,29 @@ func ConnRate(clientNS, serverNS string, dst netip.Addr, n int) (float64, error)
 		return 0, err
 	}
 	return float64(n) / elapsed.Seconds(), nil
+}
+
+// TunnelFlowsTracked counts the connection tracking entries in nsName
+// whose original direction goes to UDP port: the tunnel's own flows.
+func TunnelFlowsTracked(nsName string, port int) (int, error) {
+	out, err := rig.Run("nsenter", "--net=/run/netns/"+nsName, "cat", "/proc/net/nf_conntrack")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, line := range strings.Split(out, "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 3 || fields[2] != "udp" {
+			continue
+		}
+		for _, f := range fields {
+			if strings.HasPrefix(f, "dport=") { // the first is the original direction's
+				if f == "dport="+strconv.Itoa(port) {
+					n++
+				}
+				break
+			}
+		}
+	}
+	return n, nil
 }

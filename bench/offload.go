@@ -21,6 +21,16 @@ type VXLANVariant struct {
 	// UnderlayMTU, when set, is the underlay's MTU; the tunnel and pods
 	// get 50 bytes less.
 	UnderlayMTU int
+	// Conntrack turns connection tracking on in the nodes, as flannel's
+	// masquerade rule does (WithConntrack).
+	Conntrack bool
+	// UntrackTunnel keeps the tunnel's own UDP packets between the two
+	// nodes out of connection tracking with raw-priority notrack chains
+	// (what Calico does): no entry per inner flow and direction, at the
+	// price of a base chain on prerouting and output.
+	UntrackTunnel bool
+	// Against is the variant this one is compared with; empty: defaults.
+	Against string
 }
 
 // VXLANVariants are the options measured by make bench.
@@ -30,7 +40,11 @@ var VXLANVariants = []VXLANVariant{
 	{Name: "underlay rx-udp-gro-forwarding on", Features: map[string]bool{"rx-udp-gro-forwarding": true}},
 	{Name: "GRO on veths and underlay (rx-gro)", Features: map[string]bool{"rx-gro": true}},
 	{Name: "underlay MTU 9000", UnderlayMTU: 9000},
+	{Name: handConntrackOn, Conntrack: true},
+	{Name: "conntrack on, tunnel packets untracked (raw notrack)", Conntrack: true, UntrackTunnel: true, Against: handConntrackOn},
 }
+
+const handConntrackOn = "conntrack on (flannel's masquerade rule)"
 
 // BuildHandVariant builds the hand-made VXLAN tunnel with v applied. The
 // switch ports of the two nodes follow a larger underlay MTU.
@@ -50,6 +64,24 @@ func BuildHandVariant(r *rig.Rig, nodes [2]*rig.Node, v VXLANVariant) ([2]HandPo
 	pods, err := buildHandWith(nodes, mtu, v.UDPCsum)
 	if err != nil {
 		return pods, err
+	}
+	if v.Conntrack {
+		if err := addHandMasquerade(nodes); err != nil {
+			return pods, err
+		}
+	}
+	if v.UntrackTunnel {
+		peers := nodes[0].Addr.String() + ", " + nodes[1].Addr.String()
+		rules := "add table ip handnotrack; " +
+			"add chain ip handnotrack pre { type filter hook prerouting priority raw; }; " +
+			"add chain ip handnotrack out { type filter hook output priority raw; }; " +
+			"add rule ip handnotrack pre udp dport 4789 ip saddr { " + peers + " } notrack; " +
+			"add rule ip handnotrack out udp dport 4789 ip daddr { " + peers + " } notrack"
+		for _, n := range nodes {
+			if _, err := rig.Run("nsenter", "--net=/run/netns/"+n.NS, "nft", rules); err != nil {
+				return pods, err
+			}
+		}
 	}
 	if len(v.Features) > 0 {
 		for _, n := range nodes {

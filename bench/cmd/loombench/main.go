@@ -504,11 +504,13 @@ func offloadBench(rep *bench.Report, bin string, rounds, secs int) error {
 	}
 	defer r.Close()
 	pods := make([][2]bench.HandPod, len(bench.VXLANVariants))
+	senders := make([]*rig.Node, len(bench.VXLANVariants))
 	for i, v := range bench.VXLANVariants {
 		nodes, err := handNodes(r, fmt.Sprintf("off%d-", i))
 		if err != nil {
 			return err
 		}
+		senders[i] = nodes[0]
 		if pods[i], err = bench.BuildHandVariant(r, nodes, v); err != nil {
 			return fmt.Errorf("variant %q: %w", v.Name, err)
 		}
@@ -528,11 +530,27 @@ func offloadBench(rep *bench.Report, bin string, rounds, secs int) error {
 				}
 				rep.Add(fmt.Sprintf("VXLAN option: TCP %d stream(s), %s", streams, bench.VXLANVariants[i].Name), "Gbit/s", g)
 			}
+			if bench.VXLANVariants[i].Conntrack {
+				// What tracking the tunnel costs the conntrack table: the
+				// entries of its UDP flows right after 1,000 connections.
+				if _, err := bench.ConnRate(pods[i][0].NS, pods[i][1].NS, pods[i][1].IP, 1000); err != nil {
+					return err
+				}
+				n, err := bench.TunnelFlowsTracked(senders[i].NS, 4789)
+				if err != nil {
+					return err
+				}
+				rep.Add("VXLAN option: tunnel flows in the sender's conntrack table after 1,000 TCP connections, "+bench.VXLANVariants[i].Name, "entries", float64(n))
+			}
 		}
 	}
 	for _, v := range bench.VXLANVariants[1:] {
+		against := v.Against
+		if against == "" {
+			against = "defaults"
+		}
 		for _, s := range []string{"1", "4"} {
-			rep.Compare("VXLAN option: TCP "+s+" stream(s), "+v.Name, "VXLAN option: TCP "+s+" stream(s), defaults", "")
+			rep.Compare("VXLAN option: TCP "+s+" stream(s), "+v.Name, "VXLAN option: TCP "+s+" stream(s), "+against, "")
 		}
 	}
 	return nil
