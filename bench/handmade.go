@@ -187,9 +187,13 @@ func WithConntrack(build HandBuilder) HandBuilder {
 
 // addHandMasquerade adds flannel's masquerade rule to the hand-made nodes.
 func addHandMasquerade(nodes [2]*rig.Node) error {
-	const rules = "add table ip handmasq; " +
-		"add chain ip handmasq post { type nat hook postrouting priority srcnat; }; " +
-		"add rule ip handmasq post ip saddr 10.99.0.0/16 ip daddr != 10.99.0.0/16 masquerade"
+	return nftOnNodes(nodes, "add table ip handmasq; "+
+		"add chain ip handmasq post { type nat hook postrouting priority srcnat; }; "+
+		"add rule ip handmasq post ip saddr 10.99.0.0/16 ip daddr != 10.99.0.0/16 masquerade")
+}
+
+// nftOnNodes runs one nft command on both hand-made nodes.
+func nftOnNodes(nodes [2]*rig.Node, rules string) error {
 	for _, n := range nodes {
 		if _, err := rig.Run("nsenter", "--net=/run/netns/"+n.NS, "nft", rules); err != nil {
 			return err

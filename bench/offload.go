@@ -72,15 +72,12 @@ func BuildHandVariant(r *rig.Rig, nodes [2]*rig.Node, v VXLANVariant) ([2]HandPo
 	}
 	if v.UntrackTunnel {
 		peers := nodes[0].Addr.String() + ", " + nodes[1].Addr.String()
-		rules := "add table ip handnotrack; " +
-			"add chain ip handnotrack pre { type filter hook prerouting priority raw; }; " +
-			"add chain ip handnotrack out { type filter hook output priority raw; }; " +
-			"add rule ip handnotrack pre udp dport 4789 ip saddr { " + peers + " } notrack; " +
-			"add rule ip handnotrack out udp dport 4789 ip daddr { " + peers + " } notrack"
-		for _, n := range nodes {
-			if _, err := rig.Run("nsenter", "--net=/run/netns/"+n.NS, "nft", rules); err != nil {
-				return pods, err
-			}
+		if err := nftOnNodes(nodes, "add table ip handnotrack; "+
+			"add chain ip handnotrack pre { type filter hook prerouting priority raw; }; "+
+			"add chain ip handnotrack out { type filter hook output priority raw; }; "+
+			"add rule ip handnotrack pre udp dport 4789 ip saddr { "+peers+" } notrack; "+
+			"add rule ip handnotrack out udp dport 4789 ip daddr { "+peers+" } notrack"); err != nil {
+			return pods, err
 		}
 	}
 	if len(v.Features) > 0 {
