@@ -390,35 +390,46 @@ func parseIPv4(f []byte) (src, dst netip.Addr, proto byte, sport, dport uint16, 
 // advertises that public address, which it does not own. All pods must
 // reach all pods.
 func TestWireGuardBehindNAT(t *testing.T) {
-	behindNAT(t, 51820, "--backend", "wireguard", "--wireguard-keepalive", "25s")
+	behindNAT(t, rig.Options{}, 51820, "--backend", "wireguard", "--wireguard-keepalive", "25s")
 }
 
 // TestVXLANBehindNAT is the same over VXLAN (a cloud's 1:1 NAT, as an
 // elastic address gives): the node does not own the address it
 // advertises, so its tunnel must send from the address it does own.
-func TestVXLANBehindNAT(t *testing.T) { behindNAT(t, 4789) }
+func TestVXLANBehindNAT(t *testing.T) { behindNAT(t, rig.Options{}, 4789) }
 
-func behindNAT(t *testing.T, tunnelPort int, agentArgs ...string) {
-	r := newRig(t, agentArgs...)
+// TestVXLANBehindNATIPv6 is the same over an IPv6 underlay, the router
+// translating IPv6 addresses (NAT66).
+func TestVXLANBehindNATIPv6(t *testing.T) {
+	behindNAT(t, rig.Options{IPv6Underlay: true}, 4789)
+}
+
+func behindNAT(t *testing.T, opts rig.Options, tunnelPort int, agentArgs ...string) {
+	opts.AgentArgs = append(opts.AgentArgs, agentArgs...)
+	r := newRigWith(t, opts)
 	nodes := startNodes(t, r, 2)
 	cloud, err := r.AddRoutedNode("cloud")
 	if err != nil {
 		t.Fatal(err)
 	}
 	router := r.Prefix + "-rt"
-	public := "10.200.0.254"
-	nat := fmt.Sprintf(`table ip nat {
+	public := r.RouterAddr().String()
+	family := "ip" // the nft table family, and the address match's keyword
+	if opts.IPv6Underlay {
+		family = "ip6"
+	}
+	nat := fmt.Sprintf(`table %[5]s nat {
 	chain prerouting {
 		type nat hook prerouting priority dstnat;
-		iifname "eth0" ip daddr %[1]s udp dport { 7946, %[3]d } dnat to %[2]s
-		iifname "eth0" ip daddr %[1]s tcp dport 7946 dnat to %[2]s
+		iifname "eth0" %[5]s daddr %[1]s udp dport { 7946, %[3]d } dnat to %[2]s
+		iifname "eth0" %[5]s daddr %[1]s tcp dport 7946 dnat to %[2]s
 	}
 	chain postrouting {
 		type nat hook postrouting priority srcnat;
-		oifname "eth0" ip saddr 10.201.0.0/24 masquerade
+		oifname "eth0" %[5]s saddr %[4]s masquerade
 	}
 }
-table ip filter {
+table %[5]s filter {
 	chain forward {
 		type filter hook forward priority filter; policy drop;
 		ct state established,related accept
@@ -426,14 +437,14 @@ table ip filter {
 		ct status dnat accept
 	}
 }
-`, public, cloud.Addr, tunnelPort)
+`, public, cloud.Addr, tunnelPort, r.RoutedPrefix(), family)
 	if out, err := rig.Run("ip", "netns", "exec", router, "sh", "-c", "nft -f - <<'EOF'\n"+nat+"EOF\n"); err != nil {
 		t.Fatalf("program the NAT router: %v: %s", err, out)
 	}
 	// The nodes on the switch know the cloud node only by its public
 	// address: no route into the cloud segment.
 	for _, n := range nodes {
-		if _, err := rig.Run("ip", "-n", n.NS, "route", "del", rig.RoutedSegment.String()); err != nil {
+		if _, err := rig.Run("ip", "-n", n.NS, "route", "del", r.RoutedPrefix().String()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,9 +1,6 @@
 package rig
 
-import (
-	"errors"
-	"net/netip"
-)
+import "net/netip"
 
 // Partition moves the given nodes' switch ports to a second bridge, cutting
 // them off from every node left on the first: a network split, with each
@@ -37,15 +34,39 @@ func (r *Rig) Heal() error {
 
 // RoutedSegment is the second underlay segment, reached through a router
 // namespace: nodes on it share no L2 segment with those on the switch.
-var RoutedSegment = netip.MustParsePrefix("10.201.0.0/24")
+// RoutedSegment6 is the same in a rig with Options.IPv6Underlay.
+var (
+	RoutedSegment  = netip.MustParsePrefix("10.201.0.0/24")
+	RoutedSegment6 = netip.MustParsePrefix("fd00:201::/64")
+)
+
+// RoutedPrefix is the routed segment of this rig's underlay family.
+func (r *Rig) RoutedPrefix() netip.Prefix {
+	if r.opts.IPv6Underlay {
+		return RoutedSegment6
+	}
+	return RoutedSegment
+}
+
+// RouterAddr is the router's address on the switch: the nodes there reach
+// the routed segment through it, and NAT tests use it as the public
+// address of a node behind it.
+func (r *Rig) RouterAddr() netip.Addr { return withLastByte(r.underlay, 254) }
+
+// withLastByte is the address of prefix p whose last byte is b.
+func withLastByte(p netip.Prefix, b byte) netip.Addr {
+	s := p.Addr().AsSlice()
+	s[len(s)-1] = b
+	a, _ := netip.AddrFromSlice(s)
+	return a
+}
 
 // AddRoutedNode creates a node on a second segment behind a router
 // namespace, so it is routed, not bridged, to the nodes on the switch. The
 // router and the routes to it are set up with the first such node.
 func (r *Rig) AddRoutedNode(name string) (*Node, error) {
-	if r.opts.IPv6Underlay {
-		return nil, errors.New("AddRoutedNode: the routed segment is IPv4 only")
-	}
+	routed := r.RoutedPrefix()
+	inside := withLastByte(routed, 254) // the router on the routed segment
 	router := r.Prefix + "-rt"
 	if _, err := Run("ip", "netns", "add", router); err == nil {
 		for _, s := range [][]string{
@@ -55,8 +76,8 @@ func (r *Rig) AddRoutedNode(name string) (*Node, error) {
 			{r.Switch, "link", "set", "rt0", "master", "br0", "up"},
 			{r.Switch, "link", "add", "rt1", "type", "veth", "peer", "name", "eth1", "netns", router},
 			{r.Switch, "link", "set", "rt1", "master", "br9", "up"},
-			{router, "addr", "add", "10.200.0.254/24", "dev", "eth0"},
-			{router, "addr", "add", "10.201.0.254/24", "dev", "eth1"},
+			addrAddStep(router, "eth0", netip.PrefixFrom(r.RouterAddr(), r.underlay.Bits())),
+			addrAddStep(router, "eth1", netip.PrefixFrom(inside, routed.Bits())),
 			{router, "link", "set", "eth0", "up"},
 			{router, "link", "set", "eth1", "up"},
 			{router, "link", "set", "lo", "up"},
@@ -65,11 +86,15 @@ func (r *Rig) AddRoutedNode(name string) (*Node, error) {
 				return nil, err
 			}
 		}
-		if _, err := Run("ip", "netns", "exec", router, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"); err != nil {
+		forwarding := "/proc/sys/net/ipv4/ip_forward"
+		if r.opts.IPv6Underlay {
+			forwarding = "/proc/sys/net/ipv6/conf/all/forwarding"
+		}
+		if _, err := Run("ip", "netns", "exec", router, "sh", "-c", "echo 1 > "+forwarding); err != nil {
 			return nil, err
 		}
 		for _, n := range r.Nodes() {
-			if err := ipn(n.NS, "route", "add", RoutedSegment.String(), "via", "10.200.0.254"); err != nil {
+			if err := ipn(n.NS, r.routeToRoutedSegment()...); err != nil {
 				return nil, err
 			}
 		}
@@ -79,14 +104,12 @@ func (r *Rig) AddRoutedNode(name string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	base := RoutedSegment.Addr().As4()
-	base[3] = n.Addr.As4()[3]
-	addr := netip.AddrFrom4(base)
+	addr := withLastByte(routed, n.Addr.AsSlice()[n.Addr.BitLen()/8-1])
 	for _, s := range [][]string{
 		{r.Switch, "link", "set", n.port, "master", "br9"},
 		{n.NS, "addr", "flush", "dev", "eth0"},
-		{n.NS, "addr", "add", netip.PrefixFrom(addr, 24).String(), "dev", "eth0"},
-		{n.NS, "route", "add", "default", "via", "10.201.0.254"},
+		addrAddStep(n.NS, "eth0", netip.PrefixFrom(addr, routed.Bits())),
+		{n.NS, "route", "add", "default", "via", inside.String()},
 	} {
 		if err := ipn(s[0], s[1:]...); err != nil {
 			return nil, err
@@ -94,4 +117,10 @@ func (r *Rig) AddRoutedNode(name string) (*Node, error) {
 	}
 	n.Addr = addr
 	return n, nil
+}
+
+// routeToRoutedSegment is the route (ip arguments) a node on the switch
+// takes to the routed segment.
+func (r *Rig) routeToRoutedSegment() []string {
+	return []string{"route", "add", r.RoutedPrefix().String(), "via", r.RouterAddr().String()}
 }

@@ -187,7 +187,7 @@ func (r *Rig) AddNode(name string, args ...string) (*Node, error) {
 	r.mu.Unlock()
 	steps := append(r.plugSteps(n), []string{n.NS, "link", "set", "lo", "up"})
 	if r.routed {
-		steps = append(steps, []string{n.NS, "route", "add", RoutedSegment.String(), "via", "10.200.0.254"})
+		steps = append(steps, append([]string{n.NS}, r.routeToRoutedSegment()...))
 	}
 	if err := runSteps(steps); err != nil {
 		return nil, err
@@ -211,8 +211,18 @@ func (r *Rig) plugSteps(n *Node) [][]string {
 // its eth0. An IPv6 one skips duplicate address detection: the rig hands
 // out unique addresses, and a tentative one could not be sent from yet.
 func (r *Rig) addrStep(ns, op string, a netip.Addr) []string {
-	step := []string{ns, "addr", op, netip.PrefixFrom(a, r.underlay.Bits()).String(), "dev", "eth0"}
-	if a.Is6() && op == "add" {
+	p := netip.PrefixFrom(a, r.underlay.Bits())
+	if op == "add" {
+		return addrAddStep(ns, "eth0", p)
+	}
+	return []string{ns, "addr", op, p.String(), "dev", "eth0"}
+}
+
+// addrAddStep adds address p to device dev in namespace ns, an IPv6 one
+// without duplicate address detection (see addrStep).
+func addrAddStep(ns, dev string, p netip.Prefix) []string {
+	step := []string{ns, "addr", "add", p.String(), "dev", dev}
+	if p.Addr().Is6() {
 		step = append(step, "nodad")
 	}
 	return step
