@@ -393,6 +393,12 @@ func TestWireGuardBehindNAT(t *testing.T) {
 	behindNAT(t, rig.Options{}, 51820, "--backend", "wireguard", "--wireguard-keepalive", "25s")
 }
 
+// TestWireGuardBehindNATIPv6 is the same over an IPv6 underlay, the
+// router translating IPv6 addresses (NAT66).
+func TestWireGuardBehindNATIPv6(t *testing.T) {
+	behindNAT(t, rig.Options{IPv6Underlay: true}, 51820, "--backend", "wireguard", "--wireguard-keepalive", "25s")
+}
+
 // TestVXLANBehindNAT is the same over VXLAN (a cloud's 1:1 NAT, as an
 // elastic address gives): the node does not own the address it
 // advertises, so its tunnel must send from the address it does own.
