@@ -104,7 +104,8 @@ func (r *Rig) AddRoutedNode(name string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr := withLastByte(routed, n.Addr.AsSlice()[n.Addr.BitLen()/8-1])
+	switchAddr := n.Addr.AsSlice() // the same host byte on the routed segment
+	addr := withLastByte(routed, switchAddr[len(switchAddr)-1])
 	for _, s := range [][]string{
 		{r.Switch, "link", "set", n.port, "master", "br9"},
 		{n.NS, "addr", "flush", "dev", "eth0"},
