@@ -19,6 +19,9 @@ type HandPod struct {
 
 var handMACs = [2]net.HardwareAddr{{0x02, 0x99, 0, 0, 0, 1}, {0x02, 0x99, 0, 0, 0, 2}}
 
+// HandVXLANPort is the UDP port of the hand-made VXLAN tunnels.
+const HandVXLANPort = 4789
+
 func handSubnet(i int) netip.Prefix { return netip.MustParsePrefix(fmt.Sprintf("10.99.%d.0/24", i+1)) }
 
 func host32(a netip.Addr) *net.IPNet { return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)} }
@@ -103,7 +106,7 @@ func withHandle(nsName string, f func(*netlink.Handle) error) error {
 
 func addHandVXLAN(h *netlink.Handle, eth0 netlink.Link, local, remote netip.Addr, i, mtu int, udpCsum bool) error {
 	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "hand.1", MTU: mtu, HardwareAddr: handMACs[i]},
-		VxlanId: 42, VtepDevIndex: eth0.Attrs().Index, SrcAddr: local.AsSlice(), Port: 4789, UDPCSum: udpCsum}
+		VxlanId: 42, VtepDevIndex: eth0.Attrs().Index, SrcAddr: local.AsSlice(), Port: HandVXLANPort, UDPCSum: udpCsum}
 	if err := h.LinkAdd(vx); err != nil {
 		return fmt.Errorf("hand vxlan: %w", err)
 	}

@@ -72,11 +72,11 @@ func BuildHandVariant(r *rig.Rig, nodes [2]*rig.Node, v VXLANVariant) ([2]HandPo
 	}
 	if v.UntrackTunnel {
 		peers := nodes[0].Addr.String() + ", " + nodes[1].Addr.String()
-		if err := nftOnNodes(nodes, "add table ip handnotrack; "+
+		if err := nftOnNodes(nodes, fmt.Sprintf("add table ip handnotrack; "+
 			"add chain ip handnotrack pre { type filter hook prerouting priority raw; }; "+
 			"add chain ip handnotrack out { type filter hook output priority raw; }; "+
-			"add rule ip handnotrack pre udp dport 4789 ip saddr { "+peers+" } notrack; "+
-			"add rule ip handnotrack out udp dport 4789 ip daddr { "+peers+" } notrack"); err != nil {
+			"add rule ip handnotrack pre udp dport %[1]d ip saddr { %[2]s } notrack; "+
+			"add rule ip handnotrack out udp dport %[1]d ip daddr { %[2]s } notrack", HandVXLANPort, peers)); err != nil {
 			return pods, err
 		}
 	}

@@ -69,7 +69,7 @@ func (r *Rig) AddRoutedNode(name string) (*Node, error) {
 	inside := withLastByte(routed, 254) // the router on the routed segment
 	router := r.Prefix + "-rt"
 	if _, err := Run("ip", "netns", "add", router); err == nil {
-		for _, s := range [][]string{
+		if err := runSteps([][]string{
 			{r.Switch, "link", "add", "br9", "type", "bridge"},
 			{r.Switch, "link", "set", "br9", "up"},
 			{r.Switch, "link", "add", "rt0", "type", "veth", "peer", "name", "eth0", "netns", router},
@@ -81,10 +81,8 @@ func (r *Rig) AddRoutedNode(name string) (*Node, error) {
 			{router, "link", "set", "eth0", "up"},
 			{router, "link", "set", "eth1", "up"},
 			{router, "link", "set", "lo", "up"},
-		} {
-			if err := ipn(s[0], s[1:]...); err != nil {
-				return nil, err
-			}
+		}); err != nil {
+			return nil, err
 		}
 		forwarding := "/proc/sys/net/ipv4/ip_forward"
 		if r.opts.IPv6Underlay {
@@ -106,15 +104,13 @@ func (r *Rig) AddRoutedNode(name string) (*Node, error) {
 	}
 	switchAddr := n.Addr.AsSlice() // the same host byte on the routed segment
 	addr := withLastByte(routed, switchAddr[len(switchAddr)-1])
-	for _, s := range [][]string{
+	if err := runSteps([][]string{
 		{r.Switch, "link", "set", n.port, "master", "br9"},
 		{n.NS, "addr", "flush", "dev", "eth0"},
 		addrAddStep(n.NS, "eth0", netip.PrefixFrom(addr, routed.Bits())),
 		{n.NS, "route", "add", "default", "via", inside.String()},
-	} {
-		if err := ipn(s[0], s[1:]...); err != nil {
-			return nil, err
-		}
+	}); err != nil {
+		return nil, err
 	}
 	n.Addr = addr
 	return n, nil

@@ -245,10 +245,7 @@ func (r *Rig) nextUnderlayAddr() (int, netip.Addr) {
 	idx := r.nextAddr
 	r.nextAddr++
 	r.mu.Unlock()
-	b := r.underlay.Addr().AsSlice()
-	b[len(b)-1] = byte(idx)
-	a, _ := netip.AddrFromSlice(b)
-	return idx, a
+	return idx, withLastByte(r.underlay, byte(idx))
 }
 
 // Readdress moves a node on the switch to a new underlay address, as a
