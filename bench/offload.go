@@ -29,6 +29,12 @@ type VXLANVariant struct {
 	// (what Calico does): no entry per inner flow and direction, at the
 	// price of a base chain on prerouting and output.
 	UntrackTunnel bool
+	// ThreadedNAPI turns GRO on for every veth the pods' packets are
+	// received on (pod, node and switch ends), which gives each a NAPI
+	// instance, and runs those in kernel threads the scheduler may put on
+	// another CPU: by default a veth's receive work runs on the sending
+	// CPU, so one stream keeps one core busy end to end.
+	ThreadedNAPI bool
 	// Against is the variant this one is compared with; empty: defaults.
 	Against string
 }
@@ -40,6 +46,7 @@ var VXLANVariants = []VXLANVariant{
 	{Name: "underlay rx-udp-gro-forwarding on", Features: map[string]bool{"rx-udp-gro-forwarding": true}},
 	{Name: "GRO on veths and underlay (rx-gro)", Features: map[string]bool{"rx-gro": true}},
 	{Name: "underlay MTU 9000", UnderlayMTU: 9000},
+	{Name: "threaded NAPI on every veth (GRO on)", ThreadedNAPI: true},
 	{Name: handConntrackOn, Conntrack: true},
 	{Name: "conntrack on, tunnel packets untracked (raw notrack)", Conntrack: true, UntrackTunnel: true, Against: handConntrackOn},
 }
@@ -89,7 +96,32 @@ func BuildHandVariant(r *rig.Rig, nodes [2]*rig.Node, v VXLANVariant) ([2]HandPo
 			}
 		}
 	}
+	if v.ThreadedNAPI {
+		if err := threadedNAPI(r, nodes, pods); err != nil {
+			return pods, fmt.Errorf("%s: %w", v.Name, err)
+		}
+	}
 	return pods, nil
+}
+
+// threadedNAPI gives every veth end on the path between the two hand-made
+// pods GRO (a NAPI instance) and threaded NAPI.
+func threadedNAPI(r *rig.Rig, nodes [2]*rig.Node, pods [2]HandPod) error {
+	type dev struct{ ns, name string }
+	var devs []dev
+	for i, n := range nodes {
+		devs = append(devs, dev{n.NS, "eth0"}, dev{n.NS, "handveth"}, dev{pods[i].NS, "eth0"}, dev{r.Switch, n.SwitchPort()})
+	}
+	for _, d := range devs {
+		if err := setFeatures(d.ns, d.name, map[string]bool{"rx-gro": true}); err != nil {
+			return fmt.Errorf("GRO on %s in %s: %w", d.name, d.ns, err)
+		}
+		// The knob is in sysfs only; ip netns exec mounts the namespace's.
+		if _, err := rig.Run("ip", "netns", "exec", d.ns, "sh", "-c", "echo 1 > /sys/class/net/"+d.name+"/threaded"); err != nil {
+			return fmt.Errorf("threaded NAPI on %s in %s: %w", d.name, d.ns, err)
+		}
+	}
+	return nil
 }
 
 func setMTU(nsName, dev string, mtu int) error {
