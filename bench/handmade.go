@@ -50,15 +50,20 @@ func BuildHandDirect(nodes [2]*rig.Node, mtu int) ([2]HandPod, error) {
 }
 
 func buildHand(nodes [2]*rig.Node, mtu int, direct bool) ([2]HandPod, error) {
-	return buildHandOpts(nodes, mtu, direct, false)
+	return buildHandOpts(nodes, mtu, handOptions{direct: direct})
 }
 
-// buildHandWith is the VXLAN tunnel with the outer UDP checksum on or off.
-func buildHandWith(nodes [2]*rig.Node, mtu int, udpCsum bool) ([2]HandPod, error) {
-	return buildHandOpts(nodes, mtu, false, udpCsum)
+// handOptions are how a hand-made baseline differs from the plain tunnel.
+type handOptions struct {
+	// direct routes the pod subnets via the peer's underlay address.
+	direct bool
+	// udpCsum computes the tunnel's outer UDP checksums.
+	udpCsum bool
+	// vethQueues, when above 1, is the number of queues of each pod veth.
+	vethQueues int
 }
 
-func buildHandOpts(nodes [2]*rig.Node, mtu int, direct, udpCsum bool) ([2]HandPod, error) {
+func buildHandOpts(nodes [2]*rig.Node, mtu int, opts handOptions) ([2]HandPod, error) {
 	var pods [2]HandPod
 	for i, n := range nodes {
 		if _, err := rig.Run("ip", "netns", "exec", n.NS, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"); err != nil {
@@ -74,16 +79,16 @@ func buildHandOpts(nodes [2]*rig.Node, mtu int, direct, udpCsum bool) ([2]HandPo
 			if err != nil {
 				return err
 			}
-			if direct {
+			if opts.direct {
 				lo, _ := h.LinkByName("lo")
 				h.AddrAdd(lo, &netlink.Addr{IPNet: host32(handSubnet(i).Addr())})
 				return h.RouteReplace(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: net24(handSubnet(1 - i)), Gw: nodes[1-i].Addr.AsSlice()})
 			}
-			return addHandVXLAN(h, eth0, n.Addr, nodes[1-i].Addr, i, mtu, udpCsum)
+			return addHandVXLAN(h, eth0, n.Addr, nodes[1-i].Addr, i, mtu, opts.udpCsum)
 		}); err != nil {
 			return pods, err
 		}
-		if err := addHandPod(n.NS, pods[i], handSubnet(i).Addr(), mtu); err != nil {
+		if err := addHandPod(n.NS, pods[i], handSubnet(i).Addr(), mtu, opts.vethQueues); err != nil {
 			return pods, err
 		}
 	}
@@ -128,15 +133,20 @@ func addHandVXLAN(h *netlink.Handle, eth0 netlink.Link, local, remote netip.Addr
 
 // addHandPod wires a routed pod: a veth whose far end goes into the pod's
 // namespace, a /32 route to it on the node, and in the pod its address and
-// a default route via the link-local gateway.
-func addHandPod(nodeNS string, pod HandPod, overlay netip.Addr, mtu int) error {
+// a default route via the link-local gateway. queues above 1 gives both
+// veth ends that many queues.
+func addHandPod(nodeNS string, pod HandPod, overlay netip.Addr, mtu, queues int) error {
 	pnsh, err := netns.GetFromName(pod.NS)
 	if err != nil {
 		return err
 	}
 	defer pnsh.Close()
 	err = withHandle(nodeNS, func(h *netlink.Handle) error {
-		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "handveth", MTU: mtu}, PeerName: "handpeer"}); err != nil {
+		attrs := netlink.LinkAttrs{Name: "handveth", MTU: mtu}
+		if queues > 1 {
+			attrs.NumTxQueues, attrs.NumRxQueues = queues, queues
+		}
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "handpeer"}); err != nil {
 			return err
 		}
 		host, _ := h.LinkByName("handveth")

@@ -73,7 +73,7 @@ func BuildHandWireGuard(nodes [2]*rig.Node, loomd, dir string, mtu int) ([2]Hand
 			return pods, err
 		}
 		pods[i] = HandPod{NS: podNS.NS, IP: handSubnet(i).Addr().Next().Next()}
-		if err := addHandPod(n.NS, pods[i], handSubnet(i).Addr(), mtu); err != nil {
+		if err := addHandPod(n.NS, pods[i], handSubnet(i).Addr(), mtu, 1); err != nil {
 			return pods, err
 		}
 	}

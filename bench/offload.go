@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/loomnet/loom/integration/rig"
@@ -35,6 +36,10 @@ type VXLANVariant struct {
 	// another CPU: by default a veth's receive work runs on the sending
 	// CPU, so one stream keeps one core busy end to end.
 	ThreadedNAPI bool
+	// VethQueues, when above 1, gives each pod veth that many queues, and
+	// so (with ThreadedNAPI) as many NAPI threads for streams to spread
+	// over.
+	VethQueues int
 	// Against is the variant this one is compared with; empty: defaults.
 	Against string
 }
@@ -47,6 +52,7 @@ var VXLANVariants = []VXLANVariant{
 	{Name: "GRO on veths and underlay (rx-gro)", Features: map[string]bool{"rx-gro": true}},
 	{Name: "underlay MTU 9000", UnderlayMTU: 9000},
 	{Name: "threaded NAPI on every veth (GRO on)", ThreadedNAPI: true},
+	{Name: "threaded NAPI, pod veths with a queue per CPU", ThreadedNAPI: true, VethQueues: runtime.NumCPU()},
 	{Name: handConntrackOn, Conntrack: true},
 	{Name: "conntrack on, tunnel packets untracked (raw notrack)", Conntrack: true, UntrackTunnel: true, Against: handConntrackOn},
 }
@@ -68,7 +74,7 @@ func BuildHandVariant(r *rig.Rig, nodes [2]*rig.Node, v VXLANVariant) ([2]HandPo
 			}
 		}
 	}
-	pods, err := buildHandWith(nodes, mtu, v.UDPCsum)
+	pods, err := buildHandOpts(nodes, mtu, handOptions{udpCsum: v.UDPCsum, vethQueues: v.VethQueues})
 	if err != nil {
 		return pods, err
 	}
