@@ -208,7 +208,7 @@ func addHandMasquerade(nodes [2]*rig.Node) error {
 // nftOnNodes runs one nft command on both hand-made nodes.
 func nftOnNodes(nodes [2]*rig.Node, rules string) error {
 	for _, n := range nodes {
-		if _, err := rig.Run("nsenter", "--net=/run/netns/"+n.NS, "nft", rules); err != nil {
+		if _, err := n.Exec("nft", rules); err != nil {
 			return err
 		}
 	}

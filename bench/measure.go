@@ -169,10 +169,10 @@ func ConnRate(clientNS, serverNS string, dst netip.Addr, n int) (float64, error)
 	return float64(n) / elapsed.Seconds(), nil
 }
 
-// TunnelFlowsTracked counts the connection tracking entries in nsName
+// TunnelFlowsTracked counts the connection tracking entries of node
 // whose original direction goes to UDP port: the tunnel's own flows.
-func TunnelFlowsTracked(nsName string, port int) (int, error) {
-	out, err := rig.Run("nsenter", "--net=/run/netns/"+nsName, "cat", "/proc/net/nf_conntrack")
+func TunnelFlowsTracked(node *rig.Node, port int) (int, error) {
+	out, err := node.Exec("cat", "/proc/net/nf_conntrack")
 	if err != nil {
 		return 0, err
 	}

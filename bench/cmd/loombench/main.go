@@ -536,7 +536,7 @@ func offloadBench(rep *bench.Report, bin string, rounds, secs int) error {
 				if _, err := bench.ConnRate(pods[i][0].NS, pods[i][1].NS, pods[i][1].IP, 1000); err != nil {
 					return err
 				}
-				n, err := bench.TunnelFlowsTracked(senders[i].NS, bench.HandVXLANPort)
+				n, err := bench.TunnelFlowsTracked(senders[i], bench.HandVXLANPort)
 				if err != nil {
 					return err
 				}
