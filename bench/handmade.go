@@ -66,7 +66,7 @@ type handOptions struct {
 func buildHandOpts(nodes [2]*rig.Node, mtu int, opts handOptions) ([2]HandPod, error) {
 	var pods [2]HandPod
 	for i, n := range nodes {
-		if _, err := rig.Run("ip", "netns", "exec", n.NS, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"); err != nil {
+		if err := rig.SetKnob(n.NS, "/proc/sys/net/ipv4/ip_forward", "1"); err != nil {
 			return pods, err
 		}
 		podNS, err := n.NewPodNS(fmt.Sprintf("hand%d", i))

@@ -29,7 +29,7 @@ func BuildHandWireGuard(nodes [2]*rig.Node, loomd, dir string, mtu int) ([2]Hand
 		keys[i] = k
 	}
 	for i, n := range nodes {
-		if _, err := rig.Run("ip", "netns", "exec", n.NS, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"); err != nil {
+		if err := rig.SetKnob(n.NS, "/proc/sys/net/ipv4/ip_forward", "1"); err != nil {
 			return pods, err
 		}
 		sock := filepath.Join(dir, fmt.Sprintf("hand-wg-%d.sock", i))

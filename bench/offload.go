@@ -122,8 +122,7 @@ func threadedNAPI(r *rig.Rig, nodes [2]*rig.Node, pods [2]HandPod) error {
 		if err := setFeatures(d.ns, d.name, map[string]bool{"rx-gro": true}); err != nil {
 			return fmt.Errorf("GRO on %s in %s: %w", d.name, d.ns, err)
 		}
-		// The knob is in sysfs only; ip netns exec mounts the namespace's.
-		if _, err := rig.Run("ip", "netns", "exec", d.ns, "sh", "-c", "echo 1 > /sys/class/net/"+d.name+"/threaded"); err != nil {
+		if err := rig.SetKnob(d.ns, "/sys/class/net/"+d.name+"/threaded", "1"); err != nil {
 			return fmt.Errorf("threaded NAPI on %s in %s: %w", d.name, d.ns, err)
 		}
 	}

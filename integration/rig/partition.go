@@ -88,7 +88,7 @@ func (r *Rig) AddRoutedNode(name string) (*Node, error) {
 		if r.opts.IPv6Underlay {
 			forwarding = "/proc/sys/net/ipv6/conf/all/forwarding"
 		}
-		if _, err := Run("ip", "netns", "exec", router, "sh", "-c", "echo 1 > "+forwarding); err != nil {
+		if err := SetKnob(router, forwarding, "1"); err != nil {
 			return nil, err
 		}
 		for _, n := range r.Nodes() {

@@ -110,6 +110,14 @@ func ipn(ns string, args ...string) error {
 	return err
 }
 
+// SetKnob writes value to a kernel file (/proc/sys, /sys) as namespace ns
+// sees it: ip netns exec mounts the namespace's own sysfs, which the
+// per-device files under /sys/class/net need.
+func SetKnob(ns, path, value string) error {
+	_, err := Run("ip", "netns", "exec", ns, "sh", "-c", "echo "+value+" > "+path)
+	return err
+}
+
 // New creates the switch namespace with its bridge.
 func New(opts Options) (*Rig, error) {
 	if opts.Logf == nil {
