@@ -65,7 +65,8 @@ func TestClientSendsRequestAndDecodesAnswer(t *testing.T) {
 		}
 		json.NewEncoder(w).Encode(Allocation{ContainerID: req.ContainerID, IfName: req.IfName, IP: "10.244.1.5/24"})
 	})
-	a, err := NewClient(sock, time.Second).Allocate(context.Background(), AllocateRequest{ContainerID: "c1", IfName: "eth0"})
+	// Timeout 0: bounded by the context alone.
+	a, err := NewClient(sock, 0).Allocate(context.Background(), AllocateRequest{ContainerID: "c1", IfName: "eth0"})
 	if err != nil {
 		t.Fatal(err)
 	}
