@@ -100,6 +100,21 @@ func TestClientReadsAnswersLargerThanOneBuffer(t *testing.T) {
 	}
 }
 
+func TestClientTakesNoContentWithoutWaitingForTheAgent(t *testing.T) {
+	// The agent answers some requests with 204 and then keeps working on
+	// the same connection's handler; the answer is complete at its header.
+	working := make(chan struct{})
+	defer close(working)
+	sock := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+		http.NewResponseController(w).Flush()
+		<-working
+	})
+	if err := NewClient(sock, 2*time.Second).Attach(context.Background(), PodRef{ContainerID: "c", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestClientPassesQueryParameters(t *testing.T) {
 	sock := serve(t, func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(Allocation{ContainerID: r.URL.Query().Get("containerID"), IfName: r.URL.Query().Get("ifName")})

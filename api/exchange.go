@@ -98,6 +98,12 @@ func readAnswer(r *bufio.Reader) (answer, error) {
 	if err != nil {
 		return answer{}, fmt.Errorf("read header: %w", err)
 	}
+	if code == 204 || code == 304 {
+		// No body by definition: the agent answers 204 before it goes on
+		// with work of its own (answerThenReconcile), so waiting for the
+		// connection to close would wait for that work.
+		return answer{code: code, status: status}, nil
+	}
 	if te := header.Get("Transfer-Encoding"); te != "" {
 		return answer{}, fmt.Errorf("unexpected Transfer-Encoding %q in an answer to HTTP/1.0", te)
 	}
