@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/loomnet/loom/internal/unixtest"
 )
 
 // serve runs handler behind net/http on a unix socket, as loomd does.
@@ -27,28 +29,10 @@ func serve(t *testing.T, handler http.HandlerFunc) string {
 	return sock
 }
 
-// serveRaw answers every connection with reply after reading the request
-// header, for answers net/http would never write.
+// serveRaw answers every connection with reply, for answers net/http
+// would never write.
 func serveRaw(t *testing.T, reply string) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "loom.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			buf := make([]byte, 4096)
-			c.Read(buf)
-			c.Write([]byte(reply))
-			c.Close()
-		}
-	}()
+	sock, _ := unixtest.CannedServer(t, reply)
 	return sock
 }
 

@@ -3,42 +3,14 @@ package overlay
 import (
 	"errors"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/loomnet/loom/internal/unixtest"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
-
-// fakeUAPI serves one canned answer per connection and records requests.
-func fakeUAPI(t *testing.T, answer string) (string, <-chan string) {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "wg.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close(); os.Remove(sock) })
-	reqs := make(chan string, 4)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			buf := make([]byte, 4096)
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			n, _ := c.Read(buf)
-			reqs <- string(buf[:n])
-			c.Write([]byte(answer))
-			c.Close()
-		}
-	}()
-	return sock, reqs
-}
 
 func TestUAPISetAndGet(t *testing.T) {
 	priv, _ := wgtypes.GeneratePrivateKey()
@@ -50,7 +22,7 @@ func TestUAPISetAndGet(t *testing.T) {
 		PublicKey: peer.PublicKey(), Endpoint: &net.UDPAddr{IP: net.IPv4(10, 200, 0, 2), Port: port},
 		PersistentKeepaliveInterval: &ka, ReplaceAllowedIPs: true, AllowedIPs: []net.IPNet{*subnet},
 	}}}
-	sock, reqs := fakeUAPI(t, "errno=0\n\n")
+	sock, reqs := unixtest.CannedServer(t, "errno=0\n\n")
 	if err := uapiSet(sock, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +42,7 @@ func TestUAPISetAndGet(t *testing.T) {
 	answer := strings.TrimPrefix(uapiText(cfg), "") + "last_handshake_time_sec=0\ntx_bytes=0\nerrno=0\n\n"
 	answer = strings.Replace(answer, "replace_peers=true\n", "", 1)
 	answer = strings.Replace(answer, "replace_allowed_ips=true\n", "", 1)
-	sock2, _ := fakeUAPI(t, answer)
+	sock2, _ := unixtest.CannedServer(t, answer)
 	dev, err := uapiGet(sock2)
 	if err != nil {
 		t.Fatal(err)
@@ -83,12 +55,12 @@ func TestUAPISetAndGet(t *testing.T) {
 		t.Fatalf("peer as read back: %s, want %s", got, want)
 	}
 
-	sock3, _ := fakeUAPI(t, "errno=22\n\n")
+	sock3, _ := unixtest.CannedServer(t, "errno=22\n\n")
 	if err := uapiSet(sock3, cfg); err == nil || !strings.Contains(err.Error(), "errno 22") {
 		t.Fatalf("refused set: err = %v", err)
 	}
 	// wireguard-go's answer when the listen port is taken.
-	sock4, _ := fakeUAPI(t, "errno=-98\n\n")
+	sock4, _ := unixtest.CannedServer(t, "errno=-98\n\n")
 	if err := uapiSet(sock4, cfg); !errors.Is(err, syscall.EADDRINUSE) {
 		t.Fatalf("port in use: err = %v, want EADDRINUSE", err)
 	}
