@@ -39,18 +39,14 @@ var handGateway = host32(netip.MustParseAddr("169.254.1.1"))
 // neighbour, an FDB entry and an onlink route. It is the kernel's own cost
 // of the overlay, what flannel's VXLAN backend gets.
 func BuildHandTunnel(nodes [2]*rig.Node, mtu int) ([2]HandPod, error) {
-	return buildHand(nodes, mtu, false)
+	return buildHand(nodes, mtu, handOptions{})
 }
 
 // BuildHandDirect builds the same routed pods with each pod subnet routed
 // via the other node's underlay address, no tunnel: the baseline for
 // --direct-routing.
 func BuildHandDirect(nodes [2]*rig.Node, mtu int) ([2]HandPod, error) {
-	return buildHand(nodes, mtu, true)
-}
-
-func buildHand(nodes [2]*rig.Node, mtu int, direct bool) ([2]HandPod, error) {
-	return buildHandOpts(nodes, mtu, handOptions{direct: direct})
+	return buildHand(nodes, mtu, handOptions{direct: true})
 }
 
 // handOptions are how a hand-made baseline differs from the plain tunnel.
@@ -63,7 +59,7 @@ type handOptions struct {
 	vethQueues int
 }
 
-func buildHandOpts(nodes [2]*rig.Node, mtu int, opts handOptions) ([2]HandPod, error) {
+func buildHand(nodes [2]*rig.Node, mtu int, opts handOptions) ([2]HandPod, error) {
 	var pods [2]HandPod
 	for i, n := range nodes {
 		if err := rig.SetKnob(n.NS, "/proc/sys/net/ipv4/ip_forward", "1"); err != nil {

@@ -74,7 +74,7 @@ func BuildHandVariant(r *rig.Rig, nodes [2]*rig.Node, v VXLANVariant) ([2]HandPo
 			}
 		}
 	}
-	pods, err := buildHandOpts(nodes, mtu, handOptions{udpCsum: v.UDPCsum, vethQueues: v.VethQueues})
+	pods, err := buildHand(nodes, mtu, handOptions{udpCsum: v.UDPCsum, vethQueues: v.VethQueues})
 	if err != nil {
 		return pods, err
 	}

@@ -34,7 +34,7 @@ func TestWithoutMasquerade(t *testing.T) {
 		t.Fatalf("outside host saw %s, want the pod's own %s", seen, pod.IP)
 	}
 	for _, n := range nodes {
-		out, err := rig.Run("nsenter", "--net=/run/netns/"+n.NS, "cat", "/proc/sys/net/netfilter/nf_conntrack_count")
+		out, err := n.Exec("cat", "/proc/sys/net/netfilter/nf_conntrack_count")
 		if err != nil {
 			t.Fatal(err)
 		}
