@@ -64,7 +64,7 @@ func realisticPod(namespace, name, app string, ip netip.Addr) *corev1.Pod {
 			Labels:      map[string]string{"app": app, "pod-template-hash": "5d8f9c7b6"},
 			Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": strings.Repeat("{}", 400)},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate,
-				FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{` + strings.Repeat(`"f:x":{},`, 100) + `"f:y":{}}}`)}}}},
+				FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:status":{` + strings.Repeat(`"f:x":{},`, 100) + `"f:y":{}}}`)}}},
 		Spec: corev1.PodSpec{NodeName: "node", Containers: []corev1.Container{container("app", 8080), container("sidecar", 9090)}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip.String(), HostIP: "192.0.2.1",
 			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // StoreFile is the name of the agent's state database inside --state-dir.
@@ -54,7 +55,7 @@ func OpenStore(dir string) (*Store, error) {
 	path := filepath.Join(dir, StoreFile)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("open state %s: locked by another process (is another loomd using this --state-dir?)", path)
 		}
 		return nil, fmt.Errorf("open state %s: %w (if the file is corrupt, move it aside; the agent then rejoins and reclaims its subnet from gossip)", path, err)

@@ -181,7 +181,7 @@ func decodeObject(raw []byte, objs *Objects, seen map[string]string, where strin
 			return err
 		}
 		if err := ValidPodMeta(ns.Name, "", ns.Labels); err != nil {
-			return fmt.Errorf("Namespace: %w", err)
+			return fmt.Errorf("namespace %q: %w", ns.Name, err)
 		}
 		if err := declare(seen, "Namespace "+ns.Name, where); err != nil {
 			return err

@@ -39,7 +39,7 @@ func main() {
 }
 
 func usage() error {
-	return errors.New("usage: podctl wait-ready PEERS TIMEOUT | add POD | del POD | ping-all POD IP...")
+	return errors.New("usage: podctl wait-ready PEERS TIMEOUT | add POD | del POD | ping-all POD IP [IP ...]")
 }
 
 func run(args []string) error {
