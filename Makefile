@@ -55,14 +55,11 @@ integration: deps build
 	$(GO) test -count=1 -timeout 20m -v ./integration/...
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeNodeRecord$$' -fuzztime $(FUZZTIME) ./gossip
-	$(GO) test -run '^$$' -fuzz '^FuzzParseConf$$' -fuzztime $(FUZZTIME) ./cniplugin
-	$(GO) test -run '^$$' -fuzz '^FuzzAPIRequest$$' -fuzztime $(FUZZTIME) ./agent
-	$(GO) test -run '^$$' -fuzz '^FuzzConfigFile$$' -fuzztime $(FUZZTIME) ./agent
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeClaims$$' -fuzztime $(FUZZTIME) ./ipam
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodePolicyFile$$' -fuzztime $(FUZZTIME) ./policy
-	$(GO) test -run '^$$' -fuzz '^FuzzDirectoryMerge$$' -fuzztime $(FUZZTIME) ./policy
-	$(GO) test -run '^$$' -fuzz '^FuzzGossipMessage$$' -fuzztime $(FUZZTIME) ./gossip
+	GO=$(GO) scripts/fuzz.sh $(FUZZTIME) \
+		./gossip:FuzzDecodeNodeRecord ./cniplugin:FuzzParseConf \
+		./agent:FuzzAPIRequest ./agent:FuzzConfigFile ./ipam:FuzzDecodeClaims \
+		./policy:FuzzDecodePolicyFile ./policy:FuzzDirectoryMerge \
+		./gossip:FuzzGossipMessage
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
