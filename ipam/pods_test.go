@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -78,6 +79,8 @@ func TestAllocateExhaustsAndPersists(t *testing.T) {
 	}
 }
 
+// A second agent given the same --state-dir is refused and told the
+// store is locked, rather than shown bbolt's bare timeout.
 func TestOpenStoreRefusesSecondAgent(t *testing.T) {
 	dir := t.TempDir()
 	st, err := OpenStore(dir)
@@ -85,8 +88,12 @@ func TestOpenStoreRefusesSecondAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if _, err := OpenStore(dir); err == nil {
+	_, err = OpenStore(dir)
+	if err == nil {
 		t.Fatal("second OpenStore on the same dir succeeded")
+	}
+	if !strings.Contains(err.Error(), "locked by another process") {
+		t.Fatalf("second OpenStore of %s: %v; want it named as locked", dir, err)
 	}
 }
 
