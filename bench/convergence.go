@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -11,20 +14,36 @@ import (
 	"time"
 
 	"github.com/loomnet/loom/integration/rig"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
-// Convergence measures, on a fabric of n nodes: the time from a new node's
-// agent start until every existing node can ping its first pod, and the
-// time from that node's crash until every other node has withdrawn its
-// route. The rig's agents run with --dead-node-grace 0s.
-func Convergence(r *rig.Rig, existing []*rig.Node, name string) (join, withdraw time.Duration, err error) {
+// ConvergenceTimes is what one join-and-crash round measured.
+type ConvergenceTimes struct {
+	// Join is from the new node's agent start until every existing node
+	// pings its first pod.
+	Join time.Duration
+	// Withdraw is from the node's crash until no existing node routes to
+	// its subnet: memberlist's failure detection and Loom's reaction.
+	Withdraw time.Duration
+	// AfterDeath is Loom's part of Withdraw: over the existing nodes, the
+	// longest time from one declaring the crashed node dead (its log's
+	// "peer dead" line, to the millisecond) to its route being gone (seen
+	// by polling every 20 ms, so it reads up to 20 ms long).
+	AfterDeath time.Duration
+}
+
+// Convergence adds a node to a fabric, measures its join, crashes it and
+// measures its withdrawal. The rig's agents run with --dead-node-grace 0s.
+func Convergence(r *rig.Rig, existing []*rig.Node, name string) (ConvergenceTimes, error) {
+	var res ConvergenceTimes
 	n, err := r.AddNode(name)
 	if err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	start := time.Now()
 	if err := n.Start(existing[0]); err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	// Poll readiness and pings fast: the rig's own helpers back off and
 	// wait a second per missed ping, which would quantise the figure.
@@ -35,35 +54,101 @@ func Convergence(r *rig.Rig, existing []*rig.Node, name string) (join, withdraw 
 		}
 		return err
 	}); err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	pod, err := n.AddPod(context.Background(), "first")
 	if err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	if err := everyone(existing, func(o *rig.Node) error { return rig.PingWithin(o.NS, pod.IP, 100*time.Millisecond) }); err != nil {
-		return 0, 0, err
+		return res, err
 	}
-	join = time.Since(start)
+	res.Join = time.Since(start)
 	st, err := n.Status()
 	if err != nil {
-		return join, 0, err
+		return res, err
 	}
-	subnet := st.Node.Subnet
+	subnet, err := netip.ParsePrefix(st.Node.Subnet)
+	if err != nil {
+		return res, fmt.Errorf("%s's subnet: %w", name, err)
+	}
+	// One netlink handle per node, opened before the crash: polling the
+	// routes through them costs far less than starting `ip` 50 times over.
+	handles := map[*rig.Node]*netlink.Handle{}
+	defer func() {
+		for _, h := range handles {
+			h.Close()
+		}
+	}()
+	for _, o := range existing {
+		nsh, err := netns.GetFromName(o.NS)
+		if err != nil {
+			return res, err
+		}
+		h, err := netlink.NewHandleAt(nsh)
+		nsh.Close()
+		if err != nil {
+			return res, err
+		}
+		handles[o] = h
+	}
+	var mu sync.Mutex
+	gone := map[*rig.Node]time.Time{}
 	n.Stop(syscall.SIGKILL)
 	start = time.Now()
 	err = everyone(existing, func(o *rig.Node) error {
-		out, err := o.Exec("ip", "-4", "route", "show", subnet)
+		routes, err := handles[o].RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: prefixNet(subnet)}, netlink.RT_FILTER_DST)
 		if err != nil {
 			return err
 		}
-		if strings.TrimSpace(out) != "" {
+		if len(routes) > 0 {
 			return fmt.Errorf("%s still routes to %s", o.Name, subnet)
 		}
+		mu.Lock()
+		gone[o] = time.Now()
+		mu.Unlock()
 		return nil
 	})
-	return join, time.Since(start), err
+	if err != nil {
+		return res, err
+	}
+	res.Withdraw = time.Since(start)
+	for _, o := range existing {
+		dead, err := loggedAt(o.LogPath(), "peer dead", name)
+		if err != nil {
+			return res, err
+		}
+		res.AfterDeath = max(res.AfterDeath, gone[o].Sub(dead))
+	}
+	return res, nil
 }
+
+// loggedAt is when an agent's JSON log last said msg about node.
+func loggedAt(path, msg, node string) (time.Time, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var at time.Time
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		var e struct{ TS, Msg, Node string }
+		if json.Unmarshal(l, &e) != nil || e.Msg != msg || e.Node != node {
+			continue
+		}
+		t, err := time.Parse(logTimeLayout, e.TS)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("%s: %q logged at %q: %w", path, msg, e.TS, err)
+		}
+		at = t
+	}
+	if at.IsZero() {
+		return at, fmt.Errorf("%s: no %q about %s", path, msg, node)
+	}
+	return at, nil
+}
+
+// logTimeLayout is zap's ISO8601 time encoding, which loomd's logs use.
+const logTimeLayout = "2006-01-02T15:04:05.000Z0700"
 
 // everyone waits until check passes for every node, polling each in
 // parallel as fast as the check returns.

@@ -26,8 +26,8 @@ func handSubnet(i int) netip.Prefix { return netip.MustParsePrefix(fmt.Sprintf("
 
 func host32(a netip.Addr) *net.IPNet { return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)} }
 
-func net24(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(24, 32)}
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Masked().Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
 var handGateway = host32(netip.MustParseAddr("169.254.1.1"))
@@ -78,7 +78,7 @@ func buildHand(nodes [2]*rig.Node, mtu int, opts handOptions) ([2]HandPod, error
 			if opts.direct {
 				lo, _ := h.LinkByName("lo")
 				h.AddrAdd(lo, &netlink.Addr{IPNet: host32(handSubnet(i).Addr())})
-				return h.RouteReplace(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: net24(handSubnet(1 - i)), Gw: nodes[1-i].Addr.AsSlice()})
+				return h.RouteReplace(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: prefixNet(handSubnet(1 - i)), Gw: nodes[1-i].Addr.AsSlice()})
 			}
 			return addHandVXLAN(h, eth0, n.Addr, nodes[1-i].Addr, i, mtu, opts.udpCsum)
 		}); err != nil {
@@ -124,7 +124,7 @@ func addHandVXLAN(h *netlink.Handle, eth0 netlink.Link, local, remote netip.Addr
 	if err := h.NeighSet(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT, IP: remote.AsSlice(), HardwareAddr: handMACs[1-i]}); err != nil {
 		return err
 	}
-	return h.RouteReplace(&netlink.Route{LinkIndex: dev.Attrs().Index, Dst: net24(handSubnet(1 - i)), Gw: peerOverlay, Flags: int(netlink.FLAG_ONLINK)})
+	return h.RouteReplace(&netlink.Route{LinkIndex: dev.Attrs().Index, Dst: prefixNet(handSubnet(1 - i)), Gw: peerOverlay, Flags: int(netlink.FLAG_ONLINK)})
 }
 
 // addHandPod wires a routed pod: a veth whose far end goes into the pod's

@@ -48,7 +48,7 @@ func BuildHandWireGuard(nodes [2]*rig.Node, loomd, dir string, mtu int) ([2]Hand
 			Peers: []wgtypes.PeerConfig{{
 				PublicKey:  keys[other].PublicKey(),
 				Endpoint:   &net.UDPAddr{IP: nodes[other].Addr.AsSlice(), Port: port},
-				AllowedIPs: []net.IPNet{*net24(handSubnet(other))},
+				AllowedIPs: []net.IPNet{*prefixNet(handSubnet(other))},
 			}},
 		}); err != nil {
 			return pods, err
@@ -64,7 +64,7 @@ func BuildHandWireGuard(nodes [2]*rig.Node, loomd, dir string, mtu int) ([2]Hand
 			if err := h.LinkSetUp(dev); err != nil {
 				return err
 			}
-			return h.RouteReplace(&netlink.Route{LinkIndex: dev.Attrs().Index, Dst: net24(handSubnet(other)), Scope: netlink.SCOPE_LINK})
+			return h.RouteReplace(&netlink.Route{LinkIndex: dev.Attrs().Index, Dst: prefixNet(handSubnet(other)), Scope: netlink.SCOPE_LINK})
 		}); err != nil {
 			return pods, err
 		}

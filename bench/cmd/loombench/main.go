@@ -675,12 +675,13 @@ func convergenceBench(rep *bench.Report, bin string, sizes []int, window time.Du
 		rep.Add(fmt.Sprintf("gossip bytes/s received per node, idle, %d nodes", len(nodes)), "B/s", received)
 		logf("convergence at %d nodes", size)
 		for round := 0; round < 3; round++ {
-			join, withdraw, err := bench.Convergence(r, nodes, fmt.Sprintf("join%d-%d", size, round))
+			c, err := bench.Convergence(r, nodes, fmt.Sprintf("join%d-%d", size, round))
 			if err != nil {
 				return err
 			}
-			rep.Add(fmt.Sprintf("join → every node pings its pod, N=%d", size), "ms", float64(join.Milliseconds()))
-			rep.Add(fmt.Sprintf("crash → route withdrawn everywhere (grace 0), N=%d", size), "ms", float64(withdraw.Milliseconds()))
+			rep.Add(fmt.Sprintf("join → every node pings its pod, N=%d", size), "ms", float64(c.Join.Milliseconds()))
+			rep.Add(fmt.Sprintf("crash → route withdrawn everywhere (grace 0), N=%d", size), "ms", float64(c.Withdraw.Milliseconds()))
+			rep.Add(fmt.Sprintf("declared dead → route withdrawn, slowest node (grace 0), N=%d", size), "ms", float64(c.AfterDeath.Milliseconds()))
 		}
 	}
 	logf("footprint at %d nodes", len(nodes)+1)
