@@ -8,7 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,11 +18,9 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/loomnet/loom/api"
+	"github.com/loomnet/loom/internal/icmpecho"
 	"github.com/vishvananda/netns"
-	"golang.org/x/net/icmp"
-	"golang.org/x/net/ipv4"
 )
 
 const (
@@ -183,12 +181,17 @@ func del(pod string) error {
 	return netns.DeleteNamed(pod)
 }
 
-// pingAll sends one ICMP echo from inside the pod to each address and
-// prints "ok IP" or "fail IP reason" per line.
+// pingAll sends ICMP echoes from inside the pod to each address (up to 3
+// tries of 1 s) and prints "ok IP" or "fail IP reason" per line.
 func pingAll(pod string, addrs []string) error {
+	p, err := icmpecho.Open(filepath.Join("/run/netns", pod))
+	if err != nil {
+		return err
+	}
+	defer p.Close()
 	failed := 0
 	for _, a := range addrs {
-		err := ns.WithNetNSPath(filepath.Join("/run/netns", pod), func(ns.NetNS) error { return ping(a) })
+		err := ping(p, a)
 		if err != nil {
 			failed++
 			fmt.Printf("fail %s %v\n", a, err)
@@ -202,37 +205,15 @@ func pingAll(pod string, addrs []string) error {
 	return nil
 }
 
-func ping(addr string) error {
-	dst := net.ParseIP(addr)
-	if dst == nil {
+func ping(p *icmpecho.Pinger, addr string) error {
+	dst, err := netip.ParseAddr(addr)
+	if err != nil {
 		return fmt.Errorf("%q is not an address", addr)
 	}
-	conn, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: os.Getpid() & 0xffff, Seq: attempt, Data: []byte("loom")}}
-		b, _ := msg.Marshal(nil)
-		if _, err := conn.WriteTo(b, &net.IPAddr{IP: dst}); err != nil {
-			lastErr = err
-			continue
-		}
-		conn.SetReadDeadline(time.Now().Add(time.Second))
-		buf := make([]byte, 1500)
-		for {
-			n, peer, err := conn.ReadFrom(buf)
-			if err != nil {
-				lastErr = err
-				break
-			}
-			reply, err := icmp.ParseMessage(1, buf[:n])
-			if err == nil && reply.Type == ipv4.ICMPTypeEchoReply && peer.(*net.IPAddr).IP.Equal(dst) {
-				return nil
-			}
+	for attempt := 1; ; attempt++ {
+		err := p.Ping(dst, time.Second)
+		if err == nil || attempt == 3 {
+			return err
 		}
 	}
-	return lastErr
 }
