@@ -15,7 +15,6 @@ import (
 
 	"github.com/loomnet/loom/integration/rig"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // ConvergenceTimes is what one join-and-crash round measured.
@@ -81,12 +80,7 @@ func Convergence(r *rig.Rig, existing []*rig.Node, name string) (ConvergenceTime
 		}
 	}()
 	for _, o := range existing {
-		nsh, err := netns.GetFromName(o.NS)
-		if err != nil {
-			return res, err
-		}
-		h, err := netlink.NewHandleAt(nsh)
-		nsh.Close()
+		h, err := nsHandle(o.NS)
 		if err != nil {
 			return res, err
 		}

@@ -92,17 +92,22 @@ func buildHand(nodes [2]*rig.Node, mtu int, opts handOptions) ([2]HandPod, error
 }
 
 func withHandle(nsName string, f func(*netlink.Handle) error) error {
-	nsh, err := netns.GetFromName(nsName)
-	if err != nil {
-		return err
-	}
-	defer nsh.Close()
-	h, err := netlink.NewHandleAt(nsh)
+	h, err := nsHandle(nsName)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
 	return f(h)
+}
+
+// nsHandle opens a netlink handle in the named network namespace.
+func nsHandle(nsName string) (*netlink.Handle, error) {
+	nsh, err := netns.GetFromName(nsName)
+	if err != nil {
+		return nil, err
+	}
+	defer nsh.Close()
+	return netlink.NewHandleAt(nsh)
 }
 
 func addHandVXLAN(h *netlink.Handle, eth0 netlink.Link, local, remote netip.Addr, i, mtu int, udpCsum bool) error {
