@@ -101,20 +101,23 @@ type Agent struct {
 // peer keeps the entries it found in the kernel.
 func (a *Agent) settleTimeout() time.Duration { return max(a.cfg.DeadNodeGrace, 10*time.Second) }
 
-// settled reports whether membership is trustworthy enough to remove
-// entries: the node joined a peer, has nobody to join, or waited long
-// enough.
+// settled reports whether membership, as peers shows it, is trustworthy
+// enough to remove entries: the node joined a peer, has nobody to join, or
+// waited long enough.
 //
 // A restarted node knows which peers it had (remembered in the store); it
 // settles once membership has a verdict on every one of them. memberlist
 // can report a successful join before it has merged the peer it joined,
-// so "joined" alone is not enough.
-func (a *Agent) settled() bool {
+// so "joined" alone is not enough. peers must be the snapshot the desired
+// state was computed from: a peer merged between two reads would count as
+// known here while missing from the desired state, and its entries would
+// be removed until the next reconcile put them back.
+func (a *Agent) settled(peers []gossip.Peer) bool {
 	if a.freshBootstrap || time.Since(a.startedAt) > a.settleTimeout() {
 		return true
 	}
 	known := map[string]bool{}
-	for _, p := range a.members.Peers() {
+	for _, p := range peers {
 		known[p.Record.Underlay.String()] = true
 	}
 	for _, addr := range a.remembered {
@@ -673,7 +676,8 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 		a.log.Error("read pod allocations", zap.Error(err))
 	}
 	now := time.Now()
-	d, next, excluded := desiredState(a.record(), subnet, a.members.Peers(), a.leases, allocs, now, a.cfg.DeadNodeGrace)
+	peers := a.members.Peers()
+	d, next, excluded := desiredState(a.record(), subnet, peers, a.leases, allocs, now, a.cfg.DeadNodeGrace)
 	d.Policy = a.compilePolicy(allocs, d.Peers)
 	a.sweepHandedOver(subnet, d.Peers)
 	a.stateMu.Lock()
@@ -706,7 +710,7 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	a.refused = refused
 	a.excluded = excluded
 	a.stateMu.Unlock()
-	if !a.settled() {
+	if !a.settled(peers) {
 		d.Adopt = true
 		// Adopting must not narrow the firewall either: until membership has
 		// spoken, the peers of the last run may still send VXLAN traffic.

@@ -246,3 +246,28 @@ func TestDesiredStateLimitsRoutesToSmallerPeers(t *testing.T) {
 		t.Fatalf("route MTUs %v, want %v", got, want)
 	}
 }
+
+// A restarted agent keeps (adopts) the entries of the peers it remembers
+// until the same membership snapshot its desired state comes from knows
+// them all: judged on a later read, a peer merged in between would count
+// as known while absent from the desired state, and its routes would be
+// removed for a reconcile (packets lost across a restart).
+func TestSettledJudgesTheSnapshotItIsGiven(t *testing.T) {
+	a := &Agent{cfg: &resolved{}, startedAt: time.Now(), remembered: []string{"192.0.2.2", "192.0.2.3"}}
+	now := time.Now()
+	if a.settled(nil) {
+		t.Fatal("settled with no peer of the last run heard from")
+	}
+	some := []gossip.Peer{gp("b", "192.0.2.2", "10.244.2.0/24", gossip.PeerAlive, now)}
+	if a.settled(some) {
+		t.Fatal("settled with one of two remembered peers heard from")
+	}
+	all := append(some, gp("c", "192.0.2.3", "", gossip.PeerDead, now))
+	if !a.settled(all) {
+		t.Fatal("not settled with a verdict on every remembered peer")
+	}
+	a.startedAt = now.Add(-a.settleTimeout() - time.Second)
+	if !a.settled(nil) {
+		t.Fatal("not settled after the settle timeout")
+	}
+}
