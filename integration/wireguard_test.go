@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -293,7 +295,9 @@ func TestWireGuardBackend(t *testing.T) {
 		}
 		userspace := st.Node.Backend == "wireguard (userspace)"
 		helper := "wireguard-device --name loom-wg --mtu [0-9]+ --socket " + filepath.Join(n.Dir, "state")
-		if out, _ := rig.Run("pgrep", "-f", helper); userspace && strings.TrimSpace(out) == "" {
+		if pids, err := processesMatching(helper); err != nil {
+			t.Fatal(err)
+		} else if userspace && pids == "" {
 			t.Fatalf("no userspace helper running for %s before leave", n.Name)
 		}
 		if _, err := rig.Run(filepath.Join(binaries(t), "loomctl"), "--socket", n.Socket, "leave"); err != nil {
@@ -304,9 +308,12 @@ func TestWireGuardBackend(t *testing.T) {
 			if _, err := n.Exec("ip", "link", "show", "loom-wg"); err == nil {
 				return fmt.Errorf("loom-wg still exists on %s", n.Name)
 			}
-			out, _ := rig.Run("pgrep", "-f", helper)
-			if strings.TrimSpace(out) != "" {
-				return fmt.Errorf("helper still running: pid %s", out)
+			pids, err := processesMatching(helper)
+			if err != nil {
+				return err
+			}
+			if pids != "" {
+				return fmt.Errorf("helper still running: pid %s", pids)
 			}
 			return nil
 		})
@@ -314,6 +321,22 @@ func TestWireGuardBackend(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// processesMatching returns the pids of processes whose command line
+// matches pattern, or "" when none does. pgrep exits 1 for "no match"; any
+// other failure (pgrep missing, a bad pattern) is an error, so a check that
+// expects no helper cannot pass just because pgrep did not run.
+func processesMatching(pattern string) (string, error) {
+	out, err := rig.Run("pgrep", "-f", pattern)
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == 1 {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(out), nil
 }
 
 // captureSwitch records every frame crossing the underlay switch while

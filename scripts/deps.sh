@@ -11,6 +11,7 @@ declare -A pkgs=(
 	[bridge]=iproute2
 	[ping]=iputils-ping
 	[nsenter]=util-linux
+	[pgrep]=procps
 	[nft]=nftables
 	[iptables]=iptables
 	[tc]=iproute2
