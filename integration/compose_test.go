@@ -32,7 +32,10 @@ func TestComposeDemo(t *testing.T) {
 	if err != nil || last != "compose-demo: 30/30 pod pairs reachable" {
 		t.Fatalf("compose-demo: %v; last line %q\n%s", err, last, out)
 	}
-	left, _ := exec.Command("docker", "ps", "-a", "--filter", "name=loomdemo", "-q").Output()
+	left, err := exec.Command("docker", "ps", "-a", "--filter", "name=loomdemo", "-q").Output()
+	if err != nil {
+		t.Fatalf("list containers left by compose-demo: %v", err)
+	}
 	if strings.TrimSpace(string(left)) != "" {
 		t.Fatalf("compose-demo left containers behind: %s", left)
 	}
