@@ -95,6 +95,9 @@ type Agent struct {
 	remembered []string
 	// savedPeers is the peer list last persisted (guarded by dpMu).
 	savedPeers string
+	// conflictSince is when the loop first found an older lease holding
+	// this node's subnet; zero while none does. Only the loop uses it.
+	conflictSince time.Time
 }
 
 // settleTimeout bounds how long a restarted agent that cannot reach any
@@ -986,8 +989,17 @@ func (a *Agent) activate(subnet netip.Prefix, epoch uint64) error {
 	return nil
 }
 
+// conflictSettle is how long a node that lost its subnet to an older lease
+// waits before it moves. A healing partition reaches a node in several
+// merges (each peer's push/pull, memberlist's nodes before the claims that
+// come with them): moving at the first sign, the node would pick from a
+// lease table that still lacks claims on their way, such as those of
+// nodes it had thought dead, and lose again.
+const conflictSettle = time.Second
+
 // checkLeases reacts to the lease table: it gives up this node's subnet if
-// an older lease won it, and reserves the subnets of dead peers.
+// an older lease won it (once that has lasted conflictSettle), and
+// reserves the subnets of dead peers.
 func (a *Agent) checkLeases() (changed bool) {
 	subnet := a.currentSubnet()
 	now := time.Now()
@@ -995,6 +1007,14 @@ func (a *Agent) checkLeases() (changed bool) {
 		return a.retryClaim(now)
 	}
 	if h, ok := a.leases.Holder(subnet, now); ok && h.Owner != a.cfg.NodeName {
+		if a.conflictSince.IsZero() {
+			a.conflictSince = now
+			time.AfterFunc(conflictSettle, a.trigger)
+		}
+		if now.Sub(a.conflictSince) < conflictSettle {
+			return false
+		}
+		a.conflictSince = time.Time{}
 		a.stateMu.Lock()
 		a.conflicts++
 		a.stateMu.Unlock()
@@ -1010,6 +1030,7 @@ func (a *Agent) checkLeases() (changed bool) {
 		}
 		return true // the next pass looks at the new subnet
 	}
+	a.conflictSince = time.Time{}
 	if c, ok := a.leases.ClaimOf(subnet, a.cfg.NodeName); ok && c.State != ipam.LeaseActive {
 		// A peer that thought this node dead reserved its lease; take it back.
 		if err := a.activate(subnet, c.Epoch); err != nil {
