@@ -80,6 +80,9 @@ type Agent struct {
 	kick chan struct{}
 	// leaveReq carries a leave request from the API to the main loop.
 	leaveReq chan chan error
+	// leaving is set while the node leaves the fabric: rejoin then
+	// contacts nobody.
+	leaving atomic.Bool
 
 	// startedAt and joined decide when membership has settled after start:
 	// until then the data plane is adopted, never pruned.
@@ -542,13 +545,21 @@ func (a *Agent) trigger() {
 // for its next retry, and so how soon the node recovers once it is fixed.
 const maxRetryInterval = 8 * time.Second
 
+// rejoinInterval is how often dead peers (and, when alone, the --join
+// list) are contacted again, and how often lease states are looked at.
+const rejoinInterval = 5 * time.Second
+
 // loop reconciles on every change, on a timer for dead-peer grace, and on
-// the periodic resync; it also retries joins to reach missing peers.
+// the periodic resync; beside it, rejoinEvery retries joins to reach
+// missing peers.
 func (a *Agent) loop(ctx context.Context) error {
 	resync := time.NewTicker(a.cfg.ResyncInterval)
 	defer resync.Stop()
-	rejoin := time.NewTicker(5 * time.Second)
-	defer rejoin.Stop()
+	housekeeping := time.NewTicker(rejoinInterval)
+	defer housekeeping.Stop()
+	rejoinCtx, stopRejoin := context.WithCancel(ctx)
+	defer stopRejoin()
+	go a.rejoinEvery(rejoinCtx)
 	grace := time.NewTimer(time.Hour)
 	defer grace.Stop()
 	retry := time.NewTimer(time.Hour)
@@ -590,17 +601,19 @@ func (a *Agent) loop(ctx context.Context) error {
 			reason = "retry"
 		case <-resync.C:
 			reason = "resync"
-		case <-rejoin.C:
+		case <-housekeeping.C:
 			// Lease states are looked at again above (a reservation may
 			// have ended); the kernel is read again only for a reason.
-			a.rejoin()
 			a.forgetLongGone()
 		case done := <-a.leaveReq:
+			// No new join starts while the node says goodbye.
+			a.leaving.Store(true)
 			err := a.leave()
 			done <- err
 			if err == nil {
 				return nil
 			}
+			a.leaving.Store(false)
 			reason = "leave-failed"
 		}
 	}
@@ -640,6 +653,28 @@ func (a *Agent) forgetLongGone() {
 		a.log.Info("forgot pod records of nodes gone long ago", zap.Strings("nodes", nodes))
 	}
 	a.kubeNodes.forget(a.members.Known)
+}
+
+// rejoinEvery runs rejoin every rejoinInterval until ctx ends. It has a
+// goroutine of its own because a join can take long: memberlist contacts
+// the targets one by one, and a dial to a peer cut off by a partition or
+// gone from the network lasts until the kernel gives up on its address
+// (about 3 s) or memberlist's TCP timeout ends it (10 s on lan). Run from
+// the reconcile loop, it held back every change meanwhile, a node joining
+// included.
+func (a *Agent) rejoinEvery(ctx context.Context) {
+	t := time.NewTicker(rejoinInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if !a.leaving.Load() {
+				a.rejoin()
+			}
+		}
+	}
 }
 
 // rejoin contacts dead peers and, when alone, the --join list, so a healed

@@ -3,7 +3,9 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -241,4 +243,76 @@ func TestConflictLoserWithoutSpaceWaits(t *testing.T) {
 	}
 	waitKernelMatches(t, nodes[0], []*rig.Node{nodes[0], winner}, nil, 20*time.Second)
 	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, winner, "b")}, 30*time.Second)
+}
+
+// TestJoinProgrammedWhileRejoinWaits: a peer whose packets vanish (cut
+// off by a firewall, not unplugged: its address still resolves, so a dial
+// to it waits out memberlist's TCP timeout, 10 s on lan) is contacted
+// again every few seconds. Those attempts must not hold back the data
+// plane of the node making them: a node that joins meanwhile is
+// programmed there at once.
+func TestJoinProgrammedWhileRejoinWaits(t *testing.T) {
+	r := newRig(t)
+	nodes := startNodes(t, r, 3)
+	watcher, cut := nodes[0], nodes[2]
+	// inet hooks leave ARP alone: watcher resolves cut's address and its
+	// connection attempts go unanswered.
+	mustExec(t, cut, "nft", "add table inet loomtest-cut; "+
+		"add chain inet loomtest-cut in { type filter hook input priority -400; policy drop; }; "+
+		"add chain inet loomtest-cut out { type filter hook output priority -400; policy drop; }")
+	waitSeesDead(t, watcher, []*rig.Node{cut})
+	// A rejoin that waited out the timeout has ended; the next has begun,
+	// since the rejoin interval is shorter than the wait.
+	failed := "failed to join " + net.JoinHostPort(cut.Addr.String(), "7946")
+	if err := rig.Eventually(30*time.Second, func() error {
+		logged, err := os.ReadFile(watcher.LogPath())
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(logged), failed) {
+			return fmt.Errorf("%s has not logged %q", watcher.Name, failed)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	joiner, err := r.AddNode("joiner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	startReady(t, joiner, nodes[1])
+	// From the moment watcher's membership holds the joiner with its
+	// subnet, one reconcile programs it; a rejoin in progress ends only
+	// seconds later.
+	const programmedWithin = 3 * time.Second
+	var seen time.Time
+	err = rig.Eventually(30*time.Second, func() error {
+		st, err := watcher.Status()
+		if err != nil {
+			return err
+		}
+		for _, p := range st.Peers {
+			if p.Name != joiner.Name || p.State != "alive" || p.Subnet == "" || p.Subnet == "none" {
+				continue
+			}
+			if seen.IsZero() {
+				seen = time.Now()
+			}
+			if !p.Programmed {
+				return fmt.Errorf("%s holds %s alive on %s but has not programmed it (%s)", watcher.Name, joiner.Name, p.Subnet, p.Reason)
+			}
+			return nil
+		}
+		return fmt.Errorf("%s does not hold %s alive with a subnet", watcher.Name, joiner.Name)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(seen)
+	if took > programmedWithin {
+		t.Fatalf("%s programmed %s %s after holding it alive, want within %s: its reconciles were held back",
+			watcher.Name, joiner.Name, took.Round(time.Millisecond), programmedWithin)
+	}
+	t.Logf("%s programmed %s %s after holding it alive", watcher.Name, joiner.Name, took.Round(time.Millisecond))
 }
