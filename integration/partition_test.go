@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -265,11 +264,7 @@ func TestJoinProgrammedWhileRejoinWaits(t *testing.T) {
 	// since the rejoin interval is shorter than the wait.
 	failed := "failed to join " + net.JoinHostPort(cut.Addr.String(), "7946")
 	if err := rig.Eventually(30*time.Second, func() error {
-		logged, err := os.ReadFile(watcher.LogPath())
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(string(logged), failed) {
+		if !strings.Contains(rig.Tail(watcher.LogPath(), wholeLog), failed) {
 			return fmt.Errorf("%s has not logged %q", watcher.Name, failed)
 		}
 		return nil
