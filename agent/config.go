@@ -176,6 +176,35 @@ type resolved struct {
 // Resolve validates cfg and derives what the agent needs (underlay link,
 // advertise address, MTU, keys). Every error names the offending flag.
 func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
+	r, err := validate(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.checkFiles(); err != nil {
+		return nil, err
+	}
+	if r.keys, err = loadKeys(cfg); err != nil {
+		return nil, err
+	}
+	if err := r.resolveUnderlay(k); err != nil {
+		return nil, err
+	}
+	if err := r.joinSameFamily(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Validate checks cfg's values on their own, without reading a file or
+// the host's interfaces: what --print-config vouches for. Every error
+// names the offending flag.
+func Validate(cfg Config) error {
+	_, err := validate(cfg)
+	return err
+}
+
+// validate is Resolve's first half: the checks that need nothing but cfg.
+func validate(cfg Config) (*resolved, error) {
 	r := &resolved{Config: cfg}
 	if !nodeNameRE.MatchString(cfg.NodeName) {
 		return nil, flagErr("node-name", "%q: must be 1-64 letters, digits, '.', '_' or '-', starting and ending with a letter or digit", cfg.NodeName)
@@ -295,18 +324,8 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 	default:
 		return nil, flagErr("policy-source", "%q: want kubernetes, files, none or auto", cfg.PolicySource)
 	}
-	if cfg.Kubeconfig != "" {
-		if r.policySource != PolicySourceKubernetes {
-			return nil, flagErr("kubeconfig", "is for --policy-source kubernetes, not %s", r.policySource)
-		}
-		if st, err := os.Stat(cfg.Kubeconfig); err != nil || st.IsDir() {
-			return nil, flagErr("kubeconfig", "%q is not a readable file", cfg.Kubeconfig)
-		}
-	}
-	if r.policySource == PolicySourceFiles {
-		if st, err := os.Stat(cfg.PolicyDir); err != nil || !st.IsDir() {
-			return nil, flagErr("policy-dir", "%q is not a readable directory", cfg.PolicyDir)
-		}
+	if cfg.Kubeconfig != "" && r.policySource != PolicySourceKubernetes {
+		return nil, flagErr("kubeconfig", "is for --policy-source kubernetes, not %s", r.policySource)
 	}
 	for _, c := range cfg.CNIChain {
 		if !pluginNameRE.MatchString(c) || c == "loom" {
@@ -318,16 +337,59 @@ func Resolve(cfg Config, k overlay.Kernel) (*resolved, error) {
 			return nil, flagErr("join", "empty address in list")
 		}
 	}
-	if r.keys, err = loadKeys(cfg); err != nil {
+	if err := keysChosen(cfg); err != nil {
 		return nil, err
 	}
-	if err := r.resolveUnderlay(k); err != nil {
-		return nil, err
+	if cfg.AdvertiseAddr != "" {
+		if r.advertise, err = parseAdvertise(cfg.AdvertiseAddr); err != nil {
+			return nil, err
+		}
 	}
-	if err := r.joinSameFamily(); err != nil {
-		return nil, err
+	if cfg.MTU != 0 {
+		if err := checkMTU(cfg.MTU); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
+}
+
+// checkFiles checks that the files the configuration names for the policy
+// source are there.
+func (r *resolved) checkFiles() error {
+	if r.Kubeconfig != "" {
+		if st, err := os.Stat(r.Kubeconfig); err != nil || st.IsDir() {
+			return flagErr("kubeconfig", "%q is not a readable file", r.Kubeconfig)
+		}
+	}
+	if r.policySource == PolicySourceFiles {
+		if st, err := os.Stat(r.PolicyDir); err != nil || !st.IsDir() {
+			return flagErr("policy-dir", "%q is not a readable directory", r.PolicyDir)
+		}
+	}
+	return nil
+}
+
+// parseAdvertise parses --advertise-addr and refuses an address peers
+// cannot reach.
+func parseAdvertise(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, flagErr("advertise-addr", "%q is not an IP address (a link-local one with a zone cannot be reached across a fabric)", s)
+	}
+	a = a.Unmap()
+	if !reachableUnderlay(a) {
+		return netip.Addr{}, flagErr("advertise-addr", "%s is a loopback, link-local, multicast or unspecified address: peers cannot reach it", a)
+	}
+	return a, nil
+}
+
+// checkMTU refuses a pod MTU gossip would not carry or that leaves no room
+// for the tunnel's headers in an IP packet.
+func checkMTU(mtu int) error {
+	if mtu < gossip.MinMTU || mtu > 65535-50 {
+		return flagErr("mtu", "%d is outside %d..65485", mtu, gossip.MinMTU)
+	}
+	return nil
 }
 
 // joinSameFamily refuses a --join address of the other family than the
@@ -399,15 +461,7 @@ func (r *resolved) resolveUnderlay(k overlay.Kernel) error {
 		return err
 	}
 	if r.AdvertiseAddr != "" {
-		a, err := netip.ParseAddr(r.AdvertiseAddr)
-		if err != nil || a.Zone() != "" {
-			return flagErr("advertise-addr", "%q is not an IP address (a link-local one with a zone cannot be reached across a fabric)", r.AdvertiseAddr)
-		}
-		a = a.Unmap()
-		if !reachableUnderlay(a) {
-			return flagErr("advertise-addr", "%s is a loopback, link-local, multicast or unspecified address: peers cannot reach it", a)
-		}
-		r.advertise = a
+		a := r.advertise // parsed and checked by validate
 		// An address the kernel cannot send from would make it drop every
 		// tunnel packet; behind a 1:1 NAT the tunnel sends from --iface's
 		// own address and the NAT turns it into the advertised one.
@@ -442,10 +496,7 @@ func (r *resolved) resolveUnderlay(k overlay.Kernel) error {
 	if r.mtu == 0 {
 		r.mtu = l.Attrs().MTU - r.overhead()
 	}
-	if r.mtu < gossip.MinMTU || r.mtu > 65535-50 {
-		return flagErr("mtu", "%d is outside %d..65485", r.mtu, gossip.MinMTU)
-	}
-	return nil
+	return checkMTU(r.mtu)
 }
 
 // Backends.
@@ -496,16 +547,23 @@ func (r *resolved) overhead() int {
 	return 50
 }
 
-// loadKeys reads the gossip keyring file, or returns nil for the explicit
-// opt-out. Starting with neither is refused: silent plaintext gossip would
-// let anyone on the underlay join the fabric.
-func loadKeys(cfg Config) ([][]byte, error) {
+// keysChosen refuses a configuration with both or neither of a gossip
+// key file and the explicit opt-out. Starting with neither is refused:
+// silent plaintext gossip would let anyone on the underlay join the fabric.
+func keysChosen(cfg Config) error {
 	switch {
 	case cfg.GossipKeyFile != "" && cfg.InsecureGossip:
-		return nil, flagErr("insecure-gossip", "cannot be combined with --gossip-key-file")
+		return flagErr("insecure-gossip", "cannot be combined with --gossip-key-file")
 	case cfg.GossipKeyFile == "" && !cfg.InsecureGossip:
-		return nil, flagErr("gossip-key-file", "not set: gossip is encrypted by default; create a key with 'loomctl keygen > key' and pass --gossip-key-file key, or opt out explicitly with --insecure-gossip")
-	case cfg.InsecureGossip:
+		return flagErr("gossip-key-file", "not set: gossip is encrypted by default; create a key with 'loomctl keygen > key' and pass --gossip-key-file key, or opt out explicitly with --insecure-gossip")
+	}
+	return nil
+}
+
+// loadKeys reads the gossip keyring file, or returns nil for the explicit
+// opt-out; validate has made sure there is exactly one of them.
+func loadKeys(cfg Config) ([][]byte, error) {
+	if cfg.InsecureGossip {
 		return nil, nil
 	}
 	b, err := os.ReadFile(cfg.GossipKeyFile)

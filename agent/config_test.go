@@ -82,40 +82,44 @@ func TestResolveNamesTheBadFlag(t *testing.T) {
 	os.WriteFile(keyFile, []byte("not base64!\n"), 0o600)
 	shortKey := filepath.Join(t.TempDir(), "short")
 	os.WriteFile(shortKey, []byte("c2hvcnQ=\n"), 0o600)
+	// host marks a value only wrong on this host (its interfaces and
+	// files); Validate, which reads neither, must pass it and catch the
+	// rest.
 	cases := []struct {
 		flag string
 		mod  func(*Config)
+		host bool
 	}{
-		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "10.244.0.1/16" }},
-		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "banana" }},
-		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "fd00::/64" }},
-		{"subnet-prefix", func(c *Config) { c.SubnetPrefix = 16 }},
-		{"subnet-prefix", func(c *Config) { c.SubnetPrefix = 8 }},
-		{"iface", func(c *Config) { c.Iface = "nope0" }},
-		{"iface", func(c *Config) { c.Iface = "" }}, // and no default route
-		{"advertise-addr", func(c *Config) { c.AdvertiseAddr = "300.1.1.1" }},
-		{"gossip-key-file", func(c *Config) { c.InsecureGossip = false }},
-		{"gossip-key-file", func(c *Config) { c.InsecureGossip = false; c.GossipKeyFile = "/nonexistent/key" }},
-		{"gossip-key-file", func(c *Config) { c.InsecureGossip = false; c.GossipKeyFile = keyFile }},
-		{"gossip-key-file", func(c *Config) { c.InsecureGossip = false; c.GossipKeyFile = shortKey }},
-		{"insecure-gossip", func(c *Config) { c.GossipKeyFile = shortKey }},
-		{"vni", func(c *Config) { c.VNI = 0 }},
-		{"vxlan-port", func(c *Config) { c.VXLANPort = 70000 }},
-		{"gossip-port", func(c *Config) { c.GossipPort = 0 }},
-		{"mtu", func(c *Config) { c.MTU = 100 }},
-		{"socket", func(c *Config) { c.Socket = "/run/" + strings.Repeat("s", 103) }},
-		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "192.0.0.0/8" }},
-		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "192.0.2.128/25"; c.SubnetPrefix = 28 }},
-		{"cluster-cidr", func(c *Config) { c.AdvertiseAddr = "10.244.9.9" }},
-		{"underlay-cidrs", func(c *Config) { c.UnderlayCIDRs = []string{"198.51.100.0/24"} }},
-		{"join", func(c *Config) { c.Join = []string{"192.0.2.7", "[2001:db8::7]:7946"} }},
-		{"join", func(c *Config) { c.Join = []string{"2001:db8::7"} }},
-		{"node-name", func(c *Config) { c.NodeName = "bad name" }},
-		{"log-level", func(c *Config) { c.LogLevel = "loud" }},
-		{"metrics-addr", func(c *Config) { c.MetricsAddr = "nocolon" }},
-		{"gossip-profile", func(c *Config) { c.GossipProfile = "moon" }},
-		{"kubeconfig", func(c *Config) { c.Kubeconfig = "/nonexistent/kubeconfig" }},
-		{"kubeconfig", func(c *Config) { c.Kubeconfig = keyFile; c.PolicySource = PolicySourceNone }},
+		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "10.244.0.1/16" }, false},
+		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "banana" }, false},
+		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "fd00::/64" }, false},
+		{"subnet-prefix", func(c *Config) { c.SubnetPrefix = 16 }, false},
+		{"subnet-prefix", func(c *Config) { c.SubnetPrefix = 8 }, false},
+		{"iface", func(c *Config) { c.Iface = "nope0" }, true},
+		{"iface", func(c *Config) { c.Iface = "" }, true}, // and no default route
+		{"advertise-addr", func(c *Config) { c.AdvertiseAddr = "300.1.1.1" }, false},
+		{"gossip-key-file", func(c *Config) { c.InsecureGossip = false }, false},
+		{"gossip-key-file", func(c *Config) { c.InsecureGossip = false; c.GossipKeyFile = "/nonexistent/key" }, true},
+		{"gossip-key-file", func(c *Config) { c.InsecureGossip = false; c.GossipKeyFile = keyFile }, true},
+		{"gossip-key-file", func(c *Config) { c.InsecureGossip = false; c.GossipKeyFile = shortKey }, true},
+		{"insecure-gossip", func(c *Config) { c.GossipKeyFile = shortKey }, false},
+		{"vni", func(c *Config) { c.VNI = 0 }, false},
+		{"vxlan-port", func(c *Config) { c.VXLANPort = 70000 }, false},
+		{"gossip-port", func(c *Config) { c.GossipPort = 0 }, false},
+		{"mtu", func(c *Config) { c.MTU = 100 }, false},
+		{"socket", func(c *Config) { c.Socket = "/run/" + strings.Repeat("s", 103) }, false},
+		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "192.0.0.0/8" }, true},
+		{"cluster-cidr", func(c *Config) { c.ClusterCIDR = "192.0.2.128/25"; c.SubnetPrefix = 28 }, true},
+		{"cluster-cidr", func(c *Config) { c.AdvertiseAddr = "10.244.9.9" }, true},
+		{"underlay-cidrs", func(c *Config) { c.UnderlayCIDRs = []string{"198.51.100.0/24"} }, true},
+		{"join", func(c *Config) { c.Join = []string{"192.0.2.7", "[2001:db8::7]:7946"} }, true},
+		{"join", func(c *Config) { c.Join = []string{"2001:db8::7"} }, true},
+		{"node-name", func(c *Config) { c.NodeName = "bad name" }, false},
+		{"log-level", func(c *Config) { c.LogLevel = "loud" }, false},
+		{"metrics-addr", func(c *Config) { c.MetricsAddr = "nocolon" }, false},
+		{"gossip-profile", func(c *Config) { c.GossipProfile = "moon" }, false},
+		{"kubeconfig", func(c *Config) { c.Kubeconfig = "/nonexistent/kubeconfig" }, true},
+		{"kubeconfig", func(c *Config) { c.Kubeconfig = keyFile; c.PolicySource = PolicySourceNone }, false},
 	}
 	for _, tc := range cases {
 		c := validConfig()
@@ -124,6 +128,13 @@ func TestResolveNamesTheBadFlag(t *testing.T) {
 		var fe *FlagError
 		if !errors.As(err, &fe) || fe.Flag != tc.flag || !strings.Contains(err.Error(), "--"+tc.flag) {
 			t.Errorf("want error naming --%s, got %v", tc.flag, err)
+		}
+		err = Validate(c)
+		switch {
+		case tc.host && err != nil:
+			t.Errorf("Validate refused a value only wrong on this host (--%s): %v", tc.flag, err)
+		case !tc.host && (!errors.As(err, &fe) || fe.Flag != tc.flag):
+			t.Errorf("Validate: want error naming --%s, got %v", tc.flag, err)
 		}
 	}
 }

@@ -132,7 +132,8 @@ func TestConfigFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(n.Dir, "loomd.yaml")
-	if err := os.WriteFile(conf, []byte("cluster-cidr: 10.250.0.0/16\nsubnet-prefix: 25\nvni: 5\nvxlan-port: 4791\n"), 0o600); err != nil {
+	yaml := "cluster-cidr: 10.250.0.0/16\nsubnet-prefix: 25\nvni: 5\nvxlan-port: 4791\ngossip-key-file: " + r.KeyFile + "\n"
+	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	withConfig := func(args []string) []string { return append(args, "--config", conf, "--subnet-prefix", "26") }

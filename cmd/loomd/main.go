@@ -163,7 +163,13 @@ not and runs on; SIGTERM and SIGINT stop it, leaving the data plane.`,
 			return err
 		}
 		if printConfig {
-			return agent.PrintConfig(os.Stdout, cmd.Flags())
+			// The merged configuration is printed even when a value is
+			// wrong, so the user sees where it came out; the exit status
+			// then says whether loomd would take it.
+			if err := agent.PrintConfig(os.Stdout, cmd.Flags()); err != nil {
+				return err
+			}
+			return agent.Validate(cfg)
 		}
 		return serve(cfg)
 	}
