@@ -12,7 +12,7 @@ func TestShippedConfigFilesLoad(t *testing.T) {
 	if code := runQuiet(t, "--config", "../../deploy/systemd/loom.yaml", "--print-config"); code != 0 {
 		t.Fatalf("loomd --config deploy/systemd/loom.yaml --print-config exited %d", code)
 	}
-	if code := run([]string{"--config", "../../deploy/systemd/loom.yaml", "--print-config", "--no-such-flag"}); code != 2 {
+	if code := runQuiet(t, "--config", "../../deploy/systemd/loom.yaml", "--print-config", "--no-such-flag"); code != 2 {
 		t.Fatalf("an unknown flag exited %d, want 2: the check above could not fail", code)
 	}
 }
