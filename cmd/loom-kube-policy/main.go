@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/loomnet/loom/internal/logging"
+	"github.com/loomnet/loom/internal/usage"
 	"github.com/loomnet/loom/policy/kubesource"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -84,12 +85,13 @@ closes, which is when loomd has gone.`,
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file to reach the API server with (default: the pod's service account, in cluster)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "json", "json or console")
+	usage.Mark(cmd)
 	cmd.SetArgs(args)
 	if err := cmd.Execute(); err != nil {
 		// loomd reports this last line of standard error as the reason.
 		fmt.Fprintln(os.Stderr, "loom-kube-policy:", err)
 		var fe *flagError
-		if errors.As(err, &fe) {
+		if errors.As(err, &fe) || usage.Is(err) {
 			return 2
 		}
 		return 1

@@ -19,6 +19,10 @@ func TestRunOutsideCluster(t *testing.T) {
 	}{
 		{[]string{"--interval", "0s"}, 2, "loom-kube-policy: invalid --interval: 0s: must be positive"},
 		{[]string{"--sync-timeout", "-1s"}, 2, "loom-kube-policy: invalid --sync-timeout"},
+		{[]string{"--interval", "abc"}, 2, `loom-kube-policy: invalid argument "abc" for "--interval" flag`},
+		{[]string{"--interval"}, 2, "loom-kube-policy: flag needs an argument: --interval"},
+		{[]string{"--resync", "1s"}, 2, "loom-kube-policy: unknown flag: --resync"},
+		{[]string{"extra"}, 2, `loom-kube-policy: unknown command "extra"`},
 		{nil, 1, "loom-kube-policy: kubernetes: unable to load in-cluster configuration"},
 	} {
 		stderr := captureStderr(t, func() {

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,14 +15,12 @@ import (
 	"time"
 
 	"github.com/loomnet/loom/api"
+	"github.com/loomnet/loom/internal/usage"
 	"github.com/spf13/cobra"
 )
 
 // Version is set at build time.
 var Version = "dev"
-
-// usageError marks errors in how loomctl was called (exit code 2).
-type usageError struct{ error }
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -101,16 +98,6 @@ func installFile(src, dir string) (string, error) {
 	return dst, os.Rename(tmp.Name(), dst)
 }
 
-// exactArgs is cobra.ExactArgs with the error marked as a usage error.
-func exactArgs(n int) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
-			return usageError{err}
-		}
-		return nil
-	}
-}
-
 func run(args []string, stdout, stderr io.Writer) int {
 	socket := api.DefaultSocket
 	if s := os.Getenv("LOOM_SOCKET"); s != "" {
@@ -125,11 +112,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	root.PersistentFlags().StringVar(&socket, "socket", socket, "loomd's unix socket (env LOOM_SOCKET)")
 	root.PersistentFlags().StringVarP(&output, "output", "o", "table", "output format: table or json")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	client := func() *api.Client { return api.NewClient(socket, 10*time.Second) }
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		if output != "table" && output != "json" {
-			return usageError{fmt.Errorf("invalid --output %q: want table or json", output)}
+			return usage.Errorf("invalid --output %q: want table or json", output)
 		}
 		return nil
 	}
@@ -172,7 +158,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 				"use":     "Make KEY, installed everywhere, the one every node encrypts with",
 				"remove":  "Remove KEY, which must not be any node's primary, from every node",
 			}[op],
-			Args: exactArgs(nargs),
+			Args: cobra.ExactArgs(nargs),
 			RunE: func(_ *cobra.Command, args []string) error {
 				req := api.KeyringRequest{Op: op}
 				if nargs == 1 {
@@ -295,7 +281,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 				}
 				k, v, ok := strings.Cut(kv, "=")
 				if !ok || k == "" {
-					return usageError{fmt.Errorf("%q: want KEY=VALUE to set or KEY- to remove", kv)}
+					return usage.Errorf("%q: want KEY=VALUE to set or KEY- to remove", kv)
 				}
 				req.Set[k] = v
 			}
@@ -367,7 +353,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.AddCommand(&cobra.Command{
 		Use:   "rmpeer NAME",
 		Short: "Release a dead node's subnet now, cluster-wide (refused for a live node)",
-		Args:  exactArgs(1),
+		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			res, err := client().RemovePeer(context.Background(), args[0])
 			if err != nil {
@@ -391,13 +377,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return nil
 		},
 	})
+	usage.Mark(root)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(stderr, "loomctl:", err)
-		var ue usageError
-		if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "arg(s)") {
+		if usage.Is(err) {
 			return 2
 		}
 		return 1

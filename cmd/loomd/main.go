@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/loomnet/loom/agent"
+	"github.com/loomnet/loom/internal/usage"
 	"github.com/loomnet/loom/overlay"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -41,7 +42,7 @@ func run(args []string) int {
 	cmd.AddCommand(&cobra.Command{
 		Use:       "completion bash|zsh|fish|powershell",
 		Short:     "Print a shell completion script for loomd",
-		Args:      cobra.ExactArgs(1),
+		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
 		ValidArgs: []string{"bash", "zsh", "fish", "powershell"},
 		RunE: func(c *cobra.Command, args []string) error {
 			switch args[0] {
@@ -54,7 +55,7 @@ func run(args []string) int {
 			case "powershell":
 				return cmd.GenPowerShellCompletionWithDesc(os.Stdout)
 			}
-			return fmt.Errorf("unknown shell %q (bash, zsh, fish, powershell)", args[0])
+			return usage.Errorf("unknown shell %q (bash, zsh, fish, powershell)", args[0])
 		},
 	})
 	var wgName, wgSocket string
@@ -72,6 +73,7 @@ func run(args []string) int {
 	wgDevice.Flags().IntVar(&wgMTU, "mtu", 1420, "device MTU")
 	wgDevice.Flags().StringVar(&wgSocket, "socket", "", "UAPI socket to serve")
 	cmd.AddCommand(wgDevice)
+	usage.Mark(cmd)
 	cmd.SetArgs(args)
 	err := cmd.Execute()
 	if errors.Is(err, agent.ErrUnderlayChanged) || errors.Is(err, errReload) {
@@ -80,7 +82,7 @@ func run(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loomd:", err)
 		var fe *agent.FlagError
-		if errors.As(err, &fe) || isUsageError(err) {
+		if errors.As(err, &fe) || usage.Is(err) {
 			return 2
 		}
 		return 1
@@ -207,11 +209,4 @@ func applyEnv(fs *pflag.FlagSet) error {
 		}
 	})
 	return err
-}
-
-func isUsageError(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "unknown flag") || strings.Contains(s, "invalid argument") ||
-		strings.Contains(s, "flag needs an argument") || strings.Contains(s, "unknown command") ||
-		strings.Contains(s, "unknown shorthand")
 }

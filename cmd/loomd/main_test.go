@@ -17,6 +17,16 @@ func TestShippedConfigFilesLoad(t *testing.T) {
 	}
 }
 
+// TestCommandLineMistakesExit2: every way of calling loomd wrongly exits
+// 2, the code a supervisor or script reads as "fix the command line".
+func TestCommandLineMistakesExit2(t *testing.T) {
+	for _, args := range [][]string{{"extra"}, {"--vni", "abc"}, {"-Z"}, {"completion"}, {"completion", "tcsh"}, {"wireguard-device", "x"}} {
+		if code := runQuiet(t, args...); code != 2 {
+			t.Errorf("loomd %q exited %d, want 2", args, code)
+		}
+	}
+}
+
 // TestPrintConfigRefusesABadValue: --print-config prints what it merged
 // and exits 2 when loomd would refuse a value, so a file checked with it
 // does not fail only at start.
