@@ -30,20 +30,9 @@ func ApplyConfigFile(fs *pflag.FlagSet, path string) error {
 }
 
 func applyConfigYAML(fs *pflag.FlagSet, name string, b []byte) error {
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&doc); err != nil {
-		if err == io.EOF {
-			return nil // an empty file sets nothing
-		}
-		return &FlagError{Flag: "config", Err: fmt.Errorf("%s: %v", name, err)}
-	}
-	if len(doc.Content) == 0 {
-		return nil
-	}
-	root := doc.Content[0]
-	if root.Kind != yaml.MappingNode {
-		return &FlagError{Flag: "config", Err: fmt.Errorf("%s:%d: the file must be a map of flag names to values", name, root.Line)}
+	root, err := configMap(name, b)
+	if err != nil || root == nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
@@ -87,6 +76,40 @@ func applyConfigYAML(fs *pflag.FlagSet, name string, b []byte) error {
 		}
 	}
 	return nil
+}
+
+// configMap returns the one map of flag names to values the file holds,
+// or nil when it holds none (an empty file, or empty documents only: that
+// sets nothing). A second document is refused rather than read past: files
+// joined with "---" would otherwise lose every setting after the first
+// without a word.
+func configMap(name string, b []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var root *yaml.Node
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if err == io.EOF {
+			return root, nil
+		}
+		if err != nil {
+			return nil, &FlagError{Flag: "config", Err: fmt.Errorf("%s: %v", name, err)}
+		}
+		if len(doc.Content) == 0 {
+			continue
+		}
+		n := doc.Content[0]
+		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+			continue // "---" with nothing under it
+		}
+		if root != nil {
+			return nil, &FlagError{Flag: "config", Err: fmt.Errorf("%s:%d: a second YAML document; the file must be one map of flag names to values", name, n.Line)}
+		}
+		if n.Kind != yaml.MappingNode {
+			return nil, &FlagError{Flag: "config", Err: fmt.Errorf("%s:%d: the file must be a map of flag names to values", name, n.Line)}
+		}
+		root = n
+	}
 }
 
 // PrintConfig writes the effective configuration as YAML, in the same

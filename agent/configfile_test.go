@@ -62,6 +62,8 @@ func TestConfigFileIsStrict(t *testing.T) {
 		"not a map":       "- vni\n",
 		"config in file":  "config: other.yaml\n",
 		"bad yaml":        "vni: [\n",
+		"two documents":   "vni: 5\n---\nvni: 7\n",
+		"bad second":      "vni: 5\n---\nvni: [\n",
 	}
 	for name, yml := range cases {
 		fs, _ := testFlags()
@@ -70,10 +72,24 @@ func TestConfigFileIsStrict(t *testing.T) {
 			t.Errorf("%s: err = %v, want an error naming the file", name, err)
 		}
 	}
+	for _, yml := range []string{"", "# nothing set\n", "---\n", "---\nvni: 5\n---\n", "---\n---\nvni: 5\n"} {
+		fs, c := testFlags()
+		if err := applyConfigYAML(fs, "loom.yaml", []byte(yml)); err != nil || strings.Contains(yml, "vni") && c.VNI != 5 {
+			t.Errorf("%q: err = %v, vni %d; want it read as one document", yml, err, c.VNI)
+		}
+	}
 	fs, _ := testFlags()
 	err := applyConfigYAML(fs, "loom.yaml", []byte("vni: 1\nclustr-cidr: x\n"))
 	if err == nil || !strings.Contains(err.Error(), "loom.yaml:2") || !strings.Contains(err.Error(), "clustr-cidr") {
 		t.Fatalf("err = %v, want it to name line 2 and the key", err)
+	}
+	fs, c := testFlags()
+	err = applyConfigYAML(fs, "loom.yaml", []byte("vni: 5\n---\nvni: 7\n"))
+	if err == nil || !strings.Contains(err.Error(), "loom.yaml:3: a second YAML document") {
+		t.Fatalf("err = %v, want it to name line 3 and the second document", err)
+	}
+	if c.VNI != DefaultConfig().VNI {
+		t.Fatalf("vni = %d after a refused file, want the default: a refused file sets nothing", c.VNI)
 	}
 }
 
