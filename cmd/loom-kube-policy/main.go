@@ -7,7 +7,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -52,17 +51,17 @@ closes, which is when loomd has gone.`,
 		Version:       Version,
 		RunE: func(*cobra.Command, []string) error {
 			if syncTimeout <= 0 {
-				return &flagError{"sync-timeout", fmt.Errorf("%v: must be positive", syncTimeout)}
+				return usage.Errorf("invalid --sync-timeout: %v: must be positive", syncTimeout)
 			}
 			if interval <= 0 {
-				return &flagError{"interval", fmt.Errorf("%v: must be positive", interval)}
+				return usage.Errorf("invalid --interval: %v: must be positive", interval)
 			}
 			level, err := logging.ParseLevel(logLevel)
 			if err != nil {
-				return &flagError{"log-level", err}
+				return usage.Errorf("invalid --log-level: %v", err)
 			}
 			if err := logging.CheckFormat(logFormat); err != nil {
-				return &flagError{"log-format", err}
+				return usage.Errorf("invalid --log-format: %v", err)
 			}
 			log, err := logging.New(level, logFormat)
 			if err != nil {
@@ -90,8 +89,7 @@ closes, which is when loomd has gone.`,
 	if err := cmd.Execute(); err != nil {
 		// loomd reports this last line of standard error as the reason.
 		fmt.Fprintln(os.Stderr, "loom-kube-policy:", err)
-		var fe *flagError
-		if errors.As(err, &fe) || usage.Is(err) {
+		if usage.Is(err) {
 			return 2
 		}
 		return 1
@@ -115,14 +113,6 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	}
 	return cfg, nil
 }
-
-// flagError is a bad flag value: exit code 2.
-type flagError struct {
-	flag string
-	err  error
-}
-
-func (e *flagError) Error() string { return fmt.Sprintf("invalid --%s: %v", e.flag, e.err) }
 
 // follow connects to the API server (in cluster, or as kubeconfig says)
 // and streams views to standard output until ctx ends.
