@@ -27,7 +27,7 @@ func TestExitCodes(t *testing.T) {
 		t.Fatalf("missing socket: exit %d, %q; want 1 and a line naming the socket and loomd", code, errb.String())
 	}
 	for _, args := range [][]string{{"bogus"}, {"rmpeer"}, {"status", "-o", "xml"}, {"status", "--nope"},
-		{"keyring", "instal", "KEY"}, {"policy", "extra"}, {"completion", "tcsh"}} {
+		{"keyring", "instal", "KEY"}, {"policy", "extra"}, {"completion", "tcsh"}, {"help", "stauts"}} {
 		errb.Reset()
 		if code := run(args, &out, &errb); code != 2 {
 			t.Errorf("%v: exit %d (%s), want 2 (usage)", args, code, errb.String())

@@ -20,7 +20,7 @@ func TestShippedConfigFilesLoad(t *testing.T) {
 // TestCommandLineMistakesExit2: every way of calling loomd wrongly exits
 // 2, the code a supervisor or script reads as "fix the command line".
 func TestCommandLineMistakesExit2(t *testing.T) {
-	for _, args := range [][]string{{"extra"}, {"--vni", "abc"}, {"-Z"}, {"completion"}, {"completion", "tcsh"}, {"wireguard-device", "x"}} {
+	for _, args := range [][]string{{"extra"}, {"--vni", "abc"}, {"-Z"}, {"completion"}, {"completion", "tcsh"}, {"wireguard-device", "x"}, {"help", "nosuch"}} {
 		if code := runQuiet(t, args...); code != 2 {
 			t.Errorf("loomd %q exited %d, want 2", args, code)
 		}

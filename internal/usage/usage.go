@@ -34,12 +34,32 @@ func Is(err error) bool {
 // Args refuses, a subcommand that does not exist. A command that only
 // groups others shows its help when called alone, and refuses anything
 // else: cobra's own default would print the help and exit 0 for
-// `loomctl keyring instal KEY`, hiding the typo from a script. Call Mark
-// once the tree is complete.
+// `loomctl keyring instal KEY`, hiding the typo from a script. `help`
+// refuses a topic that names no command in the same way. Call Mark once
+// the tree is complete.
 func Mark(root *cobra.Command) {
 	root.InitDefaultCompletionCmd()
+	root.InitDefaultHelpCmd()
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return Error{err} })
+	for _, c := range root.Commands() {
+		if c.Name() == "help" {
+			c.Run, c.RunE = nil, helpTopic
+		}
+	}
 	mark(root)
+}
+
+// helpTopic shows the help of the command args name. Cobra's own help
+// command prints "Unknown help topic" and succeeds, so `loomctl help
+// stauts` would exit 0. Execute adds the help command again, but the same
+// one: InitDefaultHelpCmd made it once and cobra keeps it.
+func helpTopic(h *cobra.Command, args []string) error {
+	c, rest, err := h.Root().Find(args)
+	if err != nil || len(rest) > 0 {
+		return Error{fmt.Errorf("unknown help topic %q for %q", strings.Join(args, " "), h.Root().Name())}
+	}
+	c.InitDefaultHelpFlag()
+	return c.Help()
 }
 
 func mark(c *cobra.Command) {

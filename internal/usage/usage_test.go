@@ -44,6 +44,10 @@ func TestMarkTellsUsageFromFailure(t *testing.T) {
 		{[]string{"apply", "--count", "x"}, true, `invalid argument "x" for "--count"`},
 		{[]string{"apply", "--nope"}, true, "unknown flag: --nope"},
 		{[]string{"completion", "tcsh"}, true, `unknown command "tcsh" for "tool completion"`},
+		{[]string{"help", "keyring", "install"}, false, "tool keyring install KEY"},
+		{[]string{"help"}, false, "tool [command]"},
+		{[]string{"help", "aply"}, true, `unknown help topic "aply" for "tool"`},
+		{[]string{"help", "keyring", "instal"}, true, `unknown help topic "keyring instal" for "tool"`},
 	} {
 		var out bytes.Buffer
 		root := tree(&out)
