@@ -62,7 +62,7 @@ func addrU32(a netip.Addr) uint32 { return binary.BigEndian.Uint32(a.AsSlice()) 
 // just-freed address is the last to be reused.
 func (s *Store) Allocate(subnet netip.Prefix, req Allocation) (out Allocation, existing bool, err error) {
 	containerID, ifName := req.ContainerID, req.IfName
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		pods := tx.Bucket(bucketPods)
 		key := podKey(containerID, ifName)
 		if v := pods.Get(key); v != nil {
@@ -109,7 +109,7 @@ func (s *Store) Allocate(subnet netip.Prefix, req Allocation) (out Allocation, e
 // Release removes the allocation for (containerID, ifName). ok is false if
 // there was none, which is not an error: DEL is idempotent.
 func (s *Store) Release(containerID, ifName string) (a Allocation, ok bool, err error) {
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		pods := tx.Bucket(bucketPods)
 		key := podKey(containerID, ifName)
 		v := pods.Get(key)
@@ -137,7 +137,7 @@ func (s *Store) StartBoot(bootID string) (released []Allocation, err error) {
 	if bootID == "" {
 		return nil, nil
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		meta, pods := tx.Bucket(bucketMeta), tx.Bucket(bucketPods)
 		if last := meta.Get(keyBoot); last != nil && string(last) != bootID {
 			var keys [][]byte
@@ -164,7 +164,7 @@ func (s *Store) StartBoot(bootID string) (released []Allocation, err error) {
 
 // Get returns the allocation for (containerID, ifName), if any.
 func (s *Store) Get(containerID, ifName string) (a Allocation, ok bool, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketPods).Get(podKey(containerID, ifName))
 		if v == nil {
 			return nil
@@ -189,7 +189,7 @@ func eachAllocation(pods *bolt.Bucket, fn func(key []byte, a Allocation) error) 
 // Allocations returns every allocation, sorted by address.
 func (s *Store) Allocations() ([]Allocation, error) {
 	var out []Allocation
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return eachAllocation(tx.Bucket(bucketPods), func(_ []byte, a Allocation) error {
 			out = append(out, a)
 			return nil
@@ -201,7 +201,7 @@ func (s *Store) Allocations() ([]Allocation, error) {
 
 // SetLabels replaces the labels of an existing allocation.
 func (s *Store) SetLabels(containerID, ifName string, labels map[string]string) (a Allocation, err error) {
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		pods := tx.Bucket(bucketPods)
 		key := podKey(containerID, ifName)
 		v := pods.Get(key)

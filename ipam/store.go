@@ -53,26 +53,42 @@ func OpenStore(dir string) (*Store, error) {
 		return nil, fmt.Errorf("create state dir %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, StoreFile)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	var db *bolt.DB
+	err := guarded(path, func() (err error) {
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("open state %s: locked by another process (is another loomd using this --state-dir?)", path)
 		}
+		if errors.Is(err, ErrCorrupt) {
+			return nil, fmt.Errorf("open state: %w", err)
+		}
 		return nil, fmt.Errorf("open state %s: %w (if the file is corrupt, move it aside; the agent then rejoins and reclaims its subnet from gossip)", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketLease, bucketPods, bucketMeta} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
+	s := &Store{db: db, path: path}
+	if err = s.view(readAll); err != nil && !errors.Is(err, ErrCorrupt) {
+		err = corrupt(path, err)
+	}
+	if err == nil {
+		err = s.update(func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{bucketLease, bucketPods, bucketMeta} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
 			}
-		}
-		return nil
-	})
+			return nil
+		})
+	}
 	if err != nil {
 		db.Close()
+		if errors.Is(err, ErrCorrupt) {
+			return nil, fmt.Errorf("open state: %w", err)
+		}
 		return nil, fmt.Errorf("initialise state %s: %w", path, err)
 	}
-	return &Store{db: db, path: path}, nil
+	return s, nil
 }
 
 // Close releases the database (and its file lock).
@@ -83,7 +99,7 @@ func (s *Store) Path() string { return s.path }
 
 // LoadLease returns the persisted own lease; ok is false when there is none.
 func (s *Store) LoadLease() (l OwnLease, ok bool, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketLease).Get(keyLease)
 		if v == nil {
 			return nil
@@ -103,12 +119,12 @@ func (s *Store) SaveLease(l OwnLease) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketLease).Put(keyLease, v) })
+	return s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketLease).Put(keyLease, v) })
 }
 
 // DeleteLease forgets the own lease (the node left the fabric).
 func (s *Store) DeleteLease() error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketLease).Delete(keyLease) })
+	return s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketLease).Delete(keyLease) })
 }
 
 var keyPeers = []byte("peers")
@@ -145,13 +161,13 @@ func (s *Store) putMeta(key []byte, v any) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(key, b) })
+	return s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(key, b) })
 }
 
 // getMeta decodes the JSON under key of the meta bucket into out, leaving
 // it as it is when there is none.
 func (s *Store) getMeta(key []byte, out any) error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketMeta).Get(key)
 		if v == nil {
 			return nil
