@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/loomnet/loom/internal/atomicfile"
 )
 
 // ConflistName is the file loomd writes into --cni-conf-dir.
@@ -69,43 +71,14 @@ func (a *Agent) writeConflist() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(a.cfg.CNIConfDir, ConflistName), append(b, '\n'), 0o644); err != nil {
+	if err := os.MkdirAll(a.cfg.CNIConfDir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", a.cfg.CNIConfDir, err)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(a.cfg.CNIConfDir, ConflistName), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
 	a.stateMu.Lock()
 	a.confWritten = true
 	a.stateMu.Unlock()
-	return nil
-}
-
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("chmod %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename into %s: %w", path, err)
-	}
 	return nil
 }

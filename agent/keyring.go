@@ -13,6 +13,7 @@ import (
 
 	"github.com/loomnet/loom/api"
 	"github.com/loomnet/loom/gossip"
+	"github.com/loomnet/loom/internal/atomicfile"
 	"go.uber.org/zap"
 )
 
@@ -53,7 +54,7 @@ func (a *Agent) persistKeyring(keys [][]byte) {
 		b.WriteString(base64.StdEncoding.EncodeToString(k))
 		b.WriteByte('\n')
 	}
-	if err := writeFileAtomic(a.keyringPath(), []byte(b.String()), 0o600); err != nil {
+	if err := atomicfile.WriteFile(a.keyringPath(), []byte(b.String()), 0o600); err != nil {
 		a.log.Error("persist gossip keyring", zap.Error(err))
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/loomnet/loom/api"
+	"github.com/loomnet/loom/internal/atomicfile"
 	"go.uber.org/zap"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -45,14 +46,9 @@ func makeWireGuardKey(stateDir string) (wgtypes.Key, error) {
 		return wgtypes.Key{}, fmt.Errorf("generate WireGuard key: %w", err)
 	}
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return wgtypes.Key{}, err
+		return wgtypes.Key{}, fmt.Errorf("create state directory: %w", err)
 	}
-	path := filepath.Join(stateDir, wireGuardKeyFile)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(k.String()+"\n"), 0o600); err != nil {
-		return wgtypes.Key{}, fmt.Errorf("store WireGuard key: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(stateDir, wireGuardKeyFile), []byte(k.String()+"\n"), 0o600); err != nil {
 		return wgtypes.Key{}, fmt.Errorf("store WireGuard key: %w", err)
 	}
 	return k, nil

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/loomnet/loom/api"
+	"github.com/loomnet/loom/internal/atomicfile"
 	"github.com/loomnet/loom/internal/usage"
 	"github.com/spf13/cobra"
 )
@@ -75,27 +76,10 @@ func installFile(src, dir string) (string, error) {
 		return "", err
 	}
 	dst := filepath.Join(dir, filepath.Base(src))
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(src)+".tmp*")
-	if err != nil {
-		return "", err
+	if err := atomicfile.Write(dst, in, 0o755); err != nil {
+		return "", fmt.Errorf("install %s: %w", src, err)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, in); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("copy %s: %w", src, err)
-	}
-	if err := tmp.Chmod(0o755); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if err := tmp.Close(); err != nil {
-		return "", err
-	}
-	return dst, os.Rename(tmp.Name(), dst)
+	return dst, nil
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
