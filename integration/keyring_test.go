@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -39,7 +38,7 @@ func TestKeyRotation(t *testing.T) {
 
 	pingDone := make(chan string, 1)
 	go func() {
-		out, _ := a.Exec("ping", "-i", "0.01", "-c", "800", "-W", "1", b.IP.String())
+		out, _ := a.Exec("ping", "-D", "-i", "0.01", "-c", "800", "-W", "1", b.IP.String())
 		pingDone <- out
 	}()
 	for _, step := range [][]string{{"install", keyB}, {"use", keyB}, {"remove", strings.TrimSpace(string(keyA))}} {
@@ -53,9 +52,8 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("after rotation every node should hold only key B:\n%s", list)
 	}
 	out := <-pingDone
-	m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`).FindStringSubmatch(out)
-	if m == nil || m[1] != m[2] {
-		t.Fatalf("packets lost during key rotation:\n%s", lastLines(out, 3))
+	if err := pingLosses(out, 800); err != nil {
+		t.Fatalf("packets lost during key rotation: %v", err)
 	}
 	for _, n := range nodes {
 		st, err := n.Status()

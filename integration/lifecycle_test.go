@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,13 +43,14 @@ func hitlessRestart(t *testing.T, opts rig.Options) {
 			const count = 600 // 6 s at 100/s
 			pingDone := make(chan string, 1)
 			go func() {
-				out, _ := a.Exec("ping", "-i", "0.01", "-c", fmt.Sprint(count), "-W", "1", b.IP.String())
+				out, _ := a.Exec("ping", "-D", "-i", "0.01", "-c", fmt.Sprint(count), "-W", "1", b.IP.String())
 				pingDone <- out
 			}()
 			// Let the ping get going, then take both agents down together.
 			if err := rig.Eventually(5*time.Second, func() error { return rig.Ping(a.NS, b.IP) }); err != nil {
 				t.Fatal(err)
 			}
+			stopped := time.Now()
 			for _, n := range nodes {
 				n.Stop(sig)
 			}
@@ -62,15 +64,15 @@ func hitlessRestart(t *testing.T, opts rig.Options) {
 					t.Fatal(err)
 				}
 			}
+			ready := time.Now()
 			var out string
 			select {
 			case out = <-pingDone:
 			case <-time.After(30 * time.Second):
 				t.Fatal("ping did not finish")
 			}
-			m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`).FindStringSubmatch(out)
-			if m == nil || m[1] != fmt.Sprint(count) || m[2] != m[1] {
-				t.Fatalf("packets lost across the restart:\n%s", lastLines(out, 4))
+			if err := pingLosses(out, count); err != nil {
+				t.Fatalf("packets lost across the restart (agents stopped at %s, all ready at %s): %v", stopped.Format(stampMicro), ready.Format(stampMicro), err)
 			}
 		})
 	}
@@ -511,6 +513,62 @@ func TestCopiedStateDirClaimsAnew(t *testing.T) {
 	}
 	waitConverged(t, r.Nodes())
 	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b"), addPod(t, image, "c")}, 30*time.Second)
+}
+
+// stampMicro matches the microseconds of ping -D's timestamps.
+const stampMicro = "15:04:05.000000"
+
+var (
+	pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+	pingReply   = regexp.MustCompile(`^(?:\[(\d+)\.(\d+)\] )?\d+ bytes from .* icmp_seq=(\d+) `)
+)
+
+// pingLosses checks that ping sent count echoes and had a reply to each.
+// When it did not, the error names the unanswered sequence numbers and,
+// from ping -D's timestamps, when the replies around the first gap came,
+// so a failure tells a gap at the restart from one at the end of the run.
+func pingLosses(out string, count int) error {
+	m := pingSummary.FindStringSubmatch(out)
+	if m == nil {
+		return fmt.Errorf("no ping summary in:\n%s", lastLines(out, 4))
+	}
+	answered := map[int]string{}
+	for _, line := range strings.Split(out, "\n") {
+		r := pingReply.FindStringSubmatch(line)
+		if r == nil {
+			continue
+		}
+		seq, _ := strconv.Atoi(r[3])
+		answered[seq] = ""
+		if r[1] != "" {
+			sec, _ := strconv.ParseInt(r[1], 10, 64)
+			usec, _ := strconv.ParseInt(r[2], 10, 64)
+			answered[seq] = time.Unix(sec, usec*1000).Format(stampMicro)
+		}
+	}
+	var missing []int
+	for seq := 1; seq <= count; seq++ {
+		if _, ok := answered[seq]; !ok {
+			missing = append(missing, seq)
+		}
+	}
+	if m[1] == fmt.Sprint(count) && m[2] == m[1] && len(missing) == 0 {
+		return nil
+	}
+	if len(missing) == 0 {
+		return fmt.Errorf("%s", m[0])
+	}
+	first := missing[0]
+	return fmt.Errorf("%s; no reply to icmp_seq %s; around the first, replies to %d at %q and %d at %q",
+		m[0], shortList(missing, 20), first-1, answered[first-1], first+1, answered[first+1])
+}
+
+// shortList prints at most n numbers of a list.
+func shortList(l []int, n int) string {
+	if len(l) <= n {
+		return fmt.Sprint(l)
+	}
+	return fmt.Sprintf("%v and %d more", l[:n], len(l)-n)
 }
 
 func lastLines(s string, n int) string {
