@@ -65,15 +65,28 @@ func printPeers(w io.Writer, peers []api.PeerStatus) error {
 }
 
 // installFile copies src into dir under the same name through a temporary
-// file and a rename, so a runtime never executes a half-written plugin.
+// file and a rename, so a runtime never executes a half-written plugin. A
+// source that is not a plugin at all (missing, a directory, empty as a
+// cut-short download leaves it) is refused before the installed plugin is
+// touched: replacing it would fail every pod start on the node.
 func installFile(src, dir string) (string, error) {
 	in, err := os.Open(src)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("--from: %w", err)
 	}
 	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return "", fmt.Errorf("--from: %w", err)
+	}
+	switch {
+	case !st.Mode().IsRegular():
+		return "", fmt.Errorf("--from %s: not a regular file", src)
+	case st.Size() == 0:
+		return "", fmt.Errorf("--from %s: the file is empty", src)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
+		return "", fmt.Errorf("--to: %w", err)
 	}
 	dst := filepath.Join(dir, filepath.Base(src))
 	if err := atomicfile.Write(dst, in, 0o755); err != nil {

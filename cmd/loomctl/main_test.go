@@ -47,4 +47,31 @@ func TestInstallCNI(t *testing.T) {
 	if err != nil || st.Mode().Perm() != 0o755 {
 		t.Fatalf("installed plugin: %v %v", st, err)
 	}
+
+	// A bad source is refused by name and leaves the installed plugin as
+	// it was: an empty one in its place would fail every pod start.
+	empty := filepath.Join(t.TempDir(), "loom")
+	os.WriteFile(empty, nil, 0o755)
+	notDir := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(notDir, []byte("x"), 0o644)
+	for _, c := range []struct {
+		from, to, want string
+	}{
+		{filepath.Join(t.TempDir(), "absent"), dir, "--from: open"},
+		{t.TempDir(), dir, "not a regular file"},
+		{empty, dir, "--from " + empty + ": the file is empty"},
+		{src, notDir, "--to: mkdir " + notDir},
+	} {
+		errb.Reset()
+		code := run([]string{"install-cni", "--from", c.from, "--to", c.to}, &out, &errb)
+		if code != 1 || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("install-cni --from %s --to %s: exit %d %q, want 1 and %q", c.from, c.to, code, errb.String(), c.want)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "loom")); err != nil || string(b) != "#!/bin/sh\n" {
+			t.Fatalf("after install-cni --from %s the installed plugin holds %q (%v), want it unchanged", c.from, b, err)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+			t.Fatalf("after install-cni --from %s the directory holds %d files, want the plugin alone", c.from, len(ents))
+		}
+	}
 }
