@@ -51,6 +51,8 @@ type Agent struct {
 	serving     bool
 	conflicts   int
 	confWritten bool
+	// confErr is why the conflist could not be written; nil once it is.
+	confErr error
 	// underlayProblem says why peers cannot reach this node through
 	// --iface (it is gone, or the advertised address left it); "" if none.
 	underlayProblem string
@@ -805,13 +807,12 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 			zap.Int("peers", len(d.Peers)), zap.Int("pods", len(d.Pods)))
 	}
 	if first {
-		a.log.Info("data plane programmed; node ready", zap.Stringer("subnet", subnet))
+		a.log.Info("data plane programmed", zap.Stringer("subnet", subnet))
 		a.detachOrphanVeths()
 	}
 	if err == nil {
-		if werr := a.writeConflist(); werr != nil {
-			a.log.Error("write CNI config", zap.Error(werr))
-		}
+		// Retried as a failed reconcile is; writeConflist logs it.
+		err = a.writeConflist()
 	}
 	return next, err
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/loomnet/loom/internal/atomicfile"
+	"go.uber.org/zap"
 )
 
 // ConflistName is the file loomd writes into --cni-conf-dir.
@@ -59,14 +60,31 @@ func (a *Agent) conflistBytes() ([]byte, error) {
 
 // writeConflist writes the conflist atomically (temp file, fsync, rename),
 // once the node can serve pods: a runtime that sees the file may start
-// pods at once.
+// pods at once. Until it is written the node is not ready, since no pod
+// can start on it; a failure is logged when it first appears or changes,
+// and the caller retries.
 func (a *Agent) writeConflist() error {
 	a.stateMu.Lock()
-	done := a.confWritten
+	done, prev := a.confWritten, a.confErr
 	a.stateMu.Unlock()
 	if done {
 		return nil
 	}
+	err := a.storeConflist()
+	a.stateMu.Lock()
+	a.confWritten, a.confErr = err == nil, err
+	a.stateMu.Unlock()
+	switch {
+	case newFailure(prev, err):
+		a.log.Error("cannot write the CNI config; no pod can start here until it is written; retrying",
+			zap.String("dir", a.cfg.CNIConfDir), zap.Error(err))
+	case err == nil && prev != nil:
+		a.log.Info("CNI config written", zap.String("dir", a.cfg.CNIConfDir))
+	}
+	return err
+}
+
+func (a *Agent) storeConflist() error {
 	b, err := a.conflistBytes()
 	if err != nil {
 		return err
@@ -74,11 +92,5 @@ func (a *Agent) writeConflist() error {
 	if err := os.MkdirAll(a.cfg.CNIConfDir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", a.cfg.CNIConfDir, err)
 	}
-	if err := atomicfile.WriteFile(filepath.Join(a.cfg.CNIConfDir, ConflistName), append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	a.stateMu.Lock()
-	a.confWritten = true
-	a.stateMu.Unlock()
-	return nil
+	return atomicfile.WriteFile(filepath.Join(a.cfg.CNIConfDir, ConflistName), append(b, '\n'), 0o644)
 }

@@ -497,6 +497,9 @@ func (a *Agent) notReady() []string {
 	if a.underlayProblem != "" {
 		why = append(why, a.underlayProblem)
 	}
+	if a.confErr != nil {
+		why = append(why, "CNI config not written, so no pod can start: "+a.confErr.Error())
+	}
 	return why
 }
 

@@ -70,6 +70,45 @@ func TestCNIStatus(t *testing.T) {
 	}
 }
 
+// TestCNIConfigDirInTheWay: while loomd cannot write its conflist (here a
+// file stands where --cni-conf-dir should be), no pod can start on the
+// node, so it must not say it is ready, and it must say why; once the way
+// is clear it writes the conflist by itself, without waiting for the next
+// periodic resync (30 s).
+func TestCNIConfigDirInTheWay(t *testing.T) {
+	r := newRig(t)
+	n, err := r.AddNode("node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(n.ConfDir, []byte("not a directory\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	want := "CNI config not written"
+	if err := rig.Eventually(20*time.Second, func() error {
+		st, err := n.Status()
+		if err != nil {
+			return err
+		}
+		why := strings.Join(st.Node.NotReady, "; ")
+		if st.Node.Ready || !strings.Contains(why, want) || !strings.Contains(why, n.ConfDir) {
+			return fmt.Errorf("ready %v, not ready because %q; want not ready, %q naming %s", st.Node.Ready, why, want, n.ConfDir)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(n.ConfDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitReady(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestCNIGarbageCollection: GC through libcni with the runtime's valid
 // attachments releases everything else, including host veths no allocation
 // accounts for, and leaves the valid pods working.
