@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -62,35 +63,44 @@ func (a *Agent) conflistBytes() ([]byte, error) {
 // once the node can serve pods: a runtime that sees the file may start
 // pods at once. Until it is written the node is not ready, since no pod
 // can start on it; a failure is logged when it first appears or changes,
-// and the caller retries.
+// and the caller retries. The file is loomd's: each reconcile reads it
+// back and restores it if something removed or changed it (a reset, a
+// config tool purging the directory), as it repairs the kernel's drift.
 func (a *Agent) writeConflist() error {
-	a.stateMu.Lock()
-	done, prev := a.confWritten, a.confErr
-	a.stateMu.Unlock()
-	if done {
-		return nil
+	want, err := a.conflistBytes()
+	if err != nil {
+		return err
 	}
-	err := a.storeConflist()
+	want = append(want, '\n')
+	path := filepath.Join(a.cfg.CNIConfDir, ConflistName)
+	a.stateMu.Lock()
+	written, prev := a.confWritten, a.confErr
+	a.stateMu.Unlock()
+	if written {
+		if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, want) {
+			return nil
+		}
+	}
+	err = a.storeConflist(want)
 	a.stateMu.Lock()
 	a.confWritten, a.confErr = err == nil, err
 	a.stateMu.Unlock()
 	switch {
 	case newFailure(prev, err):
 		a.log.Error("cannot write the CNI config; no pod can start here until it is written; retrying",
-			zap.String("dir", a.cfg.CNIConfDir), zap.Error(err))
+			zap.String("file", path), zap.Error(err))
+	case err == nil && written:
+		a.log.Warn("CNI config was removed or changed by something else; restored", zap.String("file", path))
+		a.metrics.drift.WithLabelValues("cni_config").Inc()
 	case err == nil && prev != nil:
-		a.log.Info("CNI config written", zap.String("dir", a.cfg.CNIConfDir))
+		a.log.Info("CNI config written", zap.String("file", path))
 	}
 	return err
 }
 
-func (a *Agent) storeConflist() error {
-	b, err := a.conflistBytes()
-	if err != nil {
-		return err
-	}
+func (a *Agent) storeConflist(b []byte) error {
 	if err := os.MkdirAll(a.cfg.CNIConfDir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", a.cfg.CNIConfDir, err)
 	}
-	return atomicfile.WriteFile(filepath.Join(a.cfg.CNIConfDir, ConflistName), append(b, '\n'), 0o644)
+	return atomicfile.WriteFile(filepath.Join(a.cfg.CNIConfDir, ConflistName), b, 0o644)
 }

@@ -84,7 +84,7 @@ func newMetrics(a *Agent) *metrics {
 			Name: "loom_subnet_conflicts_total", Help: "Times this node lost its subnet to an older lease.",
 		}),
 		drift: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "loom_drift_repaired_total", Help: "Kernel entries added or removed to repair drift nobody announced (resync, kernel change), by kind.",
+			Name: "loom_drift_repaired_total", Help: "Kernel entries (and loomd's CNI config) added or removed to repair drift nobody announced (resync, kernel change), by kind.",
 		}, []string{"kind"}),
 		entries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "loom_kernel_entries", Help: "Entries the data plane holds after the last reconcile, by kind.",

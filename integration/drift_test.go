@@ -3,6 +3,8 @@ package integration
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -170,4 +172,49 @@ func TestFirewallTamperingIsRepairedAtOnce(t *testing.T) {
 		}
 	}
 	waitAllReach(t, []*rig.Pod{addPod(t, n, "a"), addPod(t, nodes[1], "b")}, 30*time.Second)
+}
+
+// TestCNIConfigIsRestored: the conflist is loomd's. Removed (a reset, a
+// tool that purges the directory) or changed by something else, it is
+// written again, byte for byte, by the next resync, and counted as drift.
+func TestCNIConfigIsRestored(t *testing.T) {
+	r := newRig(t, "--resync-interval", "2s")
+	n := startNodes(t, r, 1)[0]
+	path := filepath.Join(n.ConfDir, "10-loom.conflist")
+	written, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tamper := range []struct {
+		name string
+		do   func() error
+	}{
+		{"removed", func() error { return os.Remove(path) }},
+		{"changed", func() error {
+			return os.WriteFile(path, []byte(`{"cniVersion":"1.0.0","name":"loom","plugins":[]}`), 0o644)
+		}},
+	} {
+		if err := tamper.do(); err != nil {
+			t.Fatal(err)
+		}
+		if err := rig.Eventually(15*time.Second, func() error {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			if string(b) != string(written) {
+				return fmt.Errorf("the conflist holds %q", b)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("conflist %s: %v", tamper.name, err)
+		}
+	}
+	if c := strings.Count(rig.Tail(n.LogPath(), wholeLog), "CNI config was removed or changed by something else; restored"); c != 2 {
+		t.Errorf("the log says %d times that the conflist was restored, want 2", c)
+	}
+	_, metrics := getIn(t, n.NS, rig.AgentHTTP+"/metrics")
+	if v, _ := rig.MetricValue(metrics, "loom_drift_repaired_total", `kind="cni_config"`); v != 2 {
+		t.Errorf(`loom_drift_repaired_total{kind="cni_config"} = %v, want 2`, v)
+	}
 }
