@@ -81,7 +81,7 @@ func (a *Agent) writeConflist() error {
 			return nil
 		}
 	}
-	err = a.storeConflist(want)
+	err = a.storeConflist(path, want)
 	a.stateMu.Lock()
 	a.confWritten, a.confErr = err == nil, err
 	a.stateMu.Unlock()
@@ -98,9 +98,9 @@ func (a *Agent) writeConflist() error {
 	return err
 }
 
-func (a *Agent) storeConflist(b []byte) error {
+func (a *Agent) storeConflist(path string, b []byte) error {
 	if err := os.MkdirAll(a.cfg.CNIConfDir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", a.cfg.CNIConfDir, err)
 	}
-	return atomicfile.WriteFile(filepath.Join(a.cfg.CNIConfDir, ConflistName), b, 0o644)
+	return atomicfile.WriteFile(path, b, 0o644)
 }
