@@ -713,7 +713,10 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	}
 	allocs, err := a.store.Allocations()
 	if err != nil {
-		a.log.Error("read pod allocations", zap.Error(err))
+		// Without its pods the desired state would cut every one of them
+		// off (their routes pruned, their addresses out of the firewall):
+		// leave the kernel as it is, and retry.
+		return time.Time{}, a.reconcileFailed(reason, fmt.Errorf("read pod allocations; data plane left as it is: %w", err))
 	}
 	now := time.Now()
 	peers := a.members.Peers()
@@ -784,23 +787,12 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	}
 	a.stateMu.Lock()
 	a.programmed = programmed
-	prevErr := a.lastErr
-	a.lastErr = err
 	first := err == nil && !a.applied
 	if err == nil {
 		a.applied = true
 	}
 	a.stateMu.Unlock()
-	switch {
-	case newFailure(prevErr, err):
-		a.log.Warn("reconcile incomplete; retrying", zap.String("reason", reason), zap.Error(err))
-	case err != nil:
-		// The same failure again (a device in the way, a missing module):
-		// said once; readiness and the metrics keep saying it.
-		a.log.Debug("reconcile incomplete; retrying", zap.String("reason", reason), zap.Error(err))
-	case prevErr != nil:
-		a.log.Info("reconcile complete again", zap.String("reason", reason))
-	}
+	a.noteReconcileResult(reason, err)
 	if res.Writes > 0 {
 		a.log.Info("data plane updated", zap.String("reason", reason), zap.Int("writes", res.Writes),
 			zap.Bool("device_changed", res.DeviceChanged), zap.Any("added", res.Added), zap.Any("removed", res.Removed),
@@ -815,6 +807,33 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 		err = a.writeConflist()
 	}
 	return next, err
+}
+
+// reconcileFailed records a reconcile that stopped before applying
+// anything, and returns err.
+func (a *Agent) reconcileFailed(reason string, err error) error {
+	a.metrics.reconciles.WithLabelValues(reason, "error").Inc()
+	a.noteReconcileResult(reason, err)
+	return err
+}
+
+// noteReconcileResult keeps a reconcile's failure for readiness and logs
+// it when it first appears or changes, and when it clears.
+func (a *Agent) noteReconcileResult(reason string, err error) {
+	a.stateMu.Lock()
+	prevErr := a.lastErr
+	a.lastErr = err
+	a.stateMu.Unlock()
+	switch {
+	case newFailure(prevErr, err):
+		a.log.Warn("reconcile incomplete; retrying", zap.String("reason", reason), zap.Error(err))
+	case err != nil:
+		// The same failure again (a device in the way, a missing module):
+		// said once; readiness and the metrics keep saying it.
+		a.log.Debug("reconcile incomplete; retrying", zap.String("reason", reason), zap.Error(err))
+	case prevErr != nil:
+		a.log.Info("reconcile complete again", zap.String("reason", reason))
+	}
 }
 
 // desiredState is the data plane implied by membership, the lease table and

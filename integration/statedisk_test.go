@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"maps"
@@ -149,5 +150,51 @@ func fillUp(t *testing.T, path string) {
 		if _, err := f.Write(buf[:512]); err != nil {
 			break
 		}
+	}
+}
+
+// TestStateUnreadableAtRunTime: the state database becomes unreadable
+// while loomd runs (a failing disk; here its pages are overwritten in
+// place). A reconcile must then leave the data plane as it is: the
+// desired state it would compute holds no pods, and applying it would cut
+// every pod off. Pods keep their traffic through the resyncs that follow,
+// and the failure is logged by name.
+func TestStateUnreadableAtRunTime(t *testing.T) {
+	r := newRig(t, "--resync-interval", "1s")
+	nodes := startNodes(t, r, 2)
+	a, b := addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b")
+	waitAllReach(t, []*rig.Pod{a, b}, 30*time.Second)
+
+	// Everything past bbolt's two meta pages, so every read fails.
+	db := filepath.Join(nodes[0].Dir, "state", "loom.db")
+	f, err := os.OpenFile(db, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const metaPages = 2 * 4096
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xff}, int(st.Size()-metaPages)), metaPages); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := rig.Eventually(15*time.Second, func() error {
+		if !strings.Contains(rig.Tail(nodes[0].LogPath(), wholeLog), "read pod allocations; data plane left as it is") {
+			return errors.New("the unreadable state database is not logged")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Three seconds of pings span three resyncs, each failing to read the
+	// pods; the route to pod a and the pings must outlast them.
+	out, _ := a.Exec("ping", "-D", "-i", "0.01", "-c", "300", "-W", "1", b.IP.String())
+	if err := pingLosses(out, 300); err != nil {
+		t.Fatalf("pods lost traffic while the state database was unreadable: %v", err)
+	}
+	if route, _ := nodes[0].Exec("ip", "route", "show", a.IP.String()); !strings.Contains(route, "proto 76") {
+		t.Fatalf("the route to pod a is gone from node1: %q", route)
 	}
 }
