@@ -526,6 +526,9 @@ func (a *Agent) status() api.Status {
 	a.stateMu.Lock()
 	programmed, excluded := a.programmed, a.excluded
 	st.Node.Conflicts = a.conflicts
+	if a.applied && a.lastErr != nil {
+		st.Node.ReconcileError = a.lastErr.Error()
+	}
 	st.Node.WireGuardKey = wgKeyString(a.wgPublic)
 	a.stateMu.Unlock()
 	for _, p := range a.members.Peers() {

@@ -88,9 +88,13 @@ type NodeStatus struct {
 	MTU   int  `json:"mtu"`
 	Ready bool `json:"ready"`
 	// NotReady lists why the node cannot serve pods yet.
-	NotReady  []string `json:"notReady,omitempty"`
-	PodsUsed  int      `json:"podsUsed"`
-	PodsTotal int      `json:"podsTotal"`
+	NotReady []string `json:"notReady,omitempty"`
+	// ReconcileError is why the last reconcile failed once the node was
+	// ready: it stays ready with the data plane it has, and loomd
+	// retries. Empty after a reconcile that succeeded.
+	ReconcileError string `json:"reconcileError,omitempty"`
+	PodsUsed       int    `json:"podsUsed"`
+	PodsTotal      int    `json:"podsTotal"`
 	// Conflicts counts the times this node lost its subnet to an older
 	// lease after a partition healed.
 	Conflicts int `json:"conflicts"`

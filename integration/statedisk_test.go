@@ -197,4 +197,12 @@ func TestStateUnreadableAtRunTime(t *testing.T) {
 	if route, _ := nodes[0].Exec("ip", "route", "show", a.IP.String()); !strings.Contains(route, "proto 76") {
 		t.Fatalf("the route to pod a is gone from node1: %q", route)
 	}
+	// The node keeps serving the pods it has, and says what fails.
+	status, err := nodes[0].Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := status.Node; !st.Ready || !strings.Contains(st.ReconcileError, "read pod allocations") {
+		t.Fatalf("status: ready %v, reconcile error %q; want ready and the failure named", st.Ready, st.ReconcileError)
+	}
 }

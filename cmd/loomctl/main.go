@@ -35,8 +35,13 @@ func printStatus(stdout io.Writer, st api.Status) error {
 		ready = "no: " + strings.Join(n.NotReady, "; ")
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "Node:\t%s\nVersion:\t%s\nUnderlay:\t%s\nSubnet:\t%s\nVTEP MAC:\t%s\nBackend:\t%s\nMTU:\t%d (overlay and pods)\nReady:\t%s\nPods:\t%d/%d addresses used\nConflicts:\t%d subnets lost to older leases\nGossip:\t%s\n",
-		n.Name, n.Version, n.Underlay, n.Subnet, n.VTEPMAC, n.Backend, n.MTU, ready, n.PodsUsed, n.PodsTotal, n.Conflicts, map[bool]string{true: "encrypted", false: "NOT encrypted"}[n.GossipEncrypted])
+	fmt.Fprintf(tw, "Node:\t%s\nVersion:\t%s\nUnderlay:\t%s\nSubnet:\t%s\nVTEP MAC:\t%s\nBackend:\t%s\nMTU:\t%d (overlay and pods)\nReady:\t%s\n",
+		n.Name, n.Version, n.Underlay, n.Subnet, n.VTEPMAC, n.Backend, n.MTU, ready)
+	if n.ReconcileError != "" {
+		fmt.Fprintf(tw, "Reconcile:\tfailing, retried (the data plane stays as it is): %s\n", n.ReconcileError)
+	}
+	fmt.Fprintf(tw, "Pods:\t%d/%d addresses used\nConflicts:\t%d subnets lost to older leases\nGossip:\t%s\n",
+		n.PodsUsed, n.PodsTotal, n.Conflicts, map[bool]string{true: "encrypted", false: "NOT encrypted"}[n.GossipEncrypted])
 	states := map[string]int{}
 	for _, p := range st.Peers {
 		states[p.State]++

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/loomnet/loom/api"
 )
 
 func TestKeygenPrintsA32ByteKey(t *testing.T) {
@@ -73,5 +75,27 @@ func TestInstallCNI(t *testing.T) {
 		if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 			t.Fatalf("after install-cni --from %s the directory holds %d files, want the plugin alone", c.from, len(ents))
 		}
+	}
+}
+
+// TestStatusShowsAFailingReconcile: a ready node whose reconciles fail
+// (an unreadable state database) keeps its data plane, so it stays ready;
+// status must still say so, and say nothing when all is well.
+func TestStatusShowsAFailingReconcile(t *testing.T) {
+	st := api.Status{Node: api.NodeStatus{Name: "node1", Ready: true}}
+	var out bytes.Buffer
+	if err := printStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "Reconcile:") {
+		t.Fatalf("a node whose reconciles succeed shows a Reconcile line:\n%s", out.String())
+	}
+	st.Node.ReconcileError = "read pod allocations; data plane left as it is: state database is corrupt"
+	out.Reset()
+	if err := printStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "Reconcile:") || !strings.Contains(out.String(), st.Node.ReconcileError) {
+		t.Fatalf("status of a node whose reconciles fail:\n%s", out.String())
 	}
 }
