@@ -762,6 +762,12 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 				d.NodeAddrs = append(d.NodeAddrs, ip)
 			}
 		}
+		// Nor the peers' overlay addresses, or their traffic to this node
+		// counts as a pod's. A subnet's first address is only ever its
+		// holder's, so every subnet held at the last run gives one.
+		for subnet := range a.holders {
+			d.NodeOverlays = append(d.NodeOverlays, subnet.Addr())
+		}
 		if settle := a.startedAt.Add(a.settleTimeout()); next.IsZero() || settle.Before(next) {
 			next = settle
 		}

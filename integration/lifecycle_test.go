@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -75,6 +76,41 @@ func hitlessRestart(t *testing.T, opts rig.Options) {
 				t.Fatalf("packets lost across the restart (agents stopped at %s, all ready at %s): %v", stopped.Format(stampMicro), ready.Format(stampMicro), err)
 			}
 		})
+	}
+}
+
+// TestRestartKeepsPeerNodesOnHostPorts: what a peer node sends from its
+// overlay address is node traffic, not a pod's, so the pod-to-host filter
+// (ICMP only by default) lets it through. A restarted agent that has not
+// heard from that peer yet (its agent is down too) adopts the data plane
+// until membership settles; it must not narrow the firewall meanwhile and
+// treat the peer as a pod.
+func TestRestartKeepsPeerNodesOnHostPorts(t *testing.T) {
+	r := newRig(t, "--dead-node-grace", "1m")
+	nodes := startNodes(t, r, 2)
+	st, err := nodes[0].Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveIn(t, nodes[0].NS, "0.0.0.0:8080")
+	target := net.JoinHostPort(netip.MustParsePrefix(st.Node.Subnet).Addr().String(), "8080")
+	if err := dialFrom(nodes[1].NS, target); err != nil {
+		t.Fatalf("node2 to node1's overlay address: %v", err)
+	}
+	nodes[1].Stop(syscall.SIGKILL) // its data plane stays: node2 still routes to node1
+	nodes[0].Stop(syscall.SIGTERM)
+	if err := nodes[0].Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := dialFrom(nodes[1].NS, target); err != nil {
+		t.Fatalf("node2 to node1's overlay address while node1 adopts its data plane: %v", err)
+	}
+	// Still adopting: node1 has not heard from node2, whose agent is down.
+	if st, err := nodes[0].Status(); err != nil || len(st.Peers) != 0 && st.Peers[0].State == "alive" {
+		t.Fatalf("node1 should not see node2 alive: %v %+v", err, st.Peers)
 	}
 }
 
