@@ -199,14 +199,7 @@ func TestReloadOnHangup(t *testing.T) {
 	}
 	write("metrics-addr: 127.0.0.1:9642\ncluster-cidr: banana\n")
 	syscall.Kill(pid, syscall.SIGHUP)
-	if err := rig.Eventually(20*time.Second, func() error {
-		if !strings.Contains(rig.Tail(n.LogPath(), wholeLog), "reload refused") {
-			return errors.New("no refusal logged")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitLogged(t, n, "reload refused", 20*time.Second)
 	if log := rig.Tail(n.LogPath(), wholeLog); !strings.Contains(log, "--cluster-cidr") {
 		t.Fatalf("the refusal does not name --cluster-cidr:\n%s", log)
 	}

@@ -234,6 +234,19 @@ func waitAllReach(t *testing.T, pods []*rig.Pod, timeout time.Duration) {
 	}
 }
 
+// waitLogged waits until n's agent has logged text.
+func waitLogged(t *testing.T, n *rig.Node, text string, timeout time.Duration) {
+	t.Helper()
+	if err := rig.Eventually(timeout, func() error {
+		if !strings.Contains(rig.Tail(n.LogPath(), wholeLog), text) {
+			return fmt.Errorf("%s has not logged %q", n.Name, text)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // listenIn is rig.ListenIn, closed when the test ends.
 func listenIn(t *testing.T, nsName, addr string) net.Listener {
 	t.Helper()

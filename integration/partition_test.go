@@ -263,14 +263,7 @@ func TestJoinProgrammedWhileRejoinWaits(t *testing.T) {
 	// A rejoin that waited out the timeout has ended; the next has begun,
 	// since the rejoin interval is shorter than the wait.
 	failed := "failed to join " + net.JoinHostPort(cut.Addr.String(), "7946")
-	if err := rig.Eventually(30*time.Second, func() error {
-		if !strings.Contains(rig.Tail(watcher.LogPath(), wholeLog), failed) {
-			return fmt.Errorf("%s has not logged %q", watcher.Name, failed)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitLogged(t, watcher, failed, 30*time.Second)
 
 	joiner, err := r.AddNode("joiner")
 	if err != nil {

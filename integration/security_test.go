@@ -428,14 +428,7 @@ func TestUnderlayAllowList(t *testing.T) {
 	startReady(t, outsider, listed[0])
 	a, b := addPod(t, listed[0], "a"), addPod(t, listed[1], "b")
 	waitAllReach(t, []*rig.Pod{a, b}, 30*time.Second)
-	if err := rig.Eventually(20*time.Second, func() error {
-		if !strings.Contains(rig.Tail(listed[0].LogPath(), wholeLog), "outside --underlay-cidrs") {
-			return fmt.Errorf("node1 has not logged the outsider's rejection yet")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitLogged(t, listed[0], "outside --underlay-cidrs", 20*time.Second)
 	for _, n := range listed {
 		st, err := n.Status()
 		if err != nil {

@@ -180,14 +180,7 @@ func TestStateUnreadableAtRunTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if err := rig.Eventually(15*time.Second, func() error {
-		if !strings.Contains(rig.Tail(nodes[0].LogPath(), wholeLog), "read pod allocations; data plane left as it is") {
-			return errors.New("the unreadable state database is not logged")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitLogged(t, nodes[0], "read pod allocations; data plane left as it is", 15*time.Second)
 	// Three seconds of pings span three resyncs, each failing to read the
 	// pods; the route to pod a and the pings must outlast them.
 	out, _ := a.Exec("ping", "-D", "-i", "0.01", "-c", "300", "-W", "1", b.IP.String())
