@@ -90,6 +90,9 @@ type Agent struct {
 	// until then the data plane is adopted, never pruned.
 	startedAt time.Time
 	joined    atomic.Bool
+	// podDirSaveErr is the last failure to save the pod directory (only
+	// the loop saves it).
+	podDirSaveErr error
 	// freshBootstrap: no --join, no persisted lease: a brand-new fabric,
 	// with nothing in the kernel worth adopting.
 	freshBootstrap bool
@@ -224,6 +227,10 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if allocs, err := a.store.Allocations(); err == nil {
 		a.policy.dir.Publish(podRecords(allocs))
 	}
+	a.restorePodDirectory()
+	// Deferred after the store's Close, so it runs before: what the last
+	// reconcile learned is on disk when loomd stops.
+	defer a.savePodDirectory()
 	var policyLoadedFrom [sha256.Size]byte
 	if r.policySource == PolicySourceFiles {
 		// Load before the first reconcile rewrites the firewall: starting
@@ -589,6 +596,7 @@ func (a *Agent) loop(ctx context.Context) error {
 			}
 		}
 		reason = ""
+		a.savePodDirectory()
 		select {
 		case <-ctx.Done():
 			a.log.Info("loomd stopping; data plane left in place")
@@ -651,8 +659,12 @@ func (a *Agent) forgetLongGone() {
 			a.log.Info("forgot peer gone long ago", zap.String("node", name), zap.String("state", p.State.String()), zap.Time("since", p.Since))
 		}
 	}
-	if nodes := a.policy.dir.Forget(); len(nodes) > 0 {
-		a.log.Info("forgot pod records of nodes gone long ago", zap.Strings("nodes", nodes))
+	// Until membership settles, a peer whose agent is down too is not
+	// known, and the records saved of its pods may be all there is of them.
+	if a.settled(a.members.Peers()) {
+		if nodes := a.policy.dir.Forget(); len(nodes) > 0 {
+			a.log.Info("forgot pod records of nodes gone long ago", zap.Strings("nodes", nodes))
+		}
 	}
 	a.kubeNodes.forget(a.members.Known)
 }
@@ -721,7 +733,8 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	now := time.Now()
 	peers := a.members.Peers()
 	d, next, excluded := desiredState(a.record(), subnet, peers, a.leases, allocs, now, a.cfg.DeadNodeGrace)
-	d.Policy = a.compilePolicy(allocs, d.Peers)
+	adopt := !a.settled(peers)
+	d.Policy = a.compilePolicy(allocs, a.podSubnets(d.Peers, adopt))
 	a.sweepHandedOver(subnet, d.Peers)
 	a.stateMu.Lock()
 	for name, why := range excluded {
@@ -753,7 +766,7 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	a.refused = refused
 	a.excluded = excluded
 	a.stateMu.Unlock()
-	if !a.settled(peers) {
+	if adopt {
 		d.Adopt = true
 		// Adopting must not narrow the firewall either: until membership has
 		// spoken, the peers of the last run may still send VXLAN traffic.

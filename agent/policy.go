@@ -12,7 +12,6 @@ import (
 
 	"github.com/loomnet/loom/api"
 	"github.com/loomnet/loom/ipam"
-	"github.com/loomnet/loom/overlay"
 	"github.com/loomnet/loom/policy"
 	"go.uber.org/zap"
 )
@@ -133,9 +132,9 @@ func podRecord(al ipam.Allocation) policy.PodRecord {
 
 // compilePolicy publishes the local pods to the pod directory and compiles
 // the policies in force against every pod this node can reach: its own
-// and those of programmed peers (a record claiming an address outside its
-// node's subnet is ignored). Called with dpMu held.
-func (a *Agent) compilePolicy(allocs []ipam.Allocation, peers []overlay.Peer) *policy.Compiled {
+// and those of other nodes in subnets (see podSubnets). Called with dpMu
+// held.
+func (a *Agent) compilePolicy(allocs []ipam.Allocation, subnets map[string][]netip.Prefix) *policy.Compiled {
 	p := a.policy
 	records := make([]policy.PodRecord, 0, len(allocs))
 	localPods := make([]policy.Pod, 0, len(allocs))
@@ -162,12 +161,8 @@ func (a *Agent) compilePolicy(allocs []ipam.Allocation, peers []overlay.Peer) *p
 		return nil
 	}
 	snap := policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces, Pods: localPods}
-	subnets := map[string]netip.Prefix{}
-	for _, peer := range peers {
-		subnets[peer.Name] = peer.Subnet
-	}
 	for _, r := range p.dir.Records() {
-		if sn, ok := subnets[r.Node]; ok && sn.Contains(r.IP) {
+		if slices.ContainsFunc(subnets[r.Node], func(sn netip.Prefix) bool { return sn.Contains(r.IP) }) {
 			snap.Pods = append(snap.Pods, policy.Pod{Namespace: r.Namespace, Name: r.Name, IP: r.IP, Labels: r.Labels})
 		}
 	}

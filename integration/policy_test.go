@@ -645,3 +645,63 @@ func TestHandoverWhileDownDeletesFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPolicyKeepsPeersPodsAcrossRestart: an agent that restarts while a
+// peer's agent is down too (every agent restarted at once) keeps that
+// peer's pods in its policies. It learned their labels from gossip, which
+// the peer cannot repeat until it is back; it used to start without them,
+// and refuse the connections its policies allow from them.
+func TestPolicyKeepsPeersPodsAcrossRestart(t *testing.T) {
+	// The grace keeps node1 from settling while node2's agent is down, as
+	// it does for a restart of every agent: the window under test.
+	r := newRig(t, "--dead-node-grace", "2m")
+	var nodes []*rig.Node
+	for i := 1; i <= 2; i++ {
+		name := fmt.Sprintf("node%d", i)
+		dir := filepath.Join(r.Dir, name, "policies")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writePolicyDir(t, dir, map[string]string{"db.yaml": netpol("db", "default",
+			"  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: web}}\n")})
+		n, err := r.AddNode(name, "--policy-dir", dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		startReady(t, n, nodes...)
+		nodes = append(nodes, n)
+	}
+	labelled := func(n *rig.Node, name, app string) *rig.Pod {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		p, err := n.AddPodWithArgs(ctx, name, [][2]string{{"K8S_POD_NAME", name}, {"LOOM_POD_LABELS", "app:" + app}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	db, web, other := labelled(nodes[0], "db", "db"), labelled(nodes[1], "web", "web"), labelled(nodes[1], "other", "other")
+	serve(t, db.NS)
+	to := net.JoinHostPort(db.IP.String(), "80")
+	enforced := func() error {
+		if err := connect(web.NS, "tcp", to); err != nil {
+			return fmt.Errorf("web on node2 cannot connect to db on node1: %w", err)
+		}
+		if connect(other.NS, "tcp", to) == nil {
+			return errors.New("other on node2 connects to db on node1, which only web may")
+		}
+		return nil
+	}
+	if err := rig.Eventually(30*time.Second, enforced); err != nil {
+		t.Fatal(err)
+	}
+	nodes[1].Stop(syscall.SIGKILL)
+	nodes[0].Stop(syscall.SIGKILL)
+	startReady(t, nodes[0], nodes[1])
+	if err := rig.Eventually(20*time.Second, enforced); err != nil {
+		t.Fatalf("after node1's agent restarted with node2's down: %v", err)
+	}
+	if st, err := nodes[0].Status(); err != nil || len(st.Peers) != 0 {
+		t.Fatalf("node1 knows peers %+v (%v): node2's agent came back, so the test proves nothing", st.Peers, err)
+	}
+}

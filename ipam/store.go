@@ -73,7 +73,7 @@ func OpenStore(dir string) (*Store, error) {
 	}
 	if err == nil {
 		err = s.update(func(tx *bolt.Tx) error {
-			for _, b := range [][]byte{bucketLease, bucketPods, bucketMeta} {
+			for _, b := range [][]byte{bucketLease, bucketPods, bucketMeta, bucketDirectory} {
 				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 					return err
 				}

@@ -48,14 +48,14 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 // readAll reads every key and value of Loom's buckets once, so that
 // damage anywhere in them is found when the store opens rather than at
 // the first CNI ADD or restart that reaches it. Hashing every byte is
-// what reads them: the sum itself is not kept (a few hundred KiB at
-// most, so well under a millisecond). It runs before anything is written,
+// what reads them: the sum itself is not kept (a few MiB at most, other
+// nodes' pod records included, so milliseconds). It runs before anything is written,
 // so a refused file is left as it was found. Pod allocations are decoded too:
 // one that cannot be would make every later read of them fail, and with
 // it the routes and rules of the pods behind it.
 func readAll(tx *bolt.Tx) error {
 	var sum uint32
-	for _, name := range [][]byte{bucketLease, bucketPods, bucketMeta} {
+	for _, name := range [][]byte{bucketLease, bucketPods, bucketMeta, bucketDirectory} {
 		b := tx.Bucket(name)
 		if b == nil {
 			continue // a new database: OpenStore creates it

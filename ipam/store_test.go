@@ -3,6 +3,7 @@ package ipam
 import (
 	"maps"
 	"net/netip"
+	"path/filepath"
 	"testing"
 )
 
@@ -27,11 +28,7 @@ func TestStoreRemembersHoldersAndPeers(t *testing.T) {
 	if err := st.SavePeers([]string{"192.0.2.1", "fd00::2"}); err != nil {
 		t.Fatal(err)
 	}
-	st.Close()
-	if st, err = OpenStore(dir); err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st = reopen(t, st)
 	got, err := st.LoadHolders()
 	if err != nil || !maps.Equal(got, holders) {
 		t.Fatalf("holders after reopening: %v, %v; want %v", got, err, holders)
@@ -40,4 +37,42 @@ func TestStoreRemembersHoldersAndPeers(t *testing.T) {
 	if err != nil || len(peers) != 2 || peers[1] != "fd00::2" {
 		t.Fatalf("peers after reopening: %v, %v", peers, err)
 	}
+}
+
+// Other nodes' pod records outlive the process; a save writes and
+// deletes only the keys it names.
+func TestStoreRemembersPodDirectory(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.LoadDirectory(); err != nil || len(got) != 0 {
+		t.Fatalf("fresh store: %v, %v; want no records", got, err)
+	}
+	if err := st.SaveDirectory(map[string][]byte{"10.244.1.2 a": []byte(`{"v":1}`), "10.244.1.3 a": []byte(`{"v":2}`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SaveDirectory(map[string][]byte{"10.244.2.2 b": []byte(`{"v":3}`)}, []string{"10.244.1.3 a", "never saved"}); err != nil {
+		t.Fatal(err)
+	}
+	st = reopen(t, st)
+	got, err := st.LoadDirectory()
+	want := map[string][]byte{"10.244.1.2 a": []byte(`{"v":1}`), "10.244.2.2 b": []byte(`{"v":3}`)}
+	if err != nil || !maps.EqualFunc(got, want, func(x, y []byte) bool { return string(x) == string(y) }) {
+		t.Fatalf("after reopening: %q, %v; want %q", got, err, want)
+	}
+}
+
+// reopen closes st and opens its database again, as the next run of
+// loomd would; the test's end closes it.
+func reopen(t *testing.T, st *Store) *Store {
+	t.Helper()
+	st.Close()
+	st, err := OpenStore(filepath.Dir(st.Path()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }

@@ -62,6 +62,10 @@ type Directory struct {
 	forgetAfter time.Duration
 	// onGone hears of another node's pod that is gone (nil: nobody).
 	onGone func(ip netip.Addr)
+	// unsaved are the other nodes' records changed since the last Unsaved,
+	// and undecodable the saved keys that name no record (see Restore).
+	unsaved     map[recordKey]bool
+	undecodable []string
 }
 
 // NewDirectory returns an empty directory for node self. validate vets
@@ -69,7 +73,7 @@ type Directory struct {
 // keeps every node's records until ForgetAfter says otherwise.
 func NewDirectory(self string, validate func(PodRecord) error) *Directory {
 	return &Directory{self: self, validate: validate, now: time.Now,
-		records: map[recordKey]PodRecord{}, newest: map[string]uint64{}}
+		records: map[recordKey]PodRecord{}, newest: map[string]uint64{}, unsaved: map[recordKey]bool{}}
 }
 
 // ForgetAfter makes the directory drop the records of a node it does not
@@ -123,6 +127,7 @@ func (d *Directory) Forget() []string {
 	for k := range d.records {
 		if gone[k.node] {
 			delete(d.records, k)
+			d.markUnsaved(k)
 		}
 	}
 	return slices.Sorted(maps.Keys(gone))
@@ -145,8 +150,16 @@ func (d *Directory) Count() (live, deleted int) {
 
 // store puts r in the table. Called with mu held.
 func (d *Directory) store(r PodRecord) {
-	d.records[recordKey{r.Node, r.IP}] = r
+	d.markUnsaved(d.put(r))
+}
+
+// put puts r in the table without noting it unsaved (see Restore).
+// Called with mu held.
+func (d *Directory) put(r PodRecord) recordKey {
+	k := recordKey{r.Node, r.IP}
+	d.records[k] = r
 	d.newest[r.Node] = max(d.newest[r.Node], r.Version)
+	return k
 }
 
 // ValidateRecord checks a record's structure and metadata.

@@ -1,0 +1,46 @@
+package ipam
+
+import (
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// bucketDirectory holds other nodes' pod records (see policy.Directory),
+// each under its own key, so a save writes only what changed.
+var bucketDirectory = []byte("pod-directory")
+
+// SaveDirectory writes the pod directory's changes in one transaction:
+// put maps each key to its encoded record, del lists keys to delete.
+func (s *Store) SaveDirectory(put map[string][]byte, del []string) error {
+	if len(put) == 0 && len(del) == 0 {
+		return nil
+	}
+	return s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDirectory)
+		for k, v := range put {
+			if err := b.Put([]byte(k), v); err != nil {
+				return fmt.Errorf("save pod record %q: %w", k, err)
+			}
+		}
+		for _, k := range del {
+			if err := b.Delete([]byte(k)); err != nil {
+				return fmt.Errorf("delete pod record %q: %w", k, err)
+			}
+		}
+		return nil
+	})
+}
+
+// LoadDirectory returns what SaveDirectory stored, by key.
+func (s *Store) LoadDirectory() (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDirectory).ForEach(func(k, v []byte) error {
+			// bbolt's memory is valid only inside the transaction.
+			out[string(k)] = append([]byte(nil), v...)
+			return nil
+		})
+	})
+	return out, err
+}
