@@ -44,20 +44,23 @@ func (a *Agent) savePodDirectory() {
 
 // podSubnets are the subnets whose pods policies may select, by node:
 // the programmed peers', and while the data plane is adopted after a
-// restart, those held at the last run by nodes not heard from yet. A
-// record of an address outside its node's subnets is ignored, so a node
-// cannot place its labels on another's pods.
-// Called with dpMu held.
+// restart, those held at the last run by nodes not heard from yet (unless
+// a peer heard from holds one now: it changed hands meanwhile). A record
+// of an address outside its node's subnets is ignored, so no node places
+// its labels on another's pods. Called with dpMu held.
 func (a *Agent) podSubnets(peers []overlay.Peer, adopting bool) map[string][]netip.Prefix {
 	out := map[string][]netip.Prefix{}
+	held := map[netip.Prefix]bool{}
 	for _, p := range peers {
 		out[p.Name] = append(out[p.Name], p.Subnet)
+		held[p.Subnet] = true
 	}
 	if !adopting {
 		return out
 	}
 	for subnet, holder := range a.holders {
-		if heard := slices.ContainsFunc(peers, func(p overlay.Peer) bool { return p.Name == holder }); !heard && holder != a.cfg.NodeName {
+		heard := slices.ContainsFunc(peers, func(p overlay.Peer) bool { return p.Name == holder })
+		if !heard && !held[subnet] && holder != a.cfg.NodeName {
 			out[holder] = append(out[holder], subnet)
 		}
 	}
