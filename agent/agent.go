@@ -93,6 +93,14 @@ type Agent struct {
 	// podDirSaveErr is the last failure to save the pod directory (only
 	// the loop saves it).
 	podDirSaveErr error
+	// restoredOwners are the nodes whose active claims were restored at
+	// start, until membership settles (see reserveUnheard); savedClaims
+	// is the lease table last saved, and claimsSaveErr the last failure
+	// to save it. Only the loop uses them after start.
+	restoredOwners map[string]bool
+	savedClaims    string
+	claimsSavedAt  time.Time
+	claimsSaveErr  error
 	// freshBootstrap: no --join, no persisted lease: a brand-new fabric,
 	// with nothing in the kernel worth adopting.
 	freshBootstrap bool
@@ -228,9 +236,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		a.policy.dir.Publish(podRecords(allocs))
 	}
 	a.restorePodDirectory()
-	// Deferred after the store's Close, so it runs before: what the last
-	// reconcile learned is on disk when loomd stops.
+	a.restoreClaims()
+	// Deferred after the store's Close, so they run before: what the
+	// agent learned last is on disk when loomd stops.
 	defer a.savePodDirectory()
+	defer a.saveClaims(true)
 	var policyLoadedFrom [sha256.Size]byte
 	if r.policySource == PolicySourceFiles {
 		// Load before the first reconcile rewrites the firewall: starting
@@ -597,6 +607,7 @@ func (a *Agent) loop(ctx context.Context) error {
 		}
 		reason = ""
 		a.savePodDirectory()
+		a.saveClaims(false)
 		select {
 		case <-ctx.Done():
 			a.log.Info("loomd stopping; data plane left in place")
@@ -1133,6 +1144,7 @@ func (a *Agent) checkLeases() (changed bool) {
 				zap.Time("until", time.Unix(c.Expires, 0)))
 		}
 	}
+	update = append(update, a.reserveUnheard(peers, now)...)
 	if len(update) > 0 {
 		if _, err := a.leases.Merge(update...); err != nil {
 			a.log.Warn("record reservations", zap.Error(err))

@@ -834,3 +834,48 @@ func TestRebootReleasesEarlierPods(t *testing.T) {
 	}
 	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "c"), b}, 30*time.Second)
 }
+
+// TestRestartedFabricKeepsAbsentNodesSubnets: after every agent stopped
+// (a power cut), a node that comes back before another must not let a
+// newcomer take the absent node's subnet. It knew the claim before it
+// stopped; it used to start with its own only, and the newcomer claimed
+// the subnet, so the absent node came back to a conflict it lost.
+func TestRestartedFabricKeepsAbsentNodesSubnets(t *testing.T) {
+	r := newRig(t, "--cluster-cidr", "10.244.0.0/23")
+	nodes := startNodes(t, r, 2)
+	absent, err := nodes[1].Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes[0].Stop(syscall.SIGTERM)
+	nodes[1].Stop(syscall.SIGTERM)
+	startReady(t, nodes[0], nodes[1])
+	late := addStarted(t, r, "late", nodes[0])
+	stolen := false
+	if err := rig.Eventually(20*time.Second, func() error {
+		st, err := late.Status()
+		if err != nil {
+			return err
+		}
+		if stolen = st.Node.Subnet == absent.Node.Subnet; stolen {
+			return nil
+		}
+		if st.Node.Ready || !strings.Contains(strings.Join(st.Node.NotReady, "; "), "no free subnet") {
+			return fmt.Errorf("late: ready=%v, not ready because %q; want it waiting for a free subnet", st.Node.Ready, st.Node.NotReady)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if stolen {
+		t.Fatalf("late claimed %s, node2's, while node2 was down", absent.Node.Subnet)
+	}
+	// Once membership settled without node2, its claim is reserved for
+	// --lease-ttl like a dead node's, not left active for good; node2
+	// takes it back when it returns.
+	waitLogged(t, nodes[0], "lease reserved for a node not heard from since this agent started", 30*time.Second)
+	startReady(t, nodes[1], nodes[0])
+	if st, err := nodes[1].Status(); err != nil || st.Node.Subnet != absent.Node.Subnet {
+		t.Fatalf("node2 came back with %v (%v), want its %s", st.Node.Subnet, err, absent.Node.Subnet)
+	}
+}

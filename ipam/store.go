@@ -178,3 +178,21 @@ func (s *Store) getMeta(key []byte, out any) error {
 		return nil
 	})
 }
+
+var keyClaims = []byte("claims")
+
+// SavedClaims is the lease table as a node last saved it, and when.
+type SavedClaims struct {
+	At     time.Time `json:"at"`
+	Claims []Claim   `json:"claims"`
+}
+
+// SaveClaims remembers the lease table, so that a node restarted while
+// others are down still knows the subnets they hold (see LoadClaims).
+func (s *Store) SaveClaims(saved SavedClaims) error { return s.putMeta(keyClaims, saved) }
+
+// LoadClaims returns what SaveClaims stored; ok is false when nothing was.
+func (s *Store) LoadClaims() (saved SavedClaims, ok bool, err error) {
+	err = s.getMeta(keyClaims, &saved)
+	return saved, !saved.At.IsZero(), err
+}

@@ -4,7 +4,9 @@ import (
 	"maps"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 )
 
 // The subnets' holders and the peers outlive the process, and a store
@@ -75,4 +77,27 @@ func reopen(t *testing.T, st *Store) *Store {
 	}
 	t.Cleanup(func() { st.Close() })
 	return st
+}
+
+// The lease table outlives the process.
+func TestStoreRemembersClaims(t *testing.T) {
+	st, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := st.LoadClaims(); err != nil || ok {
+		t.Fatalf("fresh store: claims %v, %v; want none", got, err)
+	}
+	claims := []Claim{
+		{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Owner: "node1", Epoch: 1, Version: 1, State: LeaseActive},
+		{Subnet: netip.MustParsePrefix("10.244.2.0/24"), Owner: "node2", Epoch: 2, Version: 3, State: LeaseReserved, Expires: 1000},
+	}
+	at := time.Unix(1700000000, 0)
+	if err := st.SaveClaims(SavedClaims{At: at, Claims: claims}); err != nil {
+		t.Fatal(err)
+	}
+	st = reopen(t, st)
+	if got, ok, err := st.LoadClaims(); err != nil || !ok || !got.At.Equal(at) || !slices.Equal(got.Claims, claims) {
+		t.Fatalf("claims after reopening: %v, %v; want %v at %v", got, err, claims, at)
+	}
 }
