@@ -182,6 +182,18 @@ func ValidateRecord(r PodRecord) error {
 	return nil
 }
 
+// vet checks a record from outside this process (a peer's, or one saved
+// at the last run): its structure and metadata, then validate.
+func (d *Directory) vet(r PodRecord) error {
+	if err := ValidateRecord(r); err != nil {
+		return err
+	}
+	if d.validate != nil {
+		return d.validate(r)
+	}
+	return nil
+}
+
 // EncodeRecord encodes one record as a gossip update, refusing records
 // too large for one broadcast.
 func EncodeRecord(r PodRecord) ([]byte, error) {
@@ -232,15 +244,9 @@ func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, error) {
 		if d.forgettable(r.Node, max(sent[r.Node], d.newest[r.Node])) {
 			continue
 		}
-		if err := ValidateRecord(r); err != nil {
+		if err := d.vet(r); err != nil {
 			errs = append(errs, err)
 			continue
-		}
-		if d.validate != nil {
-			if err := d.validate(r); err != nil {
-				errs = append(errs, err)
-				continue
-			}
 		}
 		k := recordKey{r.Node, r.IP}
 		have, ok := d.records[k]

@@ -115,13 +115,8 @@ func (d *Directory) restore(key string, b []byte) error {
 	if r.Node == d.self {
 		return errors.New("the record is this node's own (published anew from its pods)")
 	}
-	if err := ValidateRecord(r); err != nil {
+	if err := d.vet(r); err != nil {
 		return err
-	}
-	if d.validate != nil {
-		if err := d.validate(r); err != nil {
-			return err
-		}
 	}
 	if have, ok := d.records[k]; ok && have.Version >= r.Version {
 		return nil
