@@ -2,7 +2,6 @@ package agent
 
 import (
 	"net/netip"
-	"slices"
 
 	"github.com/loomnet/loom/overlay"
 	"go.uber.org/zap"
@@ -50,17 +49,17 @@ func (a *Agent) savePodDirectory() {
 // its labels on another's pods. Called with dpMu held.
 func (a *Agent) podSubnets(peers []overlay.Peer, adopting bool) map[string][]netip.Prefix {
 	out := map[string][]netip.Prefix{}
+	heard := map[string]bool{}
 	held := map[netip.Prefix]bool{}
 	for _, p := range peers {
 		out[p.Name] = append(out[p.Name], p.Subnet)
-		held[p.Subnet] = true
+		heard[p.Name], held[p.Subnet] = true, true
 	}
 	if !adopting {
 		return out
 	}
 	for subnet, holder := range a.holders {
-		heard := slices.ContainsFunc(peers, func(p overlay.Peer) bool { return p.Name == holder })
-		if !heard && !held[subnet] && holder != a.cfg.NodeName {
+		if !heard[holder] && !held[subnet] && holder != a.cfg.NodeName {
 			out[holder] = append(out[holder], subnet)
 		}
 	}
