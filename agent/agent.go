@@ -94,13 +94,14 @@ type Agent struct {
 	// the loop saves it).
 	podDirSaveErr error
 	// restoredOwners are the nodes whose active claims were restored at
-	// start, until membership settles (see reserveUnheard); savedClaims
-	// is the lease table last saved, and claimsSaveErr the last failure
-	// to save it. Only the loop uses them after start.
-	restoredOwners map[string]bool
-	savedClaims    string
-	claimsSavedAt  time.Time
-	claimsSaveErr  error
+	// start, until membership settles (see reserveUnheard). The lease
+	// table was last saved at claimsSavedAt (zero: never), after
+	// claimsSavedChanges of its changes; claimsSaveErr is the last
+	// failure to save it. Only the loop uses them after start.
+	restoredOwners     map[string]bool
+	claimsSavedChanges uint64
+	claimsSavedAt      time.Time
+	claimsSaveErr      error
 	// freshBootstrap: no --join, no persisted lease: a brand-new fabric,
 	// with nothing in the kernel worth adopting.
 	freshBootstrap bool

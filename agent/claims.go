@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
 	"maps"
 	"slices"
 	"time"
@@ -55,18 +54,18 @@ func (a *Agent) claimsRefresh() time.Duration { return min(time.Hour, a.cfg.Leas
 // Only the loop (and Run, after it) calls it.
 func (a *Agent) saveClaims(force bool) {
 	now := time.Now()
-	claims := a.leases.Claims()
-	b, err := json.Marshal(claims)
-	if err != nil || (!force && string(b) == a.savedClaims && now.Sub(a.claimsSavedAt) < a.claimsRefresh()) {
+	changes := a.leases.Changes()
+	// Never saved: claimsSavedAt is zero, long past the refresh.
+	if !force && changes == a.claimsSavedChanges && now.Sub(a.claimsSavedAt) < a.claimsRefresh() {
 		return
 	}
-	err = a.store.SaveClaims(ipam.SavedClaims{At: now, Claims: claims})
+	err := a.store.SaveClaims(ipam.SavedClaims{At: now, Claims: a.leases.Claims()})
 	if newFailure(a.claimsSaveErr, err) {
 		a.log.Warn("save the subnet claims; after a restart of every agent, a node still down could lose its subnet to a newcomer", zap.Error(err))
 	}
 	a.claimsSaveErr = err
 	if err == nil {
-		a.savedClaims, a.claimsSavedAt = string(b), now
+		a.claimsSavedChanges, a.claimsSavedAt = changes, now
 	}
 }
 

@@ -137,6 +137,8 @@ type LeaseTable struct {
 	// knows of no one. See SetLiveness.
 	live func(owner string) bool
 	now  func() time.Time
+	// changes counts the Merges and Forgets that changed the table.
+	changes uint64
 }
 
 // SetLiveness tells the table who is alive now: this node and its live
@@ -195,7 +197,18 @@ func (t *LeaseTable) Forget() []Claim {
 			}
 		}
 	}
+	if len(gone) > 0 {
+		t.changes++
+	}
 	return gone
+}
+
+// Changes counts the changes made to the table so far: a caller that
+// keeps a copy (on disk) compares it with the count at the copy.
+func (t *LeaseTable) Changes() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.changes
 }
 
 // Validate checks a claim against the table's subnet space.
@@ -239,6 +252,9 @@ func (t *LeaseTable) Merge(claims ...Claim) ([]Claim, error) {
 		}
 		t.claims[k] = c
 		changed = append(changed, c)
+	}
+	if len(changed) > 0 {
+		t.changes++
 	}
 	return changed, errors.Join(errs...)
 }

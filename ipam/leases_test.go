@@ -414,3 +414,32 @@ func TestLapsedReservationOfALiveOwnerStillHolds(t *testing.T) {
 		t.Fatalf("fresh table holds %v", fresh.Claims())
 	}
 }
+
+// Changes counts what changed the table, and nothing else: a merge of
+// what it holds already, or a Forget that drops nothing, is no change.
+func TestLeaseTableCountsChanges(t *testing.T) {
+	space := testSpace(t)
+	now := time.Unix(10_000_000, 0)
+	tab := NewLeaseTable(space)
+	tab.now = func() time.Time { return now }
+	released := Claim{Subnet: space.Nth(1), Owner: "a", Epoch: 1, Version: 2, State: LeaseReleased, Expires: now.Add(-time.Hour).Unix()}
+	steps := []struct {
+		name string
+		do   func()
+		want uint64
+	}{
+		{"new claim", func() { tab.Merge(released) }, 1},
+		{"the same claim again", func() { tab.Merge(released) }, 1},
+		{"an invalid claim", func() {
+			tab.Merge(Claim{Subnet: netip.MustParsePrefix("192.0.2.0/24"), Owner: "x", State: LeaseActive})
+		}, 1},
+		{"Forget that drops nothing", func() { tab.Forget() }, 1},
+		{"Forget that drops the claim", func() { tab.ForgetAfter(time.Minute); tab.Forget() }, 2},
+	}
+	for _, s := range steps {
+		s.do()
+		if got := tab.Changes(); got != s.want {
+			t.Fatalf("after %s: %d changes, want %d", s.name, got, s.want)
+		}
+	}
+}
