@@ -49,10 +49,10 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 // damage anywhere in them is found when the store opens rather than at
 // the first CNI ADD or restart that reaches it. Hashing every byte is
 // what reads them: the sum itself is not kept (a few MiB at most, other
-// nodes' pod records included, so milliseconds). It runs before anything is written,
-// so a refused file is left as it was found. Pod allocations are decoded too:
-// one that cannot be would make every later read of them fail, and with
-// it the routes and rules of the pods behind it.
+// nodes' pod records included, so milliseconds). It runs before anything
+// is written, so a refused file is left as it was found. Pod allocations
+// are decoded too: one that cannot be would make every later read of
+// them fail, and with it the routes and rules of the pods behind it.
 func readAll(tx *bolt.Tx) error {
 	var sum uint32
 	for _, name := range [][]byte{bucketLease, bucketPods, bucketMeta, bucketDirectory} {
