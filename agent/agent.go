@@ -414,17 +414,17 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		go a.watchPolicyDir(watchCtx, policyLoadedFrom)
 	}
 	go a.conntrack.Run(watchCtx)
-	lost := func(err error) {
-		a.log.Warn("kernel change notifications lost; relying on periodic resync", zap.Error(err))
-	}
-	if err := overlay.Watch(watchCtx, a.backend.DeviceIndex, a.dp.Detaching, a.trigger, lost); err != nil {
+	if err := overlay.Watch(watchCtx, a.backend.DeviceIndex, a.dp.Detaching, a.trigger, a.notificationsLost("links, routes, neighbours, forwarding")); err != nil {
 		a.log.Warn("cannot watch kernel changes; drift is repaired on the periodic resync only", zap.Error(err))
 	}
 	if err := overlay.WatchFirewall(watchCtx, func() {
 		a.log.Warn("another process changed Loom's nftables table; writing it again", zap.String("table", overlay.FirewallTable))
 		a.fw.Invalidate()
 		a.trigger()
-	}, lost); err != nil {
+	}, func() {
+		a.fw.Invalidate()
+		a.trigger()
+	}, a.notificationsLost("nftables")); err != nil {
 		a.log.Warn("cannot watch nftables; a removed firewall table is restored on the periodic resync only", zap.Error(err))
 	}
 	if err := a.loop(ctx); err != nil {
@@ -434,6 +434,16 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return cause
 	}
 	return nil
+}
+
+// notificationsLost returns the onError of a kernel watcher: the kernel
+// ended one of its subscriptions, which the watcher opens again before it
+// asks for a reconcile of everything the subscription covers.
+func (a *Agent) notificationsLost(what string) func(error) {
+	return func(err error) {
+		a.log.Warn("kernel change notifications lost; subscribing again and checking everything they cover",
+			zap.String("notifications", what), zap.Error(err))
+	}
 }
 
 // Check resolves cfg as Run does at start, changing nothing: the flags'

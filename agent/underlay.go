@@ -57,9 +57,7 @@ func (a *Agent) watchUnderlay(ctx context.Context, changed func(underlayChange))
 		default:
 		}
 	}
-	if err := overlay.WatchUnderlay(ctx, a.cfg.Iface, notify, func(err error) {
-		a.log.Warn("underlay change notifications lost; the underlay interface is checked on the periodic resync only", zap.Error(err))
-	}); err != nil {
+	if err := overlay.WatchUnderlay(ctx, a.cfg.Iface, notify, a.notificationsLost("underlay addresses and links")); err != nil {
 		a.log.Warn("cannot watch the underlay interface; it is checked on the periodic resync only", zap.Error(err))
 	}
 	go func() {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,11 +127,7 @@ func TestFirewallTamperingIsRepairedAtOnce(t *testing.T) {
 	r := newRig(t, "--resync-interval", "1h")
 	nodes := startNodes(t, r, 2)
 	n := nodes[0]
-	counters := regexp.MustCompile(`packets \d+ bytes \d+`)
-	list := func() (string, error) {
-		out, err := n.Exec("nft", "list", "table", "ip", "loom")
-		return counters.ReplaceAllString(out, "packets - bytes -"), err
-	}
+	list := func() (string, error) { return listLoomTable(n) }
 	before, err := list()
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +169,101 @@ func TestFirewallTamperingIsRepairedAtOnce(t *testing.T) {
 		}
 	}
 	waitAllReach(t, []*rig.Pod{addPod(t, n, "a"), addPod(t, nodes[1], "b")}, 30*time.Second)
+}
+
+// TestDriftRepairOutlivesANotificationFlood: the kernel ends a
+// notification subscription whose reader falls behind (ENOBUFS), and the
+// netlink libraries' readers stop there for good. A node busy enough to
+// stall loomd while many routes change, or a single nftables batch of a
+// few thousand set elements (kube-proxy's sets, a large policy), was
+// enough: from then on drift went unnoticed until the periodic resync (an
+// hour away here).
+func TestDriftRepairOutlivesANotificationFlood(t *testing.T) {
+	r := newRig(t, "--resync-interval", "1h")
+	nodes := startNodes(t, r, 2)
+	n := nodes[0]
+	peer, err := nodes[1].Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerRoute := netip.MustParsePrefix(peer.Node.Subnet).String()
+	dir := t.TempDir()
+
+	// Route notifications pile up while loomd is stopped: far more than
+	// its subscriptions' buffers hold.
+	var routes strings.Builder
+	routes.WriteString("link add flood0 type veth peer name flood1\nlink set flood0 up\nlink set flood1 up\n")
+	for i := range 20000 {
+		fmt.Fprintf(&routes, "route add 10.100.%d.%d/32 dev flood0 proto static\n", i>>8, i&255)
+	}
+	routeBatch := filepath.Join(dir, "routes")
+	if err := os.WriteFile(routeBatch, []byte(routes.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pid := n.Pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	_, floodErr := n.Exec("ip", "-batch", routeBatch)
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if floodErr != nil {
+		t.Fatal(floodErr)
+	}
+	waitLogged(t, n, "kernel change notifications lost", 10*time.Second)
+	mustExec(t, n, "ip", "link", "del", "flood0")
+	mustExec(t, n, "ip", "route", "del", peerRoute)
+	if err := rig.Eventually(8*time.Second, func() error {
+		if out, _ := n.Exec("ip", "route", "show", peerRoute); !strings.Contains(out, "loom.1") {
+			return fmt.Errorf("the route to %s deleted after the flood is not back", peerRoute)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Someone else's nftables batch of 20,000 set elements, written while
+	// loomd runs: each element is a notification to every monitor.
+	var set strings.Builder
+	set.WriteString("table ip someone-else {\n\tset big {\n\t\ttype ipv4_addr\n\t\telements = { ")
+	for i := range 20000 {
+		if i > 0 {
+			set.WriteString(", ")
+		}
+		fmt.Fprintf(&set, "10.101.%d.%d", i>>8, i&255)
+	}
+	set.WriteString(" }\n\t}\n}\n")
+	setBatch := filepath.Join(dir, "set.nft")
+	if err := os.WriteFile(setBatch, []byte(set.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	written, err := listLoomTable(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, n, "nft", "-f", setBatch)
+	// Emptied, not deleted: a reconcile for any other reason finds a
+	// missing table, but only the watcher sees an emptied one.
+	mustExec(t, n, "nft", "flush", "table", "ip", "loom")
+	if err := rig.Eventually(10*time.Second, func() error {
+		if now, err := listLoomTable(n); err != nil || now != written {
+			return fmt.Errorf("Loom's table, emptied after a large nftables batch, is not as it was: %v\n%s", err, now)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitAllReach(t, []*rig.Pod{addPod(t, n, "a"), addPod(t, nodes[1], "b")}, 30*time.Second)
+}
+
+var nftCounters = regexp.MustCompile(`packets \d+ bytes \d+`)
+
+// listLoomTable lists Loom's IPv4 nftables table on n, its counters
+// blanked so that two listings compare equal while traffic flows.
+func listLoomTable(n *rig.Node) (string, error) {
+	out, err := n.Exec("nft", "list", "table", "ip", "loom")
+	return nftCounters.ReplaceAllString(out, "packets - bytes -"), err
 }
 
 // TestCNIConfigIsRestored: the conflist is loomd's. Removed (a reset, a

@@ -18,8 +18,9 @@ import (
 // forwarding switched off. Drift made by
 // hand is thus repaired within one reconcile instead of waiting for the
 // periodic resync. notify must not block. Watch returns once subscribed;
-// it stops when ctx ends, and reports a dead subscription through onError
-// (the resync still covers it).
+// it stops when ctx ends. A subscription the kernel ends (its reader fell
+// behind a burst of changes) is reported through onError and opened
+// again, and notify is called then: what changed meanwhile went unseen.
 //
 // A pod veth's own life is not drift: it is born down (ADD attaches it),
 // and Loom itself sets it down and deletes it on DEL (detaching says which
@@ -27,49 +28,56 @@ import (
 // reconciling on every veth event would make each ADD wait for a
 // reconcile it does not need.
 func Watch(ctx context.Context, deviceIndex func() int, detaching func(hostIf string) bool, notify func(), onError func(error)) error {
+	return keepSubscribed(ctx, func(ctx context.Context, lost func(error)) error {
+		return watchKernel(ctx, deviceIndex, detaching, notify, lost)
+	}, notify, onError)
+}
+
+// watchKernel opens Watch's subscriptions once; see subscribeFunc.
+func watchKernel(ctx context.Context, deviceIndex func() int, detaching func(hostIf string) bool, notify func(), lost func(error)) error {
 	done := make(chan struct{})
 	go func() { <-ctx.Done(); close(done) }()
-	onError = whileRunning(ctx, onError)
+	var last lastError
 	links := make(chan netlink.LinkUpdate, 256)
 	routes := make(chan netlink.RouteUpdate, 1024)
 	neighs := make(chan netlink.NeighUpdate, 1024)
 	const buf = 1 << 20
-	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onError, ReceiveBufferSize: buf}); err != nil {
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: last.set, ReceiveBufferSize: buf}); err != nil {
 		return fmt.Errorf("subscribe to link changes: %w", err)
 	}
-	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onError, ReceiveBufferSize: buf}); err != nil {
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: last.set, ReceiveBufferSize: buf}); err != nil {
 		return fmt.Errorf("subscribe to route changes: %w", err)
 	}
-	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{ErrorCallback: onError, ReceiveBufferSize: buf}); err != nil {
+	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{ErrorCallback: last.set, ReceiveBufferSize: buf}); err != nil {
 		return fmt.Errorf("subscribe to neighbour changes: %w", err)
 	}
-	if err := watchForwarding(done, notify, onError); err != nil {
+	if err := watchForwarding(done, notify, lost); err != nil {
 		return err
 	}
 	go func() {
-		for {
+		// Until all are closed: a reader blocked on a full channel would
+		// never see done.
+		for links != nil || routes != nil || neighs != nil {
 			select {
-			case <-done:
-				return
 			case u, ok := <-links:
 				if !ok {
-					return
-				}
-				if linkNeedsRepair(u, detaching) {
+					links = nil
+					lost(last.get())
+				} else if linkNeedsRepair(u, detaching) {
 					notify()
 				}
 			case u, ok := <-routes:
 				if !ok {
-					return
-				}
-				if u.Type == unix.RTM_DELROUTE && u.Protocol == RouteProtocol || u.LinkIndex == deviceIndex() && u.LinkIndex != 0 {
+					routes = nil
+					lost(last.get())
+				} else if u.Type == unix.RTM_DELROUTE && u.Protocol == RouteProtocol || u.LinkIndex == deviceIndex() && u.LinkIndex != 0 {
 					notify()
 				}
 			case u, ok := <-neighs:
 				if !ok {
-					return
-				}
-				if u.LinkIndex == deviceIndex() && u.LinkIndex != 0 {
+					neighs = nil
+					lost(last.get())
+				} else if u.LinkIndex == deviceIndex() && u.LinkIndex != 0 {
 					notify()
 				}
 			}
@@ -101,19 +109,27 @@ func linkNeedsRepair(u netlink.LinkUpdate, detaching func(string) bool) bool {
 // deleted: the agent re-reads its underlay interface then. Pod veths,
 // created all the time, carry only link-local addresses on the host (the
 // pods' gateway, the kernel's IPv6 one) and are not iface, so they do not
-// count. notify
-// must not block. It stops when ctx ends and reports a dead subscription
-// through onError.
+// count. notify must not block. It stops when ctx ends; a subscription
+// the kernel ends is reported through onError and opened again, and
+// notify is called then.
 func WatchUnderlay(ctx context.Context, iface string, notify func(), onError func(error)) error {
+	return keepSubscribed(ctx, func(ctx context.Context, lost func(error)) error {
+		return watchUnderlay(ctx, iface, notify, lost)
+	}, notify, onError)
+}
+
+// watchUnderlay opens WatchUnderlay's subscriptions once; see
+// subscribeFunc.
+func watchUnderlay(ctx context.Context, iface string, notify func(), lost func(error)) error {
 	done := make(chan struct{})
 	go func() { <-ctx.Done(); close(done) }()
-	onError = whileRunning(ctx, onError)
+	var last lastError
 	addrs := make(chan netlink.AddrUpdate, 64)
-	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: onError}); err != nil {
+	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: last.set}); err != nil {
 		return fmt.Errorf("subscribe to address changes: %w", err)
 	}
 	links := make(chan netlink.LinkUpdate, 256)
-	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onError}); err != nil {
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: last.set}); err != nil {
 		return fmt.Errorf("subscribe to link changes: %w", err)
 	}
 	go func() {
@@ -124,12 +140,14 @@ func WatchUnderlay(ctx context.Context, iface string, notify func(), onError fun
 			case u, ok := <-addrs:
 				if !ok {
 					addrs = nil
+					lost(last.get())
 				} else if !u.LinkAddress.IP.IsLinkLocalUnicast() {
 					notify()
 				}
 			case u, ok := <-links:
 				if !ok {
 					links = nil
+					lost(last.get())
 				} else if u.Attrs().Name == iface {
 					notify()
 				}
@@ -137,17 +155,6 @@ func WatchUnderlay(ctx context.Context, iface string, notify func(), onError fun
 		}
 	}()
 	return nil
-}
-
-// whileRunning drops the errors a subscription reports once ctx has
-// ended: closing its socket makes the pending receive fail, which is the
-// watcher stopping, not notifications lost.
-func whileRunning(ctx context.Context, onError func(error)) func(error) {
-	return func(err error) {
-		if ctx.Err() == nil {
-			onError(err)
-		}
-	}
 }
 
 // WatchFirewall calls tampered when another process changes Loom's
@@ -158,11 +165,23 @@ func whileRunning(ctx context.Context, onError func(error)) func(error) {
 // whole table again at once; nothing else would notice a table that is
 // there but emptied. Loom's own changes (committed by one of this
 // process's threads) are skipped, and so are set elements, which Loom
-// changes on every pod. It stops when ctx ends and reports a dead
-// subscription through onError.
-func WatchFirewall(ctx context.Context, tampered func(), onError func(error)) error {
-	onError = whileRunning(ctx, onError)
-	c, err := nftables.New()
+// changes on every pod. It stops when ctx ends. A subscription the kernel
+// ends is reported through onError and opened again, and missed is called
+// then: a change to the table may have gone unseen.
+func WatchFirewall(ctx context.Context, tampered, missed func(), onError func(error)) error {
+	return keepSubscribed(ctx, func(ctx context.Context, lost func(error)) error {
+		return watchFirewall(ctx, tampered, lost)
+	}, missed, onError)
+}
+
+// watchFirewall opens WatchFirewall's subscription once; see
+// subscribeFunc.
+func watchFirewall(ctx context.Context, tampered func(), lost func(error)) error {
+	// The group carries every nftables change of the namespace, each set
+	// element its own message: one batch of a few thousand elements (a
+	// large policy, kube-proxy's sets) overflowed the default buffer
+	// before the reader took any of it.
+	c, err := nftables.New(nftables.WithSockOptions(largeBatchBuffers))
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
@@ -176,12 +195,14 @@ func WatchFirewall(ctx context.Context, tampered func(), onError func(error)) er
 	}
 	go func() { <-ctx.Done(); mon.Close() }()
 	go func() {
+		var reason error
 		for b := range batches {
 			if b.GeneratedBy == nil {
 				continue
 			}
 			if b.GeneratedBy.Type == nftables.MonitorEventTypeOOB {
-				onError(b.GeneratedBy.Error)
+				// The monitor's last batch: its reader has stopped.
+				reason = b.GeneratedBy.Error
 				continue
 			}
 			if g, ok := b.GeneratedBy.Data.(*nftables.GenMsg); ok && ownThread(g.ProcPID) {
@@ -194,6 +215,7 @@ func WatchFirewall(ctx context.Context, tampered func(), onError func(error)) er
 				}
 			}
 		}
+		lost(reason)
 	}()
 	return nil
 }
