@@ -191,28 +191,8 @@ func TestDriftRepairOutlivesANotificationFlood(t *testing.T) {
 
 	// Route notifications pile up while loomd is stopped: far more than
 	// its subscriptions' buffers hold.
-	var routes strings.Builder
-	routes.WriteString("link add flood0 type veth peer name flood1\nlink set flood0 up\nlink set flood1 up\n")
-	for i := range 20000 {
-		fmt.Fprintf(&routes, "route add 10.100.%d.%d/32 dev flood0 proto static\n", i>>8, i&255)
-	}
-	routeBatch := filepath.Join(dir, "routes")
-	if err := os.WriteFile(routeBatch, []byte(routes.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pid := n.Pid()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	_, floodErr := n.Exec("ip", "-batch", routeBatch)
-	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
-	if floodErr != nil {
-		t.Fatal(floodErr)
-	}
+	floodWhileStopped(t, n, writeRouteFlood(t, dir))
 	waitLogged(t, n, "kernel change notifications lost", 10*time.Second)
-	mustExec(t, n, "ip", "link", "del", "flood0")
 	mustExec(t, n, "ip", "route", "del", peerRoute)
 	if err := rig.Eventually(8*time.Second, func() error {
 		if out, _ := n.Exec("ip", "route", "show", peerRoute); !strings.Contains(out, "loom.1") {
@@ -255,6 +235,40 @@ func TestDriftRepairOutlivesANotificationFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAllReach(t, []*rig.Pod{addPod(t, n, "a"), addPod(t, nodes[1], "b")}, 30*time.Second)
+}
+
+// writeRouteFlood writes an `ip -batch` file into dir that adds 20,000
+// routes on a veth of its own and deletes the veth (and so the routes).
+func writeRouteFlood(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("link add flood0 type veth peer name flood1\nlink set flood0 up\nlink set flood1 up\n")
+	for i := range 20000 {
+		fmt.Fprintf(&b, "route add 10.100.%d.%d/32 dev flood0 proto static\n", i>>8, i&255)
+	}
+	b.WriteString("link del flood0\n")
+	path := filepath.Join(dir, "route-flood")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// floodWhileStopped runs the batch on n while its agent is stopped
+// (SIGSTOP), so the kernel's notifications of it pile up unread.
+func floodWhileStopped(t *testing.T, n *rig.Node, batch string) {
+	t.Helper()
+	pid := n.Pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	_, floodErr := n.Exec("ip", "-batch", batch)
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if floodErr != nil {
+		t.Fatal(floodErr)
+	}
 }
 
 var nftCounters = regexp.MustCompile(`packets \d+ bytes \d+`)
