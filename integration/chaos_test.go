@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
-	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"syscall"
@@ -38,22 +36,7 @@ func TestChaos(t *testing.T) {
 	// The resync is an hour away: repairs must come from what the agents
 	// watch and gossip, not from a timer.
 	r := newRig(t, "--dead-node-grace", "2s", "--resync-interval", "1h")
-	var nodes []*rig.Node
-	for i := 1; i <= 3; i++ {
-		name := fmt.Sprintf("node%d", i)
-		dir := filepath.Join(r.Dir, name, "policies")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		writePolicyDir(t, dir, map[string]string{"db.yaml": netpol("db", "default",
-			"  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: web}}\n")})
-		n, err := r.AddNode(name, "--policy-dir", dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		startReady(t, n, nodes...)
-		nodes = append(nodes, n)
-	}
+	nodes := startPolicyNodes(t, r, 3, dbAdmitsWeb())
 	flood := writeRouteFlood(t, t.TempDir())
 	pick := func() *rig.Node { return nodes[rng.Intn(len(nodes))] }
 	upTo := func(d time.Duration) { time.Sleep(time.Duration(rng.Int63n(int64(d)))) }
@@ -63,13 +46,7 @@ func TestChaos(t *testing.T) {
 	seq := 0
 	add := func(n *rig.Node, app string) *rig.Pod {
 		seq++
-		name := fmt.Sprintf("%s%d", app, seq)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		p, err := n.AddPodWithArgs(ctx, name, [][2]string{{"K8S_POD_NAME", name}, {"LOOM_POD_LABELS", "app:" + app}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := addLabelled(t, n, fmt.Sprintf("%s%d", app, seq), app)
 		podsOn[n], nodeOf[p] = append(podsOn[n], p), n
 		return p
 	}
@@ -144,16 +121,7 @@ func TestChaos(t *testing.T) {
 			}
 		}},
 	}
-	enforced := func() error {
-		to := net.JoinHostPort(db.IP.String(), "80")
-		if err := connect(web.NS, "tcp", to); err != nil {
-			return fmt.Errorf("web %s cannot connect to db %s: %w", web.IP, db.IP, err)
-		}
-		if connect(other.NS, "tcp", to) == nil {
-			return fmt.Errorf("other %s connects to db %s, which admits only web", other.IP, db.IP)
-		}
-		return nil
-	}
+	enforced := func() error { return onlyWebReachesDB(web, other, db) }
 
 	const duration = 75 * time.Second
 	done := map[string]int{}

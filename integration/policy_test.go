@@ -72,37 +72,78 @@ func netpol(name, ns, spec string) string {
 	return fmt.Sprintf("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: %s, namespace: %s}\nspec:\n%s", name, ns, spec)
 }
 
+// policyDir is the --policy-dir that startPolicyNodes gives the node
+// named name.
+func policyDir(r *rig.Rig, name string) string { return filepath.Join(r.Dir, name, "policies") }
+
+// startPolicyNodes adds count nodes whose agents enforce the policy files
+// in a --policy-dir of their own (files, the same on each; nil writes
+// none), each joined to those before it, and waits until each is ready.
+func startPolicyNodes(t *testing.T, r *rig.Rig, count int, files map[string]string, args ...string) []*rig.Node {
+	t.Helper()
+	var nodes []*rig.Node
+	for range count {
+		name := fmt.Sprintf("node%d", len(r.Nodes())+1)
+		dir := policyDir(r, name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if files != nil {
+			writePolicyDir(t, dir, files)
+		}
+		n, err := r.AddNode(name, append([]string{"--policy-dir", dir}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		startReady(t, n, nodes...)
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
+// dbAdmitsWeb is a policy file set: pods labelled app=db admit only pods
+// labelled app=web.
+func dbAdmitsWeb() map[string]string {
+	return map[string]string{"db.yaml": netpol("db", "default",
+		"  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: web}}\n")}
+}
+
+// addLabelled adds a pod named name, labelled app=app, to n through the
+// CNI arguments a runtime passes.
+func addLabelled(t *testing.T, n *rig.Node, name, app string) *rig.Pod {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := n.AddPodWithArgs(ctx, name, [][2]string{{"K8S_POD_NAME", name}, {"LOOM_POD_LABELS", "app:" + app}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// onlyWebReachesDB checks dbAdmitsWeb: web connects to db's port 80 (see
+// serve), other does not.
+func onlyWebReachesDB(web, other, db *rig.Pod) error {
+	to := net.JoinHostPort(db.IP.String(), "80")
+	if err := connect(web.NS, "tcp", to); err != nil {
+		return fmt.Errorf("web %s cannot connect to db %s: %w", web.IP, db.IP, err)
+	}
+	if connect(other.NS, "tcp", to) == nil {
+		return fmt.Errorf("other %s connects to db %s, which admits only web", other.IP, db.IP)
+	}
+	return nil
+}
+
 // TestNetworkPolicyTruthTable runs the upstream e2e suite's grid (pods a,
 // b, c in namespaces x, y, z, spread over 3 nodes) through policy cases
 // and checks the full 9×9 matrix for each, printing the difference when
 // the fabric disagrees with the expected matrix.
 func TestNetworkPolicyTruthTable(t *testing.T) {
 	r := newRig(t)
-	var nodes []*rig.Node
+	nodes := startPolicyNodes(t, r, 3, nil)
 	var dirs []string
-	for i := 1; i <= 3; i++ {
-		name := fmt.Sprintf("node%d", i)
-		dir := filepath.Join(r.Dir, name, "policies")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		n, err := r.AddNode(name, "--policy-dir", dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var join []*rig.Node
-		if i > 1 {
-			join = nodes[:1]
-		}
-		if err := n.Start(join...); err != nil {
-			t.Fatal(err)
-		}
-		nodes, dirs = append(nodes, n), append(dirs, dir)
-	}
 	for _, n := range nodes {
-		if err := n.WaitReady(60 * time.Second); err != nil {
-			t.Fatal(err)
-		}
+		dirs = append(dirs, policyDir(r, n.Name))
 	}
 	waitConverged(t, nodes)
 
@@ -405,23 +446,11 @@ func renderMatrix(grid []*netpolPod, probes []probe, got map[string]bool, allow 
 // hear of the deletion), the new pod reaches the databases.
 func TestReusedAddressInheritsNoFlows(t *testing.T) {
 	r := newRig(t)
-	var nodes []*rig.Node
-	for i := 1; i <= 2; i++ {
-		dir := filepath.Join(r.Dir, fmt.Sprintf("node%d", i), "policies")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		writePolicyDir(t, dir, map[string]string{"db.yaml": netpol("db", "x",
-			"  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: client}}\n")})
-		// Six pod addresses a node: the test fills them to choose which
-		// address the next pod gets.
-		n, err := r.AddNode(fmt.Sprintf("node%d", i), "--policy-dir", dir, "--subnet-prefix", "29")
-		if err != nil {
-			t.Fatal(err)
-		}
-		startReady(t, n, nodes...)
-		nodes = append(nodes, n)
-	}
+	// Six pod addresses a node: the test fills them to choose which
+	// address the next pod gets.
+	nodes := startPolicyNodes(t, r, 2, map[string]string{"db.yaml": netpol("db", "x",
+		"  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: client}}\n")},
+		"--subnet-prefix", "29")
 	waitConverged(t, nodes)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -655,43 +684,10 @@ func TestPolicyKeepsPeersPodsAcrossRestart(t *testing.T) {
 	// The grace keeps node1 from settling while node2's agent is down, as
 	// it does for a restart of every agent: the window under test.
 	r := newRig(t, "--dead-node-grace", "2m")
-	var nodes []*rig.Node
-	for i := 1; i <= 2; i++ {
-		name := fmt.Sprintf("node%d", i)
-		dir := filepath.Join(r.Dir, name, "policies")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		writePolicyDir(t, dir, map[string]string{"db.yaml": netpol("db", "default",
-			"  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: web}}\n")})
-		n, err := r.AddNode(name, "--policy-dir", dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		startReady(t, n, nodes...)
-		nodes = append(nodes, n)
-	}
-	labelled := func(n *rig.Node, name, app string) *rig.Pod {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		p, err := n.AddPodWithArgs(ctx, name, [][2]string{{"K8S_POD_NAME", name}, {"LOOM_POD_LABELS", "app:" + app}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	db, web, other := labelled(nodes[0], "db", "db"), labelled(nodes[1], "web", "web"), labelled(nodes[1], "other", "other")
+	nodes := startPolicyNodes(t, r, 2, dbAdmitsWeb())
+	db, web, other := addLabelled(t, nodes[0], "db", "db"), addLabelled(t, nodes[1], "web", "web"), addLabelled(t, nodes[1], "other", "other")
 	serve(t, db.NS)
-	to := net.JoinHostPort(db.IP.String(), "80")
-	enforced := func() error {
-		if err := connect(web.NS, "tcp", to); err != nil {
-			return fmt.Errorf("web on node2 cannot connect to db on node1: %w", err)
-		}
-		if connect(other.NS, "tcp", to) == nil {
-			return errors.New("other on node2 connects to db on node1, which only web may")
-		}
-		return nil
-	}
+	enforced := func() error { return onlyWebReachesDB(web, other, db) }
 	if err := rig.Eventually(30*time.Second, enforced); err != nil {
 		t.Fatal(err)
 	}
