@@ -378,6 +378,16 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if other, inUse := a.members.NameInUse(2); inUse {
 		return errNameInUse(r.NodeName, other)
 	}
+	// Nor at an address another live node advertises: peers would send
+	// this node's tunnel packets to that node, and find this one dead and
+	// alive by turns. Only an address that is not on this machine can be
+	// another's: one that is, held under another name, is this machine's
+	// own last run (renamed, not yet declared dead).
+	if r.advertise != r.source {
+		if owner, inUse := a.members.LivePeerAt(r.advertise); inUse {
+			return flagErr("advertise-addr", "this node's underlay address %s is that of the live node %q; every node needs an address of its own (a configuration copied with its --advertise-addr?)", r.advertise, owner)
+		}
+	}
 	if err := a.claim(persisted, havePersisted); err != nil {
 		if !errors.Is(err, ipam.ErrNoFreeSubnet) {
 			return err

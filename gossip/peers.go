@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"net/netip"
 	"time"
 )
 
@@ -77,4 +78,17 @@ func (m *Membership) Live(name string) bool {
 	defer m.peersMu.Unlock()
 	p, ok := m.peers[name]
 	return ok && p.Live()
+}
+
+// LivePeerAt returns the name of a live peer whose record advertises the
+// underlay address addr.
+func (m *Membership) LivePeerAt(addr netip.Addr) (string, bool) {
+	m.peersMu.Lock()
+	defer m.peersMu.Unlock()
+	for name, p := range m.peers {
+		if p.Live() && p.Record.Underlay.Unmap() == addr.Unmap() {
+			return name, true
+		}
+	}
+	return "", false
 }

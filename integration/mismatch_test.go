@@ -75,44 +75,69 @@ func waitRefused(t *testing.T, n *rig.Node, peer, want string) {
 // from it. It must stop before claiming anything, saying why, and leave
 // the node that has the name alone.
 func TestDuplicateNodeNameIsRefused(t *testing.T) {
+	refusedBeside(t, "clone", []string{"--node-name", "node2"},
+		func(owner *rig.Node) string {
+			return `--node-name: "node2" is in use by a live node at ` + owner.Addr.String()
+		})
+}
+
+// TestDuplicateUnderlayAddressIsRefused: a node that advertises the
+// underlay address of a live node (a configuration copied with its
+// --advertise-addr) would have peers send its pods' tunnel packets to that
+// node, and be declared dead and alive again over and over, reserving and
+// taking back its subnet. It must stop before claiming anything, naming
+// the node that owns the address, and leave that node alone.
+func TestDuplicateUnderlayAddressIsRefused(t *testing.T) {
+	refusedBeside(t, "node3", nil, func(owner *rig.Node) string {
+		return fmt.Sprintf(`--advertise-addr: this node's underlay address %s is that of the live node "node2"`, owner.Addr)
+	})
+}
+
+// refusedBeside starts two nodes, then a third named name that takes
+// args, or else node2's underlay address as its --advertise-addr. The
+// third must exit 2 logging what refused says, before it claims a subnet
+// or writes a conflist, and node2 must go on as before.
+func refusedBeside(t *testing.T, name string, args []string, refused func(owner *rig.Node) string) {
 	r := newRig(t)
 	nodes := startNodes(t, r, 2)
-	before, err := nodes[1].Status()
+	owner := nodes[1]
+	before, err := owner.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
-	clone, err := r.AddNode("clone")
+	if args == nil {
+		args = []string{"--advertise-addr", owner.Addr.String()}
+	}
+	n, err := r.AddNode(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := clone.StartWith(func(args []string) []string {
-		return append(args, "--node-name", "node2")
-	}, nodes[0]); err != nil {
+	if err := n.StartWith(func(a []string) []string { return append(a, args...) }, nodes[0]); err != nil {
 		t.Fatal(err)
 	}
-	code, err := clone.WaitExit(30 * time.Second)
+	code, err := n.WaitExit(30 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logged := rig.Tail(clone.LogPath(), 40)
-	if code != 2 || !strings.Contains(logged, `--node-name: "node2" is in use by a live node at `+nodes[1].Addr.String()) {
-		t.Fatalf("the clone exited %d, want 2 naming the live node2 at %s:\n%s", code, nodes[1].Addr, logged)
+	logged := rig.Tail(n.LogPath(), 40)
+	if want := refused(owner); code != 2 || !strings.Contains(logged, want) {
+		t.Fatalf("%s exited %d, want 2 saying %q:\n%s", name, code, want, logged)
 	}
 	if strings.Contains(logged, "lease claimed") {
-		t.Fatalf("the clone claimed a subnet before stopping:\n%s", logged)
+		t.Fatalf("%s claimed a subnet before stopping:\n%s", name, logged)
 	}
-	if _, err := os.Stat(filepath.Join(clone.ConfDir, "10-loom.conflist")); !os.IsNotExist(err) {
-		t.Fatalf("the clone wrote a CNI conflist (err %v): runtimes would have used it", err)
+	if _, err := os.Stat(filepath.Join(n.ConfDir, "10-loom.conflist")); !os.IsNotExist(err) {
+		t.Fatalf("%s wrote a CNI conflist (err %v): runtimes would have used it", name, err)
 	}
-	after, err := nodes[1].Status()
+	after, err := owner.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !after.Node.Ready || after.Node.Subnet != before.Node.Subnet || after.Node.Conflicts != 0 {
-		t.Fatalf("node2 was disturbed: before %+v, after %+v", before.Node, after.Node)
+		t.Fatalf("%s was disturbed: before %+v, after %+v", owner.Name, before.Node, after.Node)
 	}
 	waitKernelMatches(t, nodes[0], nodes, nil, 10*time.Second)
-	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, nodes[1], "b")}, 30*time.Second)
+	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), addPod(t, owner, "b")}, 30*time.Second)
 }
 
 // TestForeignVXLANDeviceInTheWay: another overlay on the node (flannel set
