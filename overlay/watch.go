@@ -35,8 +35,7 @@ func Watch(ctx context.Context, deviceIndex func() int, detaching func(hostIf st
 
 // watchKernel opens Watch's subscriptions once; see subscribeFunc.
 func watchKernel(ctx context.Context, deviceIndex func() int, detaching func(hostIf string) bool, notify func(), lost func(error)) error {
-	done := make(chan struct{})
-	go func() { <-ctx.Done(); close(done) }()
+	done := ctx.Done()
 	var last lastError
 	links := make(chan netlink.LinkUpdate, 256)
 	routes := make(chan netlink.RouteUpdate, 1024)
@@ -121,8 +120,7 @@ func WatchUnderlay(ctx context.Context, iface string, notify func(), onError fun
 // watchUnderlay opens WatchUnderlay's subscriptions once; see
 // subscribeFunc.
 func watchUnderlay(ctx context.Context, iface string, notify func(), lost func(error)) error {
-	done := make(chan struct{})
-	go func() { <-ctx.Done(); close(done) }()
+	done := ctx.Done()
 	var last lastError
 	addrs := make(chan netlink.AddrUpdate, 64)
 	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: last.set}); err != nil {
