@@ -427,14 +427,14 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err := overlay.Watch(watchCtx, a.backend.DeviceIndex, a.dp.Detaching, a.trigger, a.notificationsLost("links, routes, neighbours, forwarding")); err != nil {
 		a.log.Warn("cannot watch kernel changes; drift is repaired on the periodic resync only", zap.Error(err))
 	}
+	rewriteFirewall := func() {
+		a.fw.Invalidate()
+		a.trigger()
+	}
 	if err := overlay.WatchFirewall(watchCtx, func() {
 		a.log.Warn("another process changed Loom's nftables table; writing it again", zap.String("table", overlay.FirewallTable))
-		a.fw.Invalidate()
-		a.trigger()
-	}, func() {
-		a.fw.Invalidate()
-		a.trigger()
-	}, a.notificationsLost("nftables")); err != nil {
+		rewriteFirewall()
+	}, rewriteFirewall, a.notificationsLost("nftables")); err != nil {
 		a.log.Warn("cannot watch nftables; a removed firewall table is restored on the periodic resync only", zap.Error(err))
 	}
 	if err := a.loop(ctx); err != nil {
