@@ -75,7 +75,7 @@ func waitRefused(t *testing.T, n *rig.Node, peer, want string) {
 // from it. It must stop before claiming anything, saying why, and leave
 // the node that has the name alone.
 func TestDuplicateNodeNameIsRefused(t *testing.T) {
-	refusedBeside(t, "clone", []string{"--node-name", "node2"},
+	refusedBeside(t, "clone", func(*rig.Node) []string { return []string{"--node-name", "node2"} },
 		func(owner *rig.Node) string {
 			return `--node-name: "node2" is in use by a live node at ` + owner.Addr.String()
 		})
@@ -88,16 +88,17 @@ func TestDuplicateNodeNameIsRefused(t *testing.T) {
 // taking back its subnet. It must stop before claiming anything, naming
 // the node that owns the address, and leave that node alone.
 func TestDuplicateUnderlayAddressIsRefused(t *testing.T) {
-	refusedBeside(t, "node3", nil, func(owner *rig.Node) string {
-		return fmt.Sprintf(`--advertise-addr: this node's underlay address %s is that of the live node "node2"`, owner.Addr)
-	})
+	refusedBeside(t, "node3", func(owner *rig.Node) []string { return []string{"--advertise-addr", owner.Addr.String()} },
+		func(owner *rig.Node) string {
+			return fmt.Sprintf(`--advertise-addr: this node's underlay address %s is that of the live node "node2"`, owner.Addr)
+		})
 }
 
-// refusedBeside starts two nodes, then a third named name that takes
-// args, or else node2's underlay address as its --advertise-addr. The
-// third must exit 2 logging what refused says, before it claims a subnet
-// or writes a conflist, and node2 must go on as before.
-func refusedBeside(t *testing.T, name string, args []string, refused func(owner *rig.Node) string) {
+// refusedBeside starts two nodes, then a third named name with the
+// arguments args gives for node2 (owner). The third must exit 2 logging
+// what refused says, before it claims a subnet or writes a conflist, and
+// node2 must go on as before.
+func refusedBeside(t *testing.T, name string, args func(owner *rig.Node) []string, refused func(owner *rig.Node) string) {
 	r := newRig(t)
 	nodes := startNodes(t, r, 2)
 	owner := nodes[1]
@@ -105,14 +106,11 @@ func refusedBeside(t *testing.T, name string, args []string, refused func(owner 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if args == nil {
-		args = []string{"--advertise-addr", owner.Addr.String()}
-	}
 	n, err := r.AddNode(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n.StartWith(func(a []string) []string { return append(a, args...) }, nodes[0]); err != nil {
+	if err := n.StartWith(func(a []string) []string { return append(a, args(owner)...) }, nodes[0]); err != nil {
 		t.Fatal(err)
 	}
 	code, err := n.WaitExit(30 * time.Second)
