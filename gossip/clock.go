@@ -23,9 +23,10 @@ func (m *Membership) clockFrame() []byte {
 	return append(binary.BigEndian.AppendUint64(nil, uint64(m.now().UnixNano())), m.name...)
 }
 
-// noteClock records how far the sender's clock is from this node's, and
-// warns (once per peer in a while) when it is too far.
-func (m *Membership) noteClock(frame []byte) error {
+// noteClock records how far the sender's clock is from this node's at
+// received, when its push/pull arrived, and warns (once per peer in a
+// while) when it is too far.
+func (m *Membership) noteClock(frame []byte, received time.Time) error {
 	if len(frame) < 9 || len(frame) > 8+255 {
 		return errors.New("clock frame malformed")
 	}
@@ -34,7 +35,7 @@ func (m *Membership) noteClock(frame []byte) error {
 	if name == m.name {
 		return nil
 	}
-	offset := sent.Sub(m.now()).Round(time.Millisecond)
+	offset := sent.Sub(received).Round(time.Millisecond)
 	m.peersMu.Lock()
 	if m.clockOffsets == nil {
 		m.clockOffsets = map[string]time.Duration{}

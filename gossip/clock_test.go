@@ -40,7 +40,30 @@ func TestPushPullCarriesTheClock(t *testing.T) {
 		t.Fatalf("warnings: %v, want one, about ahead", warned)
 	}
 	// A malformed frame is ignored, not trusted.
-	if err := here.noteClock([]byte{1, 2, 3}); err == nil {
+	if err := here.noteClock([]byte{1, 2, 3}, now); err == nil {
 		t.Fatal("a 3-byte clock frame was accepted")
+	}
+}
+
+// Merging the states that come before the clock frame takes the
+// receiver's time (seconds for a large pod directory); it is no part of
+// the sender's clock offset, and used to be taken for one.
+func TestSlowMergeIsNoClockOffset(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	now := time.Unix(1_800_000_000, 0)
+	sender := clockNode("sender", now, zap.NewNop())
+	sender.pods = &fixedState{state: []byte("[]")}
+	here := clockNode("here", now, zap.New(core))
+	here.now = func() time.Time { return now }
+	here.pods = &fixedState{onMerge: func() { now = now.Add(time.Minute) }}
+	here.peers["sender"] = Peer{Record: NodeRecord{Name: "sender"}}
+	here.changes = make(chan struct{}, 1)
+
+	(&delegate{here}).MergeRemoteState((&delegate{sender}).LocalState(false), false)
+	if got, ok := here.clockOffsets["sender"]; !ok || got != 0 {
+		t.Fatalf("offset of sender = %v (recorded: %v), want 0", got, ok)
+	}
+	if logs.Len() != 0 {
+		t.Fatalf("warned: %v", logs.All())
 	}
 }

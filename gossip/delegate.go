@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 
@@ -9,7 +10,8 @@ import (
 )
 
 // Message types carried in the first byte of every user message, so new
-// kinds of gossip can be added without confusing older agents.
+// kinds of gossip can be added without confusing older agents. They stay
+// below frameDeflated, which marks a compressed push/pull frame.
 const (
 	msgState      byte = 1
 	msgKeyring    byte = 2
@@ -32,9 +34,10 @@ func msgName(kind byte) string {
 type StateExchanger interface {
 	// LocalState returns the full state for a push/pull exchange.
 	LocalState() []byte
-	// MergeRemoteState merges a full state or an update from a peer and
-	// returns what to relay to others (updates that were news here).
-	MergeRemoteState(buf []byte) (relay [][]byte, err error)
+	// MergeRemoteState merges a full state or an update from a peer. It
+	// returns what to relay to others (updates that were news here, or
+	// some of them) and whether the state changed.
+	MergeRemoteState(buf []byte) (relay [][]byte, changed bool, err error)
 }
 
 // delegate implements memberlist.Delegate. memberlist calls it from several
@@ -66,7 +69,7 @@ func (d *delegate) NotifyMsg(b []byte) {
 		// memberlist reuses b after we return: the exchanger must not keep it,
 		// so hand it a copy.
 		buf := append([]byte(nil), b[1:]...)
-		d.m.merge(b[0], buf, "broadcast")
+		d.m.merge(b[0], buf, viaBroadcast)
 	case msgKeyring, msgKeyringAck:
 		body := append([]byte(nil), b[1:]...)
 		go d.m.handleKeyringMessage(b[0], body)
@@ -79,9 +82,8 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return d.m.queue.GetBroadcasts(overhead, limit)
 }
 
-// LocalState frames each replicated state as a message type, a 4-byte
-// big-endian length and the state, so push/pull carries all of them and a
-// receiver skips kinds it does not know.
+// LocalState frames each replicated state (see frames.go), so push/pull
+// carries all of them and a receiver skips kinds it does not know.
 func (d *delegate) LocalState(join bool) []byte {
 	var out []byte
 	for _, kind := range []byte{msgState, msgPods} {
@@ -89,32 +91,39 @@ func (d *delegate) LocalState(join bool) []byte {
 		if ex == nil {
 			continue
 		}
-		out = appendFrame(out, kind, ex.LocalState())
+		out = appendStateFrame(out, kind, ex.LocalState())
 	}
 	// Older agents skip the kind they do not know.
-	return appendFrame(out, msgClock, d.m.clockFrame())
-}
-
-func appendFrame(out []byte, kind byte, payload []byte) []byte {
-	out = append(out, kind)
-	out = binary.BigEndian.AppendUint32(out, uint32(len(payload)))
-	return append(out, payload...)
+	out = appendFrame(out, msgClock, d.m.clockFrame())
+	d.m.noteStateSize(len(out))
+	return out
 }
 
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	// The clock frame comes last; merging the states before it may take a
+	// while, which is no part of the peer's clock offset.
+	received := d.m.now()
 	for len(buf) >= 5 {
 		kind, n := buf[0], binary.BigEndian.Uint32(buf[1:5])
 		if uint64(n) > uint64(len(buf)-5) {
-			d.m.log.Warn("rejected gossiped state", zap.String("via", "push/pull"), zap.Error(errors.New("frame length exceeds the message")))
+			d.m.log.Warn("rejected gossiped state", zap.String("via", viaPushPull), zap.Error(errors.New("frame length exceeds the message")))
 			return
 		}
+		payload := buf[5 : 5+n]
 		switch {
 		case kind == msgClock:
-			if err := d.m.noteClock(buf[5 : 5+n]); err != nil {
+			if err := d.m.noteClock(payload, received); err != nil {
 				d.m.log.Debug("ignoring a peer's clock", zap.Error(err))
 			}
+		case kind&frameDeflated != 0 && d.m.exchanger(kind&^frameDeflated) != nil:
+			state, err := inflate(payload, maxInflatedState)
+			if err != nil {
+				d.m.rejectedState(kind&^frameDeflated, viaPushPull, err)
+				break
+			}
+			d.m.merge(kind&^frameDeflated, state, viaPushPull)
 		case n > 0:
-			d.m.merge(kind, append([]byte(nil), buf[5:5+n]...), "push/pull")
+			d.m.merge(kind, bytes.Clone(payload), viaPushPull)
 		}
 		buf = buf[5+n:]
 	}
@@ -130,6 +139,12 @@ func (m *Membership) exchanger(kind byte) StateExchanger {
 	return nil
 }
 
+// How gossiped state arrived, as logs say.
+const (
+	viaBroadcast = "broadcast"
+	viaPushPull  = "push/pull"
+)
+
 // merge folds remote state of one kind in, relays what was news and
 // signals a change. A partly invalid update still merges its valid part.
 func (m *Membership) merge(kind byte, buf []byte, via string) {
@@ -138,24 +153,37 @@ func (m *Membership) merge(kind byte, buf []byte, via string) {
 		return
 	}
 	m.metrics.Messages.WithLabelValues("received", msgName(kind)).Inc()
-	relay, err := ex.MergeRemoteState(buf)
+	relay, changed, err := ex.MergeRemoteState(buf)
 	if err != nil {
-		log := m.log.Debug
-		if m.rejected.fresh(msgName(kind)+": "+err.Error(), m.now()) {
-			log = m.log.Warn // then quiet for repeatWindow
-		}
-		log("rejected gossiped state", zap.String("kind", msgName(kind)), zap.String("via", via), zap.Error(err))
+		m.rejectedState(kind, via, err)
 	}
 	for _, msg := range relay {
 		m.broadcast(kind, msg)
 	}
-	if len(relay) > 0 {
+	if changed {
 		m.notify()
 	}
 }
 
-// broadcast is one queued user message.
+// rejectedState logs gossiped state of a kind that was refused, once in
+// repeatWindow for the same reason.
+func (m *Membership) rejectedState(kind byte, via string, err error) {
+	log := m.log.Debug
+	if m.rejected.fresh(msgName(kind)+": "+err.Error(), m.now()) {
+		log = m.log.Warn
+	}
+	log("rejected gossiped state", zap.String("kind", msgName(kind)), zap.String("via", via), zap.Error(err))
+}
+
+// broadcast is one queued user message. It invalidates no other, and says
+// so by being a memberlist.UniqueBroadcast: the queue then skips comparing
+// it with every message queued, which made queueing n messages cost n².
 type broadcast []byte
+
+var _ memberlist.UniqueBroadcast = broadcast(nil)
+
+// UniqueBroadcast implements memberlist.UniqueBroadcast.
+func (b broadcast) UniqueBroadcast() {}
 
 func (b broadcast) Invalidates(memberlist.Broadcast) bool { return false }
 func (b broadcast) Message() []byte                       { return b }

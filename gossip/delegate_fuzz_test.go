@@ -10,18 +10,18 @@ import (
 	"go.uber.org/zap"
 )
 
-// keepingState keeps every buffer it is handed, relays those that start
-// with an even byte and rejects the rest, so a fuzzed message reaches
-// both the relay and the rejection paths.
-type keepingState struct{ kept [][]byte }
+// keepingState keeps every buffer it is handed, and a copy of it,
+// relays those that start with an even byte and rejects the rest, so a
+// fuzzed message reaches both the relay and the rejection paths.
+type keepingState struct{ kept, copies [][]byte }
 
 func (k *keepingState) LocalState() []byte { return []byte("state") }
-func (k *keepingState) MergeRemoteState(b []byte) ([][]byte, error) {
-	k.kept = append(k.kept, b)
+func (k *keepingState) MergeRemoteState(b []byte) ([][]byte, bool, error) {
+	k.kept, k.copies = append(k.kept, b), append(k.copies, bytes.Clone(b))
 	if len(b) > 0 && b[0]%2 == 0 {
-		return [][]byte{b}, nil
+		return [][]byte{b}, true, nil
 	}
-	return nil, errors.New("rejected")
+	return nil, false, errors.New("rejected")
 }
 
 // FuzzGossipMessage feeds arbitrary bytes to the two ways gossip reaches
@@ -35,6 +35,13 @@ func FuzzGossipMessage(f *testing.F) {
 	f.Add([]byte{msgKeyring, '{', '}'})
 	f.Add([]byte{msgState, 0, 0, 0, 200, 1})
 	f.Add(appendFrame(nil, 99, []byte("future kind")))
+	f.Add(appendFrame(nil, 99|frameDeflated, []byte("future compressed kind")))
+	deflated, err := deflate([]byte(`[{"node":"peer","ip":"10.244.1.2","v":1}]`))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(appendFrame(nil, msgPods|frameDeflated, deflated))
+	f.Add(appendFrame(nil, msgPods|frameDeflated, deflated[:len(deflated)/2]))
 	f.Add([]byte{msgClock, 0, 0, 0, 3, 1, 2, 3})
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		state, pods := &keepingState{}, &keepingState{}
@@ -49,9 +56,10 @@ func FuzzGossipMessage(f *testing.F) {
 		for i := range buf {
 			buf[i] ^= 0xff // memberlist reusing its buffer
 		}
-		for _, kept := range append(state.kept, pods.kept...) {
-			if len(kept) > 0 && !bytes.Contains(msg, kept) {
-				t.Fatalf("an exchanger kept %x, which is not in the message: memberlist's buffer, not a copy", kept)
+		copies := append(state.copies, pods.copies...)
+		for i, kept := range append(state.kept, pods.kept...) {
+			if !bytes.Equal(kept, copies[i]) {
+				t.Fatalf("an exchanger was handed %x, which changed to %x with memberlist's buffer: not a copy", copies[i], kept)
 			}
 		}
 	})

@@ -24,6 +24,8 @@ type Metrics struct {
 	// ClockOffset is the largest offset between a peer's clock and this
 	// node's seen at the peers' last push/pull.
 	ClockOffset prometheus.Gauge
+	// StateBytes is the size of this node's last push/pull state.
+	StateBytes prometheus.Gauge
 }
 
 // NewMetrics returns unregistered gossip metrics.
@@ -44,12 +46,15 @@ func NewMetrics() *Metrics {
 		ClockOffset: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "loom_gossip_max_peer_clock_offset_seconds", Help: "Largest difference between a peer's clock and this node's at their last push/pull; above 30 s loomd warns (leases read wall clocks).",
 		}),
+		StateBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "loom_gossip_state_bytes", Help: "Size of this node's last full-sync (push/pull) state, large ones compressed; peers refuse more than 20 MiB.",
+		}),
 	}
 }
 
 // Collectors returns every series, for registration.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.Bytes, m.Messages, m.KeyFailures, m.Rejected, m.ClockOffset}
+	return []prometheus.Collector{m.Bytes, m.Messages, m.KeyFailures, m.Rejected, m.ClockOffset, m.StateBytes}
 }
 
 var installSink sync.Once

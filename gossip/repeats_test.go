@@ -32,15 +32,15 @@ func TestRepeatedWarningsAreKeptQuiet(t *testing.T) {
 type failingState struct{}
 
 func (failingState) LocalState() []byte { return nil }
-func (failingState) MergeRemoteState([]byte) ([][]byte, error) {
-	return nil, errors.New("subnet 10.245.3.0/24 is outside cluster CIDR 10.244.0.0/16")
+func (failingState) MergeRemoteState([]byte) ([][]byte, bool, error) {
+	return nil, false, errors.New("subnet 10.245.3.0/24 is outside cluster CIDR 10.244.0.0/16")
 }
 
 func TestRejectedStateIsWarnedOnce(t *testing.T) {
 	core, logs := observer.New(zap.DebugLevel)
 	m := &Membership{name: "here", log: zap.New(core), metrics: NewMetrics(), state: failingState{}, now: time.Now}
 	for i := 0; i < 5; i++ {
-		m.merge(msgState, []byte("{}"), "push/pull")
+		m.merge(msgState, []byte("{}"), viaPushPull)
 	}
 	rejected := logs.FilterMessage("rejected gossiped state")
 	if n := rejected.Len(); n != 5 {

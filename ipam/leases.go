@@ -411,11 +411,11 @@ func (t *LeaseTable) LocalState() []byte { return EncodeClaims(t.Claims()) }
 // origin was cut off (a healed partition) before it could tell them.
 // Relaying stops by itself, because a merge that changes nothing relays
 // nothing.
-func (t *LeaseTable) MergeRemoteState(b []byte) ([][]byte, error) {
+func (t *LeaseTable) MergeRemoteState(b []byte) ([][]byte, bool, error) {
 	claims, err := DecodeClaims(b)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	changed, err := t.Merge(claims...)
-	return EncodeClaimMessages(changed), err
+	return EncodeClaimMessages(changed), len(changed) > 0, err
 }

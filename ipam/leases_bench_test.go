@@ -27,7 +27,7 @@ func BenchmarkLeaseMerge5000(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := tab.MergeRemoteState(state); err != nil {
+		if _, _, err := tab.MergeRemoteState(state); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -93,7 +93,7 @@ func TestLeaseMergeIsOrderAndDuplicationInsensitive(t *testing.T) {
 		c := NewLeaseTable(space)
 		c.Merge(shuffled[:half]...)
 		b.Merge(shuffled[half:]...)
-		if _, err := b.MergeRemoteState(c.LocalState()); err != nil {
+		if _, _, err := b.MergeRemoteState(c.LocalState()); err != nil {
 			return false
 		}
 		if !reflect.DeepEqual(a.Claims(), b.Claims()) {
@@ -167,7 +167,7 @@ func TestMergeRejectsInvalidClaimsButKeepsValidOnes(t *testing.T) {
 		t.Fatalf("table = %+v, want only the valid claim", got)
 	}
 	for _, bad := range []string{"", "{", `{"v":2,"claims":[]}`, `{"v":1,"claims":"x"}`} {
-		if _, err := tab.MergeRemoteState([]byte(bad)); err == nil {
+		if _, _, err := tab.MergeRemoteState([]byte(bad)); err == nil {
 			t.Errorf("MergeRemoteState(%q) accepted", bad)
 		}
 	}
@@ -197,7 +197,7 @@ func TestMergeRelaysOnlyWhatChanged(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		claims = append(claims, Claim{Subnet: netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", i)), Owner: "a", Epoch: 1, Version: 1, State: LeaseActive})
 	}
-	relay, err := tab.MergeRemoteState(EncodeClaims(claims))
+	relay, _, err := tab.MergeRemoteState(EncodeClaims(claims))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,8 +212,8 @@ func TestMergeRelaysOnlyWhatChanged(t *testing.T) {
 	if n != 20 {
 		t.Fatalf("relayed %d claims, want the 20 new ones", n)
 	}
-	if relay, _ := tab.MergeRemoteState(EncodeClaims(claims)); len(relay) != 0 {
-		t.Fatalf("merging known claims relayed %d messages; relaying must stop", len(relay))
+	if relay, changed, _ := tab.MergeRemoteState(EncodeClaims(claims)); len(relay) != 0 || changed {
+		t.Fatalf("merging known claims relayed %d messages (changed: %v); relaying must stop", len(relay), changed)
 	}
 }
 
@@ -231,7 +231,7 @@ func FuzzDecodeClaims(f *testing.F) {
 			}
 		}
 		again := NewLeaseTable(testSpace(t))
-		if _, err := again.MergeRemoteState(tab.LocalState()); err != nil {
+		if _, _, err := again.MergeRemoteState(tab.LocalState()); err != nil {
 			t.Fatalf("re-merge of own state failed: %v", err)
 		}
 	})
@@ -365,7 +365,7 @@ func TestForgottenReleaseIsNotRevivedByAReservationFromACutOffNode(t *testing.T)
 	if gone := fabric.Forget(); len(gone) != 1 || gone[0].Owner != "mover" {
 		t.Fatalf("forgot %v, want mover's release", gone)
 	}
-	if _, err := fabric.MergeRemoteState(cutOff.LocalState()); err != nil {
+	if _, _, err := fabric.MergeRemoteState(cutOff.LocalState()); err != nil {
 		t.Fatal(err)
 	}
 	if h, ok := fabric.Holder(subnet, later); !ok || h.Owner != "newcomer" {

@@ -35,6 +35,15 @@ const MaxPodRecordSize = 1024
 // maxDirectoryUpdate bounds a push/pull state: 64 Ki records.
 const maxDirectoryUpdate = 64 << 20
 
+// relayNewsAtMost is the most records new here that one merge relays; a
+// merge that brings more relays none of them. Only a push/pull brings that
+// many (a broadcast carries one record), and then this node was behind
+// (it joined, or was cut off), not its peers: they learn the same in their
+// own push/pulls. Relaying a large fabric's directory, one broadcast per
+// record, would fill every gossip packet for many minutes. Corrections of
+// this node's own records always go out.
+const relayNewsAtMost = 64
+
 type recordKey struct {
 	node string
 	ip   netip.Addr
@@ -221,16 +230,17 @@ func (d *Directory) LocalState() []byte {
 // MergeRemoteState implements gossip.StateExchanger. Records about this
 // node are never taken from others: if a peer still holds one this node
 // no longer agrees with (from before a restart), the answer is a newer
-// record that corrects it.
-func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, error) {
+// record that corrects it. It relays those corrections, and the records
+// new here unless there are many (see relayNewsAtMost).
+func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, bool, error) {
 	if len(buf) > maxDirectoryUpdate {
-		return nil, fmt.Errorf("pod directory update of %d bytes exceeds %d", len(buf), maxDirectoryUpdate)
+		return nil, false, fmt.Errorf("pod directory update of %d bytes exceeds %d", len(buf), maxDirectoryUpdate)
 	}
 	var in []PodRecord
 	if err := json.Unmarshal(buf, &in); err != nil {
-		return nil, fmt.Errorf("decode pod directory update: %w", err)
+		return nil, false, fmt.Errorf("decode pod directory update: %w", err)
 	}
-	var relay [][]byte
+	var fixes, news [][]byte
 	var errs []error
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -263,7 +273,7 @@ func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, error) {
 			fix.Version = d.nextVersion(max(r.Version, have.Version))
 			d.store(fix)
 			if b, err := EncodeRecord(fix); err == nil {
-				relay = append(relay, b)
+				fixes = append(fixes, b)
 			}
 			continue
 		}
@@ -275,10 +285,14 @@ func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, error) {
 		}
 		d.store(r)
 		if b, err := EncodeRecord(r); err == nil {
-			relay = append(relay, b)
+			news = append(news, b)
 		}
 	}
-	return relay, errors.Join(errs...)
+	changed := len(fixes)+len(news) > 0
+	if len(news) > relayNewsAtMost {
+		news = nil
+	}
+	return append(fixes, news...), changed, errors.Join(errs...)
 }
 
 func sameRecord(a, b PodRecord) bool {

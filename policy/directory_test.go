@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -17,7 +19,7 @@ func deliver(t *testing.T, dst *Directory, updates [][]byte) [][]byte {
 	t.Helper()
 	var relay [][]byte
 	for _, u := range updates {
-		r, err := dst.MergeRemoteState(u)
+		r, _, err := dst.MergeRemoteState(u)
 		if err != nil {
 			t.Fatalf("merge: %v", err)
 		}
@@ -79,6 +81,54 @@ func TestDirectoryRestartSupersedesOldRecords(t *testing.T) {
 	}
 }
 
+// TestDirectoryRelaysFewNewsAndEveryCorrection: a merge that brings many
+// records new here (a push/pull to a node that just joined a large
+// fabric) relays none of them; its peers have them. Corrections of this
+// node's own records still go out however many come with them.
+func TestDirectoryRelaysFewNewsAndEveryCorrection(t *testing.T) {
+	pods := func(n int) []PodRecord {
+		var out []PodRecord
+		for i := range n {
+			out = append(out, rec("", fmt.Sprintf("10.244.%d.%d", i/200, i%200+2), nil))
+		}
+		return out
+	}
+	a := NewDirectory("a", nil)
+	a.Publish(pods(relayNewsAtMost))
+	b := NewDirectory("b", nil)
+	relay, changed, err := b.MergeRemoteState(a.LocalState())
+	if err != nil || !changed || len(relay) != relayNewsAtMost {
+		t.Fatalf("a merge of %d new records: relayed %d, changed %v, %v; want all relayed", relayNewsAtMost, len(relay), changed, err)
+	}
+
+	a.Publish(pods(relayNewsAtMost + 1))
+	fresh := NewDirectory("b", nil)
+	relay, changed, err = fresh.MergeRemoteState(a.LocalState())
+	if err != nil || !changed || len(relay) != 0 {
+		t.Fatalf("a merge of %d new records: relayed %d, changed %v, %v; want none relayed, the state changed", relayNewsAtMost+1, len(relay), changed, err)
+	}
+	if live, _ := fresh.Count(); live != relayNewsAtMost+1 {
+		t.Fatalf("holds %d records, want %d", live, relayNewsAtMost+1)
+	}
+
+	// b restarted without its 3 pods; a still holds them, among many.
+	deliver(t, a, b.Publish(pods(3)))
+	restarted := NewDirectory("b", nil)
+	relay, _, err = restarted.MergeRemoteState(a.LocalState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(relay) != 3 {
+		t.Fatalf("relayed %d updates, want the 3 corrections of b's own records", len(relay))
+	}
+	for _, u := range relay {
+		var got []PodRecord
+		if err := json.Unmarshal(u, &got); err != nil || len(got) != 1 || got[0].Node != "b" || !got[0].Deleted {
+			t.Fatalf("relayed %s (%v), want a deletion of one of b's pods", u, err)
+		}
+	}
+}
+
 func TestDirectoryRejectsBadRecords(t *testing.T) {
 	d := NewDirectory("a", func(r PodRecord) error {
 		if !netip.MustParsePrefix("10.244.0.0/16").Contains(r.IP) {
@@ -94,7 +144,7 @@ func TestDirectoryRejectsBadRecords(t *testing.T) {
 		`[{"node":"b","ip":"10.244.1.2","v":1,"ns":"x","labels":{"k":"bad value!"}}]`,
 		`{"not":"a list"}`,
 	} {
-		if _, err := d.MergeRemoteState([]byte(body)); err == nil {
+		if _, _, err := d.MergeRemoteState([]byte(body)); err == nil {
 			t.Errorf("accepted %s", body)
 		}
 	}
@@ -229,7 +279,7 @@ func FuzzDirectoryMerge(f *testing.F) {
 		d.MergeRemoteState(body)
 		live, deleted := d.Count()
 		fresh := NewDirectory("c", valid)
-		if _, err := fresh.MergeRemoteState(d.LocalState()); err != nil {
+		if _, _, err := fresh.MergeRemoteState(d.LocalState()); err != nil {
 			t.Fatalf("a merged record is refused when passed on: %v", err)
 		}
 		if l, del := fresh.Count(); l != live || del != deleted {

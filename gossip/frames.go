@@ -1,0 +1,97 @@
+package gossip
+
+import (
+	"bytes"
+	"compress/flate"
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"go.uber.org/zap"
+)
+
+// A push/pull state is a sequence of frames: a message type, a 4-byte
+// big-endian length and the payload. A receiver skips the kinds it does
+// not know, so new kinds never confuse older agents.
+
+// frameDeflated marks a frame whose state is compressed (DEFLATE). An
+// older agent takes it for a kind it does not know and skips it.
+const frameDeflated byte = 0x80
+
+// deflateAbove is the size above which a state goes compressed. memberlist
+// refuses a whole push/pull whose user state is more than 20 MiB
+// (pushPullStateLimit), a join's included, so no node could join a fabric
+// whose pod directory encodes to more: about 80,000 pods with
+// Kubernetes-like names and labels. The directory compresses about
+// tenfold. A state this size or smaller goes plain, which agents without
+// compression read too: any two such frames and the clock fit the limit.
+const deflateAbove = 8 << 20
+
+// pushPullStateLimit is memberlist's limit on the user state of one
+// push/pull (maxPushStateBytes, not exported).
+const pushPullStateLimit = 20 << 20
+
+// maxInflatedState bounds what one compressed frame may inflate to, so a
+// peer cannot make this node allocate without bound.
+const maxInflatedState = 64 << 20
+
+func appendFrame(out []byte, kind byte, payload []byte) []byte {
+	out = append(out, kind)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(payload)))
+	return append(out, payload...)
+}
+
+// appendStateFrame frames a replicated state, compressed if it is large.
+func appendStateFrame(out []byte, kind byte, state []byte) []byte {
+	if len(state) > deflateAbove {
+		if z, err := deflate(state); err == nil {
+			return appendFrame(out, kind|frameDeflated, z)
+		}
+	}
+	return appendFrame(out, kind, state)
+}
+
+func deflate(b []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	// Speed over ratio: every push/pull compresses the state anew.
+	w, err := flate.NewWriter(&buf, flate.BestSpeed)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(b); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// inflate decompresses a frame's state, refusing one that inflates to
+// more than limit bytes.
+func inflate(z []byte, limit int64) ([]byte, error) {
+	r := flate.NewReader(bytes.NewReader(z))
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("decompress: %w", err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("decompresses to more than %d bytes", limit)
+	}
+	return b, nil
+}
+
+// noteStateSize records the size of this node's push/pull state and says
+// so, once in a while, when peers are about to refuse it or refuse it.
+func (m *Membership) noteStateSize(n int) {
+	m.metrics.StateBytes.Set(float64(n))
+	if n <= pushPullStateLimit*6/10 || !m.rejected.fresh("push/pull state size", m.now()) {
+		return
+	}
+	log, what := m.log.Warn, "this node's gossip state is close to the most peers take in one full sync"
+	if n > pushPullStateLimit {
+		log, what = m.log.Error, "this node's gossip state is more than peers take in one full sync: they refuse its full syncs, and nodes cannot join through it"
+	}
+	log(what, zap.Int("bytes", n), zap.Int("limit", pushPullStateLimit))
+}
