@@ -40,9 +40,12 @@ const maxDirectoryUpdate = 64 << 20
 // many (a broadcast carries one record), and then this node was behind
 // (it joined, or was cut off), not its peers: they learn the same in their
 // own push/pulls. Relaying a large fabric's directory, one broadcast per
-// record, would fill every gossip packet for many minutes. Corrections of
-// this node's own records always go out.
-const relayNewsAtMost = 64
+// record, would fill every gossip packet for many minutes. Up to the
+// limit relaying is kept: a node back from a partition passes on the pods
+// its side started meanwhile within a second, where the next push/pulls
+// take tens of seconds. Corrections of this node's own records always go
+// out.
+const relayNewsAtMost = 1024
 
 type recordKey struct {
 	node string
