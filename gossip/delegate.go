@@ -86,16 +86,19 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 // carries all of them and a receiver skips kinds it does not know.
 func (d *delegate) LocalState(join bool) []byte {
 	var out []byte
+	largest := 0
 	for _, kind := range []byte{msgState, msgPods} {
 		ex := d.m.exchanger(kind)
 		if ex == nil {
 			continue
 		}
-		out = appendStateFrame(out, kind, ex.LocalState())
+		state := ex.LocalState()
+		largest = max(largest, len(state))
+		out = appendStateFrame(out, kind, state)
 	}
 	// Older agents skip the kind they do not know.
 	out = appendFrame(out, msgClock, d.m.clockFrame())
-	d.m.noteStateSize(len(out))
+	d.m.noteStateSize(len(out), largest)
 	return out
 }
 

@@ -82,16 +82,21 @@ func inflate(z []byte, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// noteStateSize records the size of this node's push/pull state and says
-// so, once in a while, when peers are about to refuse it or refuse it.
-func (m *Membership) noteStateSize(n int) {
-	m.metrics.StateBytes.Set(float64(n))
-	if n <= pushPullStateLimit*6/10 || !m.rejected.fresh("push/pull state size", m.now()) {
+// noteStateSize records the size of this node's push/pull state (sent
+// bytes, and the largest state before compression) and says so, once in
+// a while, when peers are about to refuse it or refuse it: memberlist
+// refuses more than pushPullStateLimit sent, and an agent more than
+// maxInflatedState of one state.
+func (m *Membership) noteStateSize(sent, largest int) {
+	m.metrics.StateBytes.Set(float64(sent))
+	share := max(float64(sent)/pushPullStateLimit, float64(largest)/maxInflatedState)
+	if share <= 0.6 || !m.rejected.fresh("push/pull state size", m.now()) {
 		return
 	}
 	log, what := m.log.Warn, "this node's gossip state is close to the most peers take in one full sync"
-	if n > pushPullStateLimit {
+	if share > 1 {
 		log, what = m.log.Error, "this node's gossip state is more than peers take in one full sync: they refuse its full syncs, and nodes cannot join through it"
 	}
-	log(what, zap.Int("bytes", n), zap.Int("limit", pushPullStateLimit))
+	log(what, zap.Int("bytes", sent), zap.Int("limit", pushPullStateLimit),
+		zap.Int("largest_uncompressed", largest), zap.Int("uncompressed_limit", maxInflatedState))
 }

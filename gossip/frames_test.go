@@ -151,14 +151,25 @@ func TestUnknownCompressedKindIsSkipped(t *testing.T) {
 func TestOversizedStateIsReported(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
 	m := framesNode("here", &fixedState{}, zap.New(core))
-	m.noteStateSize(1 << 20)
+	m.noteStateSize(1<<20, 10<<20)
 	if logs.Len() != 0 {
 		t.Fatalf("a 1 MiB state was reported: %v", logs.All())
 	}
-	m.noteStateSize(pushPullStateLimit + 1)
-	m.noteStateSize(pushPullStateLimit + 2)
+	m.noteStateSize(pushPullStateLimit+1, 10<<20)
+	m.noteStateSize(pushPullStateLimit+2, 10<<20)
 	errs := logs.FilterLevelExact(zap.ErrorLevel).All()
 	if len(errs) != 1 || errs[0].ContextMap()["bytes"] != int64(pushPullStateLimit+1) {
 		t.Fatalf("errors %v, want one, of the first oversized state", errs)
+	}
+	m = framesNode("here", &fixedState{}, zap.New(core))
+	m.noteStateSize(13<<20, 1)
+	if warns := logs.FilterLevelExact(zap.WarnLevel).All(); len(warns) != 1 {
+		t.Fatalf("warnings %v, want one, of a state at 65 %% of the limit", warns)
+	}
+	// Small once compressed, but more than a peer inflates.
+	m = framesNode("here", &fixedState{}, zap.New(core))
+	m.noteStateSize(4<<20, maxInflatedState+1)
+	if errs := logs.FilterLevelExact(zap.ErrorLevel).All(); len(errs) != 2 {
+		t.Fatalf("errors %v, want one more, of a state that inflates past the limit", errs)
 	}
 }
