@@ -161,10 +161,8 @@ func (a *Agent) compilePolicy(allocs []ipam.Allocation, subnets map[string][]net
 		return nil
 	}
 	snap := policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces, Pods: localPods}
-	for _, r := range p.dir.Records() {
-		if slices.ContainsFunc(subnets[r.Node], func(sn netip.Prefix) bool { return sn.Contains(r.IP) }) {
-			snap.Pods = append(snap.Pods, policy.Pod{Namespace: r.Namespace, Name: r.Name, IP: r.IP, Labels: r.Labels})
-		}
+	for _, r := range p.dir.RecordsIn(subnets) {
+		snap.Pods = append(snap.Pods, policy.Pod{Namespace: r.Namespace, Name: r.Name, IP: r.IP, Labels: r.Labels})
 	}
 	return a.finishCompile(snap)
 }

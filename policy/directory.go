@@ -65,8 +65,11 @@ type Directory struct {
 	now      func() time.Time
 
 	// mu guards the fields below.
-	mu      sync.Mutex
-	records map[recordKey]PodRecord
+	mu sync.Mutex
+	// records holds each node's records by address: a reconcile reads
+	// this node's own and those of the programmed peers, which must not
+	// cost a walk over a large fabric's every pod.
+	records map[string]map[netip.Addr]PodRecord
 	// newest is the newest version held per node: when it last published.
 	newest map[string]uint64
 	// known and forgetAfter say whose records Forget drops (nil, 0: none).
@@ -85,7 +88,7 @@ type Directory struct {
 // keeps every node's records until ForgetAfter says otherwise.
 func NewDirectory(self string, validate func(PodRecord) error) *Directory {
 	return &Directory{self: self, validate: validate, now: time.Now,
-		records: map[recordKey]PodRecord{}, newest: map[string]uint64{}, unsaved: map[recordKey]bool{}}
+		records: map[string]map[netip.Addr]PodRecord{}, newest: map[string]uint64{}, unsaved: map[recordKey]bool{}}
 }
 
 // ForgetAfter makes the directory drop the records of a node it does not
@@ -136,11 +139,11 @@ func (d *Directory) Forget() []string {
 	if len(gone) == 0 {
 		return nil
 	}
-	for k := range d.records {
-		if gone[k.node] {
-			delete(d.records, k)
-			d.markUnsaved(k)
+	for node := range gone {
+		for ip := range d.records[node] {
+			d.markUnsaved(recordKey{node, ip})
 		}
+		delete(d.records, node)
 	}
 	return slices.Sorted(maps.Keys(gone))
 }
@@ -150,11 +153,13 @@ func (d *Directory) Forget() []string {
 func (d *Directory) Count() (live, deleted int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, r := range d.records {
-		if r.Deleted {
-			deleted++
-		} else {
-			live++
+	for _, held := range d.records {
+		for _, r := range held {
+			if r.Deleted {
+				deleted++
+			} else {
+				live++
+			}
 		}
 	}
 	return live, deleted
@@ -168,10 +173,20 @@ func (d *Directory) store(r PodRecord) {
 // put puts r in the table without noting it unsaved (see Restore).
 // Called with mu held.
 func (d *Directory) put(r PodRecord) recordKey {
-	k := recordKey{r.Node, r.IP}
-	d.records[k] = r
+	held := d.records[r.Node]
+	if held == nil {
+		held = map[netip.Addr]PodRecord{}
+		d.records[r.Node] = held
+	}
+	held[r.IP] = r
 	d.newest[r.Node] = max(d.newest[r.Node], r.Version)
-	return k
+	return recordKey{r.Node, r.IP}
+}
+
+// record returns the record held under k. Called with mu held.
+func (d *Directory) record(k recordKey) (PodRecord, bool) {
+	r, ok := d.records[k.node][k.ip]
+	return r, ok
 }
 
 // ValidateRecord checks a record's structure and metadata.
@@ -224,7 +239,10 @@ func EncodeRecord(r PodRecord) ([]byte, error) {
 // included, so a node that missed a deletion learns it.
 func (d *Directory) LocalState() []byte {
 	d.mu.Lock()
-	all := slices.Collect(maps.Values(d.records))
+	var all []PodRecord
+	for _, held := range d.records {
+		all = slices.AppendSeq(all, maps.Values(held))
+	}
 	d.mu.Unlock()
 	b, _ := json.Marshal(all)
 	return b
@@ -262,7 +280,7 @@ func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, bool, error) {
 			continue
 		}
 		k := recordKey{r.Node, r.IP}
-		have, ok := d.records[k]
+		have, ok := d.record(k)
 		if r.Node == d.self {
 			if (ok && sameRecord(have, r)) || (!ok && r.Deleted) {
 				continue
@@ -333,12 +351,12 @@ func (d *Directory) Publish(local []PodRecord) [][]byte {
 		r.Node = d.self
 		want[r.IP] = r
 	}
-	for k, have := range d.records {
-		if k.node != d.self || have.Deleted {
+	for ip, have := range d.records[d.self] {
+		if have.Deleted {
 			continue
 		}
-		if _, ok := want[k.ip]; !ok {
-			tomb := PodRecord{Node: d.self, IP: k.ip, Deleted: true, Version: d.nextVersion(have.Version)}
+		if _, ok := want[ip]; !ok {
+			tomb := PodRecord{Node: d.self, IP: ip, Deleted: true, Version: d.nextVersion(have.Version)}
 			d.store(tomb)
 			if b, err := EncodeRecord(tomb); err == nil {
 				out = append(out, b)
@@ -346,8 +364,7 @@ func (d *Directory) Publish(local []PodRecord) [][]byte {
 		}
 	}
 	for ip, r := range want {
-		k := recordKey{d.self, ip}
-		have, ok := d.records[k]
+		have, ok := d.record(recordKey{d.self, ip})
 		if ok && sameRecord(have, r) {
 			continue
 		}
@@ -367,9 +384,34 @@ func (d *Directory) Records() []PodRecord {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []PodRecord
-	for k, r := range d.records {
-		if k.node != d.self && !r.Deleted {
-			out = append(out, r)
+	for node, held := range d.records {
+		if node == d.self {
+			continue
+		}
+		for _, r := range held {
+			if !r.Deleted {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// RecordsIn returns the live records of the nodes subnets names whose
+// addresses are in that node's subnets: the pods policies may select.
+// It reads only those nodes' records.
+func (d *Directory) RecordsIn(subnets map[string][]netip.Prefix) []PodRecord {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []PodRecord
+	for node, prefixes := range subnets {
+		if node == d.self {
+			continue
+		}
+		for ip, r := range d.records[node] {
+			if !r.Deleted && slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Contains(ip) }) {
+				out = append(out, r)
+			}
 		}
 	}
 	return out

@@ -47,7 +47,7 @@ func (d *Directory) Unsaved() DirectoryChanges {
 	c := DirectoryChanges{Put: map[string][]byte{}, Delete: d.undecodable}
 	d.undecodable = nil
 	for k := range d.unsaved {
-		r, ok := d.records[k]
+		r, ok := d.record(k)
 		if !ok {
 			c.Delete = append(c.Delete, savedKey(k))
 			continue
@@ -118,7 +118,7 @@ func (d *Directory) restore(key string, b []byte) error {
 	if err := d.vet(r); err != nil {
 		return err
 	}
-	if have, ok := d.records[k]; ok && have.Version >= r.Version {
+	if have, ok := d.record(k); ok && have.Version >= r.Version {
 		return nil
 	}
 	d.put(r)

@@ -287,3 +287,32 @@ func FuzzDirectoryMerge(f *testing.F) {
 		}
 	})
 }
+
+// RecordsIn returns the live pods of the nodes named, in their subnets
+// only, and never this node's own or a deleted pod.
+func TestDirectoryRecordsIn(t *testing.T) {
+	d := NewDirectory("self", nil)
+	for node, ips := range map[string][]string{
+		"a":    {"10.244.1.2", "10.244.1.3", "10.244.9.2"},
+		"b":    {"10.244.2.2"},
+		"self": {"10.244.3.2"},
+	} {
+		src := NewDirectory(node, nil)
+		var pods []PodRecord
+		for _, ip := range ips {
+			pods = append(pods, rec("", ip, nil))
+		}
+		deliver(t, d, src.Publish(pods))
+		if node == "a" {
+			deliver(t, d, src.Publish(pods[1:])) // 10.244.1.2 deleted
+		}
+	}
+	got := d.RecordsIn(map[string][]netip.Prefix{
+		"a":    {netip.MustParsePrefix("10.244.1.0/24")},
+		"self": {netip.MustParsePrefix("10.244.3.0/24")},
+		"gone": {netip.MustParsePrefix("10.244.4.0/24")},
+	})
+	if len(got) != 1 || got[0].Node != "a" || got[0].IP != netip.MustParseAddr("10.244.1.3") {
+		t.Fatalf("RecordsIn = %+v, want a's live pod in its subnet, 10.244.1.3, only", got)
+	}
+}
