@@ -581,6 +581,22 @@ func (a *Agent) trigger() {
 	}
 }
 
+// podsReconcileDelay is how long other nodes' pod changes wait to be
+// put into the policies after the last reconcile took last: ten times
+// that, at most maxPodsReconcileDelay. Every reconcile compiles the
+// policies over every pod of the fabric, and a large fabric's pods churn
+// several times a second: at 100,000 pods that kept an agent compiling
+// most of the time. The pace keeps it to about a tenth of a core however
+// large the fabric, and costs a small one (reconciles of a few
+// milliseconds) tens of milliseconds.
+func podsReconcileDelay(last time.Duration) time.Duration {
+	return min(10*last, maxPodsReconcileDelay)
+}
+
+// maxPodsReconcileDelay bounds how long a new pod elsewhere waits for
+// the policies here to admit it.
+const maxPodsReconcileDelay = 2 * time.Second
+
 // maxRetryInterval bounds how long a persistent data plane failure waits
 // for its next retry, and so how soon the node recovers once it is fixed.
 const maxRetryInterval = 8 * time.Second
@@ -608,6 +624,14 @@ func (a *Agent) loop(ctx context.Context) error {
 	// races with the kernel or a runtime), then less often while the same
 	// failure persists.
 	retryAfter := time.Duration(0)
+	// podsDue runs the reconcile that puts other nodes' pod changes into
+	// the policies, paced by what the last reconcile cost (see
+	// podsReconcileDelay); podsArmed says it is set.
+	podsDue := time.NewTimer(time.Hour)
+	podsDue.Stop()
+	defer podsDue.Stop()
+	podsArmed := false
+	var took time.Duration
 
 	reason := "startup"
 	for {
@@ -615,7 +639,12 @@ func (a *Agent) loop(ctx context.Context) error {
 			reason = "leases"
 		}
 		if reason != "" {
+			// Any reconcile reads the pod directory as it is.
+			podsDue.Stop()
+			podsArmed = false
+			start := time.Now()
 			next, err := a.reconcile(reason)
+			took = time.Since(start)
 			if err != nil {
 				retryAfter = min(max(2*retryAfter, time.Second), maxRetryInterval)
 				retry.Reset(retryAfter)
@@ -635,6 +664,16 @@ func (a *Agent) loop(ctx context.Context) error {
 			return nil
 		case <-a.members.Changes():
 			reason = "membership"
+		case <-a.members.PodChanges():
+			// Only policies from files read other nodes' pods: without them
+			// the kernel has nothing to change (the loop saves the
+			// directory all the same).
+			if a.policy.source == PolicySourceFiles && !podsArmed {
+				podsDue.Reset(podsReconcileDelay(took))
+				podsArmed = true
+			}
+		case <-podsDue.C:
+			reason = "pods"
 		case <-a.kick:
 			reason = "change"
 		case <-grace.C:

@@ -163,7 +163,10 @@ func (m *Membership) merge(kind byte, buf []byte, via string) {
 	for _, msg := range relay {
 		m.broadcast(kind, msg)
 	}
-	if changed {
+	switch {
+	case changed && kind == msgPods:
+		signal(m.podChanges)
+	case changed:
 		m.notify()
 	}
 }

@@ -81,7 +81,9 @@ type Membership struct {
 	// now is the wall clock (tests move it).
 	now func() time.Time
 
-	changes chan struct{}
+	// changes and podChanges signal, coalesced, what Changes and
+	// PodChanges say.
+	changes, podChanges chan struct{}
 
 	keyring keyringState
 	// announcer makes peers that hold this node at an old address take
@@ -137,6 +139,7 @@ func Start(cfg Config, local NodeRecord) (*Membership, error) {
 		peers:       map[string]Peer{},
 		now:         time.Now,
 		changes:     make(chan struct{}, 1),
+		podChanges:  make(chan struct{}, 1),
 		keyring:     keyringState{onChange: cfg.OnKeyringChange, pending: map[string]chan KeyringResult{}},
 	}
 	var mlc *memberlist.Config
@@ -291,12 +294,21 @@ func (m *Membership) WaitBroadcasts(timeout time.Duration) {
 	}
 }
 
-// Changes signals (coalesced) whenever peers or replicated state changed.
+// Changes signals (coalesced) whenever peers or the lease table changed.
 func (m *Membership) Changes() <-chan struct{} { return m.changes }
 
-func (m *Membership) notify() {
+// PodChanges signals (coalesced) whenever the pod directory changed. It is
+// apart from Changes because only network policy reads other nodes' pods:
+// their churn, in a large fabric several changes a second, must not make
+// every node reconcile its whole data plane.
+func (m *Membership) PodChanges() <-chan struct{} { return m.podChanges }
+
+func (m *Membership) notify() { signal(m.changes) }
+
+// signal sends on a channel of one slot unless a signal waits there.
+func signal(ch chan struct{}) {
 	select {
-	case m.changes <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -96,4 +97,56 @@ func seedPodDirectory(t *testing.T, n *rig.Node, nodes, perNode int) {
 	if err := st.SaveDirectory(put, nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestRemotePodChurnCostsNoReconcile: without policies from files,
+// nothing in a node's kernel depends on other nodes' pods, so their churn
+// (several changes a second in a large fabric) must not make it reconcile.
+// Every pod directory change used to start a reconcile on every node.
+func TestRemotePodChurnCostsNoReconcile(t *testing.T) {
+	r := newRig(t)
+	nodes := startNodes(t, r, 2)
+	reconciles := func() float64 {
+		var sum float64
+		for _, reason := range []string{"membership", "pods"} {
+			v, err := nodes[0].Metric("loom_reconcile_runs_total", `reason="`+reason+`"`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum += v
+		}
+		return sum
+	}
+	before := reconciles()
+	var pods []*rig.Pod
+	for i := range 6 {
+		pods = append(pods, addPod(t, nodes[1], fmt.Sprintf("p%d", i)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, p := range pods[:3] {
+		if err := p.Del(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rig.Eventually(30*time.Second, func() error {
+		live, err := nodes[0].Metric("loom_pod_directory_records", `state="live"`)
+		if err != nil {
+			return err
+		}
+		deleted, err := nodes[0].Metric("loom_pod_directory_records", `state="deleted"`)
+		if err != nil {
+			return err
+		}
+		if live != 3 || deleted != 3 {
+			return fmt.Errorf("node1's pod directory holds %v live and %v deleted records, want node2's 3 and 3", live, deleted)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := reconciles() - before; n != 0 {
+		t.Fatalf("node2's pods made node1 reconcile %v times, want none", n)
+	}
+	waitAllReach(t, []*rig.Pod{addPod(t, nodes[0], "a"), pods[3]}, 30*time.Second)
 }
