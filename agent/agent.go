@@ -581,22 +581,6 @@ func (a *Agent) trigger() {
 	}
 }
 
-// podsReconcileDelay is how long other nodes' pod changes wait to be
-// put into the policies after the last reconcile took last: ten times
-// that, at most maxPodsReconcileDelay. Every reconcile compiles the
-// policies over every pod of the fabric, and a large fabric's pods churn
-// several times a second: at 100,000 pods that kept an agent compiling
-// most of the time. The pace keeps it to about a tenth of a core however
-// large the fabric, and costs a small one (reconciles of a few
-// milliseconds) tens of milliseconds.
-func podsReconcileDelay(last time.Duration) time.Duration {
-	return min(10*last, maxPodsReconcileDelay)
-}
-
-// maxPodsReconcileDelay bounds how long a new pod elsewhere waits for
-// the policies here to admit it.
-const maxPodsReconcileDelay = 2 * time.Second
-
 // maxRetryInterval bounds how long a persistent data plane failure waits
 // for its next retry, and so how soon the node recovers once it is fixed.
 const maxRetryInterval = 8 * time.Second
@@ -626,12 +610,13 @@ func (a *Agent) loop(ctx context.Context) error {
 	retryAfter := time.Duration(0)
 	// podsDue runs the reconcile that puts other nodes' pod changes into
 	// the policies, paced by what the last reconcile cost (see
-	// podsReconcileDelay); podsArmed says it is set.
+	// policy.CompileWait); podsArmed says it is set.
 	podsDue := time.NewTimer(time.Hour)
 	podsDue.Stop()
 	defer podsDue.Stop()
 	podsArmed := false
 	var took time.Duration
+	var lastEnd time.Time
 
 	reason := "startup"
 	for {
@@ -644,7 +629,8 @@ func (a *Agent) loop(ctx context.Context) error {
 			podsArmed = false
 			start := time.Now()
 			next, err := a.reconcile(reason)
-			took = time.Since(start)
+			lastEnd = time.Now()
+			took = lastEnd.Sub(start)
 			if err != nil {
 				retryAfter = min(max(2*retryAfter, time.Second), maxRetryInterval)
 				retry.Reset(retryAfter)
@@ -669,7 +655,7 @@ func (a *Agent) loop(ctx context.Context) error {
 			// the kernel has nothing to change (the loop saves the
 			// directory all the same).
 			if a.policy.source == PolicySourceFiles && !podsArmed {
-				podsDue.Reset(podsReconcileDelay(took))
+				podsDue.Reset(policy.CompileWait(took, time.Since(lastEnd)))
 				podsArmed = true
 			}
 		case <-podsDue.C:

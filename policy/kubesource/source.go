@@ -192,10 +192,15 @@ func namedPorts(p *corev1.Pod) map[string]policy.NamedPort {
 // Stream writes the current view to w, then a new one after changes: the
 // changes of one interval make one view, and a view equal to the last one
 // written (a pod's status changed, say, but nothing a policy reads) is not
-// written again. It returns when ctx ends (nil) or a write fails.
+// written again. Views are paced by what the last one cost to make, as
+// loomd paces its compiles (policy.CompileWait): every view holds every
+// pod, and at 100,000 pods making one took half a second here and as
+// much to read and compile in loomd. It returns when ctx ends (nil) or a
+// write fails.
 func (s *Source) Stream(ctx context.Context, w io.Writer, interval time.Duration) error {
 	out := &viewWriter{w: w}
 	for {
+		start := time.Now()
 		v, err := s.View()
 		if err != nil {
 			return err
@@ -203,6 +208,7 @@ func (s *Source) Stream(ctx context.Context, w io.Writer, interval time.Duration
 		if _, err := out.write(v); err != nil {
 			return err
 		}
+		made := time.Now()
 		select {
 		case <-ctx.Done():
 			return nil
@@ -213,7 +219,7 @@ func (s *Source) Stream(ctx context.Context, w io.Writer, interval time.Duration
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(interval):
+		case <-time.After(max(interval, policy.CompileWait(made.Sub(start), time.Since(made)))):
 		}
 	}
 }
