@@ -173,3 +173,28 @@ func TestOversizedStateIsReported(t *testing.T) {
 		t.Fatalf("errors %v, want one more, of a state that inflates past the limit", errs)
 	}
 }
+
+// A change of the pod directory is signalled on PodChanges, a change of
+// the lease table on Changes: only policy reads other nodes' pods, so
+// their churn must not wake what follows membership and leases.
+func TestPodChangesAreSignalledApart(t *testing.T) {
+	m := framesNode("here", &fixedState{}, zap.NewNop())
+	m.state = &fixedState{}
+	m.podChanges = make(chan struct{}, 1)
+	pending := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	m.merge(msgPods, []byte("[]"), viaBroadcast)
+	if pending(m.Changes()) || !pending(m.PodChanges()) {
+		t.Fatal("a pod directory change was not signalled on PodChanges alone")
+	}
+	m.merge(msgState, []byte("{}"), viaBroadcast)
+	if !pending(m.Changes()) || pending(m.PodChanges()) {
+		t.Fatal("a lease table change was not signalled on Changes alone")
+	}
+}
