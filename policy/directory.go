@@ -379,24 +379,6 @@ func (d *Directory) Publish(local []PodRecord) [][]byte {
 	return out
 }
 
-// Records returns the live records of other nodes.
-func (d *Directory) Records() []PodRecord {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var out []PodRecord
-	for node, held := range d.records {
-		if node == d.self {
-			continue
-		}
-		for _, r := range held {
-			if !r.Deleted {
-				out = append(out, r)
-			}
-		}
-	}
-	return out
-}
-
 // RecordsIn returns the live records of the nodes subnets names whose
 // addresses are in that node's subnets: the pods policies may select.
 // It reads only those nodes' records.

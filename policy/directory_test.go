@@ -14,6 +14,25 @@ func rec(node, ip string, labels map[string]string) PodRecord {
 	return PodRecord{Node: node, IP: netip.MustParseAddr(ip), Namespace: "x", Name: "p", Labels: labels}
 }
 
+// Records returns the live records of other nodes, for tests to look at
+// (the agent reads only some nodes', with RecordsIn).
+func (d *Directory) Records() []PodRecord {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []PodRecord
+	for node, held := range d.records {
+		if node == d.self {
+			continue
+		}
+		for _, r := range held {
+			if !r.Deleted {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
 // deliver merges every update into dst and returns what dst relays.
 func deliver(t *testing.T, dst *Directory, updates [][]byte) [][]byte {
 	t.Helper()
