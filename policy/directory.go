@@ -81,6 +81,8 @@ type Directory struct {
 	// and undecodable the saved keys that name no record (see Restore).
 	unsaved     map[recordKey]bool
 	undecodable []string
+	// full is the full state push/pull sends, kept between them.
+	full fullState
 }
 
 // NewDirectory returns an empty directory for node self. validate vets
@@ -144,6 +146,7 @@ func (d *Directory) Forget() []string {
 			d.markUnsaved(recordKey{node, ip})
 		}
 		delete(d.records, node)
+		d.staleNode(node)
 	}
 	return slices.Sorted(maps.Keys(gone))
 }
@@ -179,6 +182,7 @@ func (d *Directory) put(r PodRecord) recordKey {
 		d.records[r.Node] = held
 	}
 	held[r.IP] = r
+	d.staleNode(r.Node)
 	d.newest[r.Node] = max(d.newest[r.Node], r.Version)
 	return recordKey{r.Node, r.IP}
 }
@@ -235,19 +239,6 @@ func EncodeRecord(r PodRecord) ([]byte, error) {
 	return b, nil
 }
 
-// LocalState implements gossip.StateExchanger: every record, tombstones
-// included, so a node that missed a deletion learns it.
-func (d *Directory) LocalState() []byte {
-	d.mu.Lock()
-	var all []PodRecord
-	for _, held := range d.records {
-		all = slices.AppendSeq(all, maps.Values(held))
-	}
-	d.mu.Unlock()
-	b, _ := json.Marshal(all)
-	return b
-}
-
 // MergeRemoteState implements gossip.StateExchanger. Records about this
 // node are never taken from others: if a peer still holds one this node
 // no longer agrees with (from before a restart), the answer is a newer
@@ -257,10 +248,23 @@ func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, bool, error) {
 	if len(buf) > maxDirectoryUpdate {
 		return nil, false, fmt.Errorf("pod directory update of %d bytes exceeds %d", len(buf), maxDirectoryUpdate)
 	}
+	in, err := decodeRecords(buf)
+	if err != nil {
+		return nil, false, err
+	}
+	return d.mergeRecords(in)
+}
+
+func decodeRecords(buf []byte) ([]PodRecord, error) {
 	var in []PodRecord
 	if err := json.Unmarshal(buf, &in); err != nil {
-		return nil, false, fmt.Errorf("decode pod directory update: %w", err)
+		return nil, fmt.Errorf("decode pod directory update: %w", err)
 	}
+	return in, nil
+}
+
+// mergeRecords merges records from a peer (see MergeRemoteState).
+func (d *Directory) mergeRecords(in []PodRecord) ([][]byte, bool, error) {
 	var fixes, news [][]byte
 	var errs []error
 	d.mu.Lock()
@@ -275,12 +279,17 @@ func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, bool, error) {
 		if d.forgettable(r.Node, max(sent[r.Node], d.newest[r.Node])) {
 			continue
 		}
+		k := recordKey{r.Node, r.IP}
+		have, ok := d.record(k)
+		// A record no newer than the one held changes nothing: vetting
+		// it (label syntax) was most of a large push/pull's merge.
+		if r.Node != d.self && ok && have.Version >= r.Version {
+			continue
+		}
 		if err := d.vet(r); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		k := recordKey{r.Node, r.IP}
-		have, ok := d.record(k)
 		if r.Node == d.self {
 			if (ok && sameRecord(have, r)) || (!ok && r.Deleted) {
 				continue
@@ -296,9 +305,6 @@ func (d *Directory) MergeRemoteState(buf []byte) ([][]byte, bool, error) {
 			if b, err := EncodeRecord(fix); err == nil {
 				fixes = append(fixes, b)
 			}
-			continue
-		}
-		if ok && have.Version >= r.Version {
 			continue
 		}
 		if ok && !have.Deleted && d.onGone != nil && (r.Deleted || replaced(have, r)) {

@@ -34,7 +34,7 @@ func (d *Directory) Records() []PodRecord {
 }
 
 // deliver merges every update into dst and returns what dst relays.
-func deliver(t *testing.T, dst *Directory, updates [][]byte) [][]byte {
+func deliver(t testing.TB, dst *Directory, updates [][]byte) [][]byte {
 	t.Helper()
 	var relay [][]byte
 	for _, u := range updates {
