@@ -58,7 +58,7 @@ fuzz:
 	GO=$(GO) scripts/fuzz.sh $(FUZZTIME) \
 		./gossip:FuzzDecodeNodeRecord ./cniplugin:FuzzParseConf \
 		./agent:FuzzAPIRequest ./agent:FuzzConfigFile ./ipam:FuzzDecodeClaims \
-		./policy:FuzzDecodePolicyFile ./policy:FuzzDirectoryMerge \
+		./policy:FuzzDecodePolicyFile ./policy:FuzzDirectoryMerge ./policy:FuzzIndexedMerge \
 		./gossip:FuzzGossipMessage
 
 lint:

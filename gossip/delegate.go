@@ -19,6 +19,9 @@ const (
 	msgPods       byte = 4
 	// msgClock carries the sender's wall clock in push/pull (see clock.go).
 	msgClock byte = 5
+	// msgIndex carries, in push/pull, the index of the state frame of the
+	// kind in its first byte that comes next (see IndexedState).
+	msgIndex byte = 6
 )
 
 func msgName(kind byte) string {
@@ -38,6 +41,19 @@ type StateExchanger interface {
 	// returns what to relay to others (updates that were news here, or
 	// some of them) and whether the state changed.
 	MergeRemoteState(buf []byte) (relay [][]byte, changed bool, err error)
+}
+
+// IndexedState is a StateExchanger whose full state comes with an index
+// of its parts, so that a peer can skip decoding the parts it holds the
+// same. The index travels in a frame of its own, which older agents skip.
+type IndexedState interface {
+	StateExchanger
+	// LocalStateIndexed returns the full state and its index; the state
+	// is the same LocalState returns.
+	LocalStateIndexed() (state, index []byte)
+	// MergeIndexedState merges a peer's full state as MergeRemoteState
+	// does, reading its index.
+	MergeIndexedState(state, index []byte) (relay [][]byte, changed bool, err error)
 }
 
 // delegate implements memberlist.Delegate. memberlist calls it from several
@@ -92,9 +108,16 @@ func (d *delegate) LocalState(join bool) []byte {
 		if ex == nil {
 			continue
 		}
-		state := ex.LocalState()
+		var state []byte
+		if ix, ok := ex.(IndexedState); ok {
+			var index []byte
+			state, index = ix.LocalStateIndexed()
+			out = appendFrame(out, msgIndex, append([]byte{kind}, index...))
+		} else {
+			state = ex.LocalState()
+		}
 		largest = max(largest, len(state))
-		out = appendStateFrame(out, kind, state)
+		out = d.m.deflated.appendStateFrame(out, kind, state)
 	}
 	// Older agents skip the kind they do not know.
 	out = appendFrame(out, msgClock, d.m.clockFrame())
@@ -106,6 +129,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	// The clock frame comes last; merging the states before it may take a
 	// while, which is no part of the peer's clock offset.
 	received := d.m.now()
+	index := map[byte][]byte{}
 	for len(buf) >= 5 {
 		kind, n := buf[0], binary.BigEndian.Uint32(buf[1:5])
 		if uint64(n) > uint64(len(buf)-5) {
@@ -118,15 +142,18 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 			if err := d.m.noteClock(payload, received); err != nil {
 				d.m.log.Debug("ignoring a peer's clock", zap.Error(err))
 			}
+		case kind == msgIndex && n > 0:
+			index[payload[0]] = bytes.Clone(payload[1:])
 		case kind&frameDeflated != 0 && d.m.exchanger(kind&^frameDeflated) != nil:
-			state, err := inflate(payload, maxInflatedState)
+			kind &^= frameDeflated
+			state, err := d.m.deflated.inflate(kind, payload)
 			if err != nil {
-				d.m.rejectedState(kind&^frameDeflated, viaPushPull, err)
+				d.m.rejectedState(kind, viaPushPull, err)
 				break
 			}
-			d.m.merge(kind&^frameDeflated, state, viaPushPull)
+			d.m.mergeFull(kind, state, index[kind])
 		case n > 0:
-			d.m.merge(kind, bytes.Clone(payload), viaPushPull)
+			d.m.mergeFull(kind, bytes.Clone(payload), index[kind])
 		}
 		buf = buf[5+n:]
 	}
@@ -148,6 +175,17 @@ const (
 	viaPushPull  = "push/pull"
 )
 
+// mergeFull folds in a peer's full state of one kind from a push/pull,
+// through its index if it came with one.
+func (m *Membership) mergeFull(kind byte, state, index []byte) {
+	ix, ok := m.exchanger(kind).(IndexedState)
+	if !ok || index == nil {
+		m.merge(kind, state, viaPushPull)
+		return
+	}
+	m.absorb(kind, viaPushPull, func() ([][]byte, bool, error) { return ix.MergeIndexedState(state, index) })
+}
+
 // merge folds remote state of one kind in, relays what was news and
 // signals a change. A partly invalid update still merges its valid part.
 func (m *Membership) merge(kind byte, buf []byte, via string) {
@@ -155,8 +193,13 @@ func (m *Membership) merge(kind byte, buf []byte, via string) {
 	if ex == nil {
 		return
 	}
+	m.absorb(kind, via, func() ([][]byte, bool, error) { return ex.MergeRemoteState(buf) })
+}
+
+// absorb runs one merge of remote state and acts on its outcome.
+func (m *Membership) absorb(kind byte, via string, merge func() ([][]byte, bool, error)) {
 	m.metrics.Messages.WithLabelValues("received", msgName(kind)).Inc()
-	relay, changed, err := ex.MergeRemoteState(buf)
+	relay, changed, err := merge()
 	if err != nil {
 		m.rejectedState(kind, via, err)
 	}

@@ -24,6 +24,16 @@ func (k *keepingState) MergeRemoteState(b []byte) ([][]byte, bool, error) {
 	return nil, false, errors.New("rejected")
 }
 
+// keepingIndexedState is a keepingState that takes indexes too, and keeps
+// them as it keeps states.
+type keepingIndexedState struct{ keepingState }
+
+func (k *keepingIndexedState) LocalStateIndexed() ([]byte, []byte) { return []byte("state"), nil }
+func (k *keepingIndexedState) MergeIndexedState(state, index []byte) ([][]byte, bool, error) {
+	k.kept, k.copies = append(k.kept, index), append(k.copies, bytes.Clone(index))
+	return k.MergeRemoteState(state)
+}
+
 // FuzzGossipMessage feeds arbitrary bytes to the two ways gossip reaches
 // the agent, a user message and a push/pull state: whatever a peer (or a
 // holder of the key gone rogue) sends, nothing panics, and the state
@@ -43,8 +53,10 @@ func FuzzGossipMessage(f *testing.F) {
 	f.Add(appendFrame(nil, msgPods|frameDeflated, deflated))
 	f.Add(appendFrame(nil, msgPods|frameDeflated, deflated[:len(deflated)/2]))
 	f.Add([]byte{msgClock, 0, 0, 0, 3, 1, 2, 3})
+	f.Add(appendFrame(appendFrame(nil, msgIndex, []byte{msgPods, 1, 'b', 2}), msgPods, []byte("[{},{}]")))
+	f.Add(appendFrame(appendFrame(nil, msgIndex, []byte{msgPods}), msgPods|frameDeflated, deflated))
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		state, pods := &keepingState{}, &keepingState{}
+		state, pods := &keepingState{}, &keepingIndexedState{}
 		m := &Membership{name: "here", log: zap.NewNop(), metrics: NewMetrics(), state: state, pods: pods,
 			now: time.Now, peers: map[string]Peer{"peer": {}}, changes: make(chan struct{}, 1),
 			queue: &memberlist.TransmitLimitedQueue{NumNodes: func() int { return 3 }, RetransmitMult: 3}}

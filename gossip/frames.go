@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"sync"
 
 	"go.uber.org/zap"
 )
@@ -41,14 +42,51 @@ func appendFrame(out []byte, kind byte, payload []byte) []byte {
 	return append(out, payload...)
 }
 
+// deflatedFrames keeps the last compressed frame of each state kind:
+// compressing a large state took longer than anything else in a
+// push/pull whose state had not changed since the last one, and a peer
+// in step sends the very same frame back.
+type deflatedFrames struct {
+	mu   sync.Mutex
+	last map[byte]deflatedFrame
+}
+
+type deflatedFrame struct{ state, z []byte }
+
 // appendStateFrame frames a replicated state, compressed if it is large.
-func appendStateFrame(out []byte, kind byte, state []byte) []byte {
-	if len(state) > deflateAbove {
-		if z, err := deflate(state); err == nil {
-			return appendFrame(out, kind|frameDeflated, z)
-		}
+func (f *deflatedFrames) appendStateFrame(out []byte, kind byte, state []byte) []byte {
+	if len(state) <= deflateAbove {
+		return appendFrame(out, kind, state)
 	}
-	return appendFrame(out, kind, state)
+	f.mu.Lock()
+	last, ok := f.last[kind]
+	f.mu.Unlock()
+	if !ok || !bytes.Equal(last.state, state) {
+		z, err := deflate(state)
+		if err != nil {
+			return appendFrame(out, kind, state)
+		}
+		last = deflatedFrame{state, z}
+		f.mu.Lock()
+		if f.last == nil {
+			f.last = map[byte]deflatedFrame{}
+		}
+		f.last[kind] = last
+		f.mu.Unlock()
+	}
+	return appendFrame(out, kind|frameDeflated, last.z)
+}
+
+// inflate returns the state a compressed frame of kind holds: the one
+// this node compressed last if the frame is the same.
+func (f *deflatedFrames) inflate(kind byte, z []byte) ([]byte, error) {
+	f.mu.Lock()
+	last, ok := f.last[kind]
+	f.mu.Unlock()
+	if ok && bytes.Equal(last.z, z) {
+		return last.state, nil
+	}
+	return inflate(z, maxInflatedState)
 }
 
 func deflate(b []byte) ([]byte, error) {

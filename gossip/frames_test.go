@@ -30,7 +30,7 @@ func (f *fixedState) MergeRemoteState(b []byte) ([][]byte, bool, error) {
 }
 
 // framesNode is a Membership with just what push/pull uses.
-func framesNode(name string, pods *fixedState, log *zap.Logger) *Membership {
+func framesNode(name string, pods StateExchanger, log *zap.Logger) *Membership {
 	return &Membership{name: name, log: log, metrics: NewMetrics(), pods: pods, now: time.Now,
 		peers: map[string]Peer{}, changes: make(chan struct{}, 1)}
 }

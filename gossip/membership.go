@@ -68,6 +68,8 @@ type Membership struct {
 	rejected repeats
 	ml       *memberlist.Memberlist
 	queue    *memberlist.TransmitLimitedQueue
+	// deflated keeps the last compressed push/pull frames.
+	deflated deflatedFrames
 
 	// localMu guards localMeta, the encoded record served to memberlist.
 	localMu   sync.Mutex
