@@ -642,3 +642,37 @@ func podVeths(t *testing.T, n *rig.Node) []string {
 	}
 	return out
 }
+
+// TestReconcileKeepsPodGateways: the reconcile after each ADD finds the
+// gateway address already on every pod's veth from one listing of the
+// node's addresses (linksWithGateway), so it adds none again: each ADD
+// writes the new pod's gateway once, when it attaches it.
+func TestReconcileKeepsPodGateways(t *testing.T) {
+	r := newRig(t)
+	n := startNodes(t, r, 1)[0]
+	metric := func(name, match string) float64 {
+		v, err := n.Metric(name, match)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	var pods []*rig.Pod
+	for i := range 4 {
+		reconciles := metric("loom_reconcile_runs_total", `reason="change",result="ok"`)
+		addrWrites := metric("loom_netlink_writes_total", `kind="addr"`)
+		pods = append(pods, addPod(t, n, fmt.Sprintf("p%d", i)))
+		if err := rig.Eventually(10*time.Second, func() error {
+			if v := metric("loom_reconcile_runs_total", `reason="change",result="ok"`); v <= reconciles {
+				return fmt.Errorf("%v reconciles after pod %d's ADD, want more than %v", v, i, reconciles)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if v := metric("loom_netlink_writes_total", `kind="addr"`) - addrWrites; v != 1 {
+			t.Fatalf("pod %d's ADD and the reconcile after it wrote %v addresses, want its gateway's 1", i, v)
+		}
+	}
+	waitAllReach(t, pods, 10*time.Second)
+}

@@ -153,6 +153,7 @@ func (f *FakeKernel) AddrList(l netlink.Link, family int) ([]netlink.Addr, error
 		}
 		for _, a := range as {
 			if family == netlink.FAMILY_ALL || (a.IP.To4() != nil) == (family == netlink.FAMILY_V4) {
+				a.LinkIndex = idx
 				out = append(out, a)
 			}
 		}

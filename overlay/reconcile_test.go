@@ -1,12 +1,13 @@
 package overlay
 
 import (
-	"github.com/loomnet/loom/api"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
 
+	"github.com/loomnet/loom/api"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -408,5 +409,56 @@ func TestDetachPod(t *testing.T) {
 	}
 	if f.dp.Detaching(hostIf) {
 		t.Fatal("veth still reported as detaching")
+	}
+}
+
+// addrDumpCounter counts address listings, each a dump of every link's
+// addresses in the real kernel.
+type addrDumpCounter struct {
+	Kernel
+	dumps int
+}
+
+func (c *addrDumpCounter) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
+	c.dumps++
+	return c.Kernel.AddrList(l, family)
+}
+
+// A reconcile lists the node's addresses as often with 200 pods as with
+// one: it listed one veth's per pod, and each such listing dumps all of
+// them, so a reconcile (one per CNI ADD) cost the square of the pods. It
+// still sees which veths have the gateway: the second, no-op reconcile
+// writes nothing.
+func TestReconcileListsAddressesOncePerRun(t *testing.T) {
+	dumps := map[int]int{}
+	for _, count := range []int{1, 200} {
+		k := NewFakeKernel()
+		under := k.AddDummy("eth0")
+		c := &addrDumpCounter{Kernel: k}
+		wc := &WriteCounter{Kernel: c}
+		vx := NewVXLAN(wc, VXLANConfig{Name: "loom.1", VNI: 1, Port: 4789, MTU: 1450, MAC: VTEPMAC("self"),
+			UnderlayIndex: under.Attrs().Index, Local: netip.MustParseAddr("192.0.2.1")})
+		dp := NewDataplane(DataplaneConfig{Kernel: wc, Backend: vx, Cluster: netip.MustParsePrefix("10.244.0.0/16")})
+		var pods []PodRoute
+		for i := range count {
+			hostIf := api.HostVethName(fmt.Sprintf("c%d", i), "eth0")
+			k.AddDummy(hostIf)
+			pods = append(pods, PodRoute{IP: netip.AddrFrom4([4]byte{10, 244, 1, byte(2 + i)}), HostIf: hostIf})
+		}
+		if _, err := dp.Apply(Desired{Subnet: own, Pods: pods}); err != nil {
+			t.Fatal(err)
+		}
+		c.dumps = 0
+		res, err := dp.Apply(Desired{Subnet: own, Pods: pods})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Writes != 0 {
+			t.Fatalf("%d pods: the no-op reconcile wrote %d times", count, res.Writes)
+		}
+		dumps[count] = c.dumps
+	}
+	if dumps[200] != dumps[1] {
+		t.Fatalf("a reconcile listed addresses %d times with 200 pods, %d with one", dumps[200], dumps[1])
 	}
 }
