@@ -50,12 +50,34 @@ func CNILatency(n *rig.Node, list *libcni.NetworkConfigList, count int) (addP50,
 // CNIThroughput attaches count pods with workers concurrent ADDs and
 // returns pods per second, then deletes them.
 func CNIThroughput(n *rig.Node, list *libcni.NetworkConfigList, count, workers int) (float64, error) {
+	start := time.Now()
+	pods, err := attachPods(n, list, "tp", count, workers)
+	rate := float64(count) / time.Since(start).Seconds()
+	detachPods(n, list, pods)
+	return rate, err
+}
+
+// CNILatencyLoaded is CNILatency on a node that already runs resident
+// pods of the same chain: what ADD and DEL cost on a busy node, where
+// whatever either does per pod already there shows.
+func CNILatencyLoaded(n *rig.Node, list *libcni.NetworkConfigList, resident, count int) (addP50, addP99, delP50, delP99 float64, err error) {
+	pods, err := attachPods(n, list, "res", resident, 8)
+	defer detachPods(n, list, pods)
+	if err != nil {
+		return 0, 0, 0, 0, fmt.Errorf("%s: %d resident pods: %w", list.Name, resident, err)
+	}
+	return CNILatency(n, list, count)
+}
+
+// attachPods attaches count pods in namespaces of their own with workers
+// concurrent ADDs; the pods made are returned even on an error.
+func attachPods(n *rig.Node, list *libcni.NetworkConfigList, prefix string, count, workers int) ([]*rig.Pod, error) {
 	cni := n.CNIClient("bench-cache")
 	var pods []*rig.Pod
 	for i := 0; i < count; i++ {
-		p, err := n.NewPodNS(fmt.Sprintf("tp-%s-%d", list.Name, i))
+		p, err := n.NewPodNS(fmt.Sprintf("%s-%s-%d", prefix, list.Name, i))
 		if err != nil {
-			return 0, err
+			return pods, err
 		}
 		pods = append(pods, p)
 	}
@@ -63,7 +85,6 @@ func CNIThroughput(n *rig.Node, list *libcni.NetworkConfigList, count, workers i
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
-	start := time.Now()
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
@@ -82,12 +103,16 @@ func CNIThroughput(n *rig.Node, list *libcni.NetworkConfigList, count, workers i
 	}
 	close(work)
 	wg.Wait()
-	rate := float64(count) / time.Since(start).Seconds()
+	return pods, firstErr
+}
+
+// detachPods deletes pods and their namespaces.
+func detachPods(n *rig.Node, list *libcni.NetworkConfigList, pods []*rig.Pod) {
+	cni := n.CNIClient("bench-cache")
 	for _, p := range pods {
 		cni.DelNetworkList(context.Background(), list, p.RuntimeConf())
 		rig.Run("ip", "netns", "del", p.NS)
 	}
-	return rate, firstErr
 }
 
 // PluginStart times count VERSION calls of plugin through libcni on node n
