@@ -93,17 +93,21 @@ func TestFullStateIsBuiltAlikeEverywhere(t *testing.T) {
 	}
 
 	// After a change, what a node holds and what it sends agree.
-	for name, change := range map[string]func(){
-		"publish": func() { a.Publish([]PodRecord{rec("", "10.244.0.9", nil)}) },
-		"merge":   func() { deliver(t, a, NewDirectory("d", nil).Publish([]PodRecord{rec("", "10.244.3.2", nil)})) },
-		"forget": func() {
+	for _, step := range []struct {
+		name   string
+		change func()
+	}{
+		{"publish", func() { a.Publish([]PodRecord{rec("", "10.244.0.9", nil)}) }},
+		{"merge", func() { deliver(t, a, NewDirectory("d", nil).Publish([]PodRecord{rec("", "10.244.3.2", nil)})) }},
+		{"forget", func() {
 			a.ForgetAfter(func(node string) bool { return node != "d" }, time.Nanosecond)
 			a.now = func() time.Time { return time.Now().Add(time.Hour) }
 			if gone := a.Forget(); !slices.Equal(gone, []string{"d"}) {
 				t.Fatalf("forgot %v, want [d]", gone)
 			}
-		},
+		}},
 	} {
+		name, change := step.name, step.change
 		before := a.LocalState()
 		change()
 		fresh := NewDirectory("z", nil)
