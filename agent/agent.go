@@ -608,15 +608,24 @@ func (a *Agent) loop(ctx context.Context) error {
 	// races with the kernel or a runtime), then less often while the same
 	// failure persists.
 	retryAfter := time.Duration(0)
-	// podsDue runs the reconcile that puts other nodes' pod changes into
-	// the policies, paced by what the last reconcile cost (see
-	// policy.CompileWait); podsArmed says it is set.
-	podsDue := time.NewTimer(time.Hour)
-	podsDue.Stop()
-	defer podsDue.Stop()
-	podsArmed := false
+	// due runs a reconcile for changes that can wait a little, paced by
+	// what the last reconcile cost (see policy.CompileWait): other nodes'
+	// pod changes, and the kicks of CNI requests, watchers and reloads. A
+	// burst of them (pods attached and deleted one after another) makes
+	// one reconcile per pace, not one each, and each costs more the more
+	// pods the node runs. dueReason says why it is set ("" when not).
+	due := time.NewTimer(time.Hour)
+	due.Stop()
+	defer due.Stop()
+	dueReason := ""
 	var took time.Duration
 	var lastEnd time.Time
+	pace := func(why string) {
+		if dueReason == "" {
+			due.Reset(policy.CompileWait(took, time.Since(lastEnd)))
+			dueReason = why
+		}
+	}
 
 	reason := "startup"
 	for {
@@ -624,9 +633,10 @@ func (a *Agent) loop(ctx context.Context) error {
 			reason = "leases"
 		}
 		if reason != "" {
-			// Any reconcile reads the pod directory as it is.
-			podsDue.Stop()
-			podsArmed = false
+			// Any reconcile reads the kernel, the allocations and the pod
+			// directory as they are.
+			due.Stop()
+			dueReason = ""
 			start := time.Now()
 			next, err := a.reconcile(reason)
 			lastEnd = time.Now()
@@ -654,14 +664,13 @@ func (a *Agent) loop(ctx context.Context) error {
 			// Only policies from files read other nodes' pods: without them
 			// the kernel has nothing to change (the loop saves the
 			// directory all the same).
-			if a.policy.source == PolicySourceFiles && !podsArmed {
-				podsDue.Reset(policy.CompileWait(took, time.Since(lastEnd)))
-				podsArmed = true
+			if a.policy.source == PolicySourceFiles {
+				pace("pods")
 			}
-		case <-podsDue.C:
-			reason = "pods"
 		case <-a.kick:
-			reason = "change"
+			pace("change")
+		case <-due.C:
+			reason = dueReason
 		case <-grace.C:
 			reason = "dead-node-grace"
 		case <-retry.C:
