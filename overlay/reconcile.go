@@ -229,13 +229,15 @@ func (dp *Dataplane) podRoutes(pods []PodRoute, overlayIP netip.Addr) ([]netlink
 	if len(pods) == 0 {
 		return nil, nil, 0, nil
 	}
+	var errs []error
+	// Without the listing every veth gets its gateway written again: its
+	// pod keeps its route, which leaving it out would remove.
 	gateways, err := dp.linksWithGateway()
 	if err != nil {
-		return nil, nil, 0, err
+		errs = append(errs, err)
 	}
 	var out []netlink.Route
 	var attached []PodRoute
-	var errs []error
 	writes := 0
 	for _, p := range pods {
 		if dp.Detaching(p.HostIf) {

@@ -462,3 +462,37 @@ func TestReconcileListsAddressesOncePerRun(t *testing.T) {
 		t.Fatalf("a reconcile listed addresses %d times with 200 pods, %d with one", dumps[200], dumps[1])
 	}
 }
+
+// addrListFailing fails every address listing.
+type addrListFailing struct{ Kernel }
+
+func (addrListFailing) AddrList(netlink.Link, int) ([]netlink.Addr, error) {
+	return nil, unix.ENOBUFS
+}
+
+// A reconcile that cannot list the node's addresses says so, and keeps
+// the pods' routes and gateways: leaving the pods out would remove their
+// routes.
+func TestReconcileWithoutAddressListKeepsPods(t *testing.T) {
+	k := NewFakeKernel()
+	under := k.AddDummy("eth0")
+	failing := &WriteCounter{Kernel: addrListFailing{k}}
+	vx := NewVXLAN(&WriteCounter{Kernel: k}, VXLANConfig{Name: "loom.1", VNI: 1, Port: 4789, MTU: 1450, MAC: VTEPMAC("self"),
+		UnderlayIndex: under.Attrs().Index, Local: netip.MustParseAddr("192.0.2.1")})
+	dp := NewDataplane(DataplaneConfig{Kernel: failing, Backend: vx, Cluster: netip.MustParsePrefix("10.244.0.0/16")})
+	hostIf := api.HostVethName("c1", "eth0")
+	k.AddDummy(hostIf)
+	pods := []PodRoute{{IP: netip.MustParseAddr("10.244.1.5"), HostIf: hostIf}}
+	if _, err := dp.Apply(Desired{Subnet: own, Pods: pods}); err == nil || !strings.Contains(err.Error(), "list addresses") {
+		t.Fatalf("Apply = %v, want the failed address listing named", err)
+	}
+	found := false
+	for _, r := range k.Routes() {
+		found = found || r.Dst.String() == "10.244.1.5/32"
+	}
+	l, _ := k.LinkByName(hostIf)
+	addrs, _ := k.AddrList(l, netlink.FAMILY_V4)
+	if !found || len(addrs) != 1 {
+		t.Fatalf("route to the pod kept: %v; gateway addresses on its veth: %v", found, addrs)
+	}
+}
