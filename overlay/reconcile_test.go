@@ -25,10 +25,16 @@ func newFixture(t testing.TB) *fixture {
 	k := NewFakeKernel()
 	under := k.AddDummy("eth0")
 	wc := &WriteCounter{Kernel: k}
-	vx := NewVXLAN(wc, VXLANConfig{Name: "loom.1", VNI: 1, Port: 4789, MTU: 1450, MAC: VTEPMAC("self"),
-		UnderlayIndex: under.Attrs().Index, Local: netip.MustParseAddr("192.0.2.1")})
-	dp := NewDataplane(DataplaneConfig{Kernel: wc, Backend: vx, Cluster: netip.MustParsePrefix("10.244.0.0/16")})
+	dp, vx := testDataplane(wc, wc, under)
 	return &fixture{k: k, wc: wc, dp: dp, vx: vx, dev: "loom.1"}
+}
+
+// testDataplane is the tests' VXLAN data plane over underlay: the
+// data plane writes through k, its VXLAN device through vxKernel.
+func testDataplane(k, vxKernel Kernel, underlay netlink.Link) (*Dataplane, *VXLAN) {
+	vx := NewVXLAN(vxKernel, VXLANConfig{Name: "loom.1", VNI: 1, Port: 4789, MTU: 1450, MAC: VTEPMAC("self"),
+		UnderlayIndex: underlay.Attrs().Index, Local: netip.MustParseAddr("192.0.2.1")})
+	return NewDataplane(DataplaneConfig{Kernel: k, Backend: vx, Cluster: netip.MustParsePrefix("10.244.0.0/16")}), vx
 }
 
 func peer(name, underlay, subnet string) Peer {
@@ -244,10 +250,7 @@ func (k noVXLANKernel) LinkAdd(l netlink.Link) error {
 
 func TestApplySaysTheKernelLacksVXLAN(t *testing.T) {
 	k := noVXLANKernel{NewFakeKernel()}
-	under := k.AddDummy("eth0")
-	vx := NewVXLAN(k, VXLANConfig{Name: "loom.1", VNI: 1, Port: 4789, MTU: 1450, MAC: VTEPMAC("self"),
-		UnderlayIndex: under.Attrs().Index, Local: netip.MustParseAddr("192.0.2.1")})
-	dp := NewDataplane(DataplaneConfig{Kernel: k, Backend: vx, Cluster: netip.MustParsePrefix("10.244.0.0/16")})
+	dp, _ := testDataplane(k, k, k.AddDummy("eth0"))
 	if _, err := dp.Apply(Desired{Subnet: own}); err == nil || !strings.Contains(err.Error(), "no VXLAN driver") {
 		t.Fatalf("want an error saying the kernel has no VXLAN driver, got %v", err)
 	}
@@ -436,9 +439,7 @@ func TestReconcileListsAddressesOncePerRun(t *testing.T) {
 		under := k.AddDummy("eth0")
 		c := &addrDumpCounter{Kernel: k}
 		wc := &WriteCounter{Kernel: c}
-		vx := NewVXLAN(wc, VXLANConfig{Name: "loom.1", VNI: 1, Port: 4789, MTU: 1450, MAC: VTEPMAC("self"),
-			UnderlayIndex: under.Attrs().Index, Local: netip.MustParseAddr("192.0.2.1")})
-		dp := NewDataplane(DataplaneConfig{Kernel: wc, Backend: vx, Cluster: netip.MustParsePrefix("10.244.0.0/16")})
+		dp, _ := testDataplane(wc, wc, under)
 		var pods []PodRoute
 		for i := range count {
 			hostIf := api.HostVethName(fmt.Sprintf("c%d", i), "eth0")
@@ -476,10 +477,7 @@ func (addrListFailing) AddrList(netlink.Link, int) ([]netlink.Addr, error) {
 func TestReconcileWithoutAddressListKeepsPods(t *testing.T) {
 	k := NewFakeKernel()
 	under := k.AddDummy("eth0")
-	failing := &WriteCounter{Kernel: addrListFailing{k}}
-	vx := NewVXLAN(&WriteCounter{Kernel: k}, VXLANConfig{Name: "loom.1", VNI: 1, Port: 4789, MTU: 1450, MAC: VTEPMAC("self"),
-		UnderlayIndex: under.Attrs().Index, Local: netip.MustParseAddr("192.0.2.1")})
-	dp := NewDataplane(DataplaneConfig{Kernel: failing, Backend: vx, Cluster: netip.MustParsePrefix("10.244.0.0/16")})
+	dp, _ := testDataplane(&WriteCounter{Kernel: addrListFailing{k}}, &WriteCounter{Kernel: k}, under)
 	hostIf := api.HostVethName("c1", "eth0")
 	k.AddDummy(hostIf)
 	pods := []PodRoute{{IP: netip.MustParseAddr("10.244.1.5"), HostIf: hostIf}}
