@@ -261,6 +261,9 @@ func (dp *Dataplane) podRoutes(pods []PodRoute, overlayIP netip.Addr) ([]netlink
 	return out, attached, writes, errors.Join(errs...)
 }
 
+// podGatewayHost is the gateway address as each pod veth's host end holds it.
+var podGatewayHost = netip.PrefixFrom(PodGateway, 32)
+
 // linksWithGateway returns the indexes of the links that have the pods'
 // gateway address, from one dump of the node's addresses. Asking for one
 // link's addresses dumps every link's (netlink filters them here), so
@@ -272,10 +275,9 @@ func (dp *Dataplane) linksWithGateway() (map[int]bool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}
-	gw := netip.PrefixFrom(PodGateway, 32)
 	out := map[int]bool{}
 	for _, a := range addrs {
-		if p, ok := prefixOf(a.IPNet); ok && p == gw {
+		if p, ok := prefixOf(a.IPNet); ok && p == podGatewayHost {
 			out[a.LinkIndex] = true
 		}
 	}
@@ -290,10 +292,9 @@ func (dp *Dataplane) ensurePodHost(hostIf string, gateways map[int]bool) (netlin
 		return nil, 0, err
 	}
 	writes := 0
-	gw := netip.PrefixFrom(PodGateway, 32)
 	if !gateways[l.Attrs().Index] {
-		if err := dp.k.AddrReplace(l, &netlink.Addr{IPNet: ipNetOf(gw), Scope: int(netlink.SCOPE_LINK)}); err != nil {
-			return nil, writes, fmt.Errorf("add gateway %s to %s: %w", gw, hostIf, err)
+		if err := dp.k.AddrReplace(l, &netlink.Addr{IPNet: ipNetOf(podGatewayHost), Scope: int(netlink.SCOPE_LINK)}); err != nil {
+			return nil, writes, fmt.Errorf("add gateway %s to %s: %w", podGatewayHost, hostIf, err)
 		}
 		writes++
 	}
