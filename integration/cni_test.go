@@ -650,13 +650,7 @@ func podVeths(t *testing.T, n *rig.Node) []string {
 func TestReconcileKeepsPodGateways(t *testing.T) {
 	r := newRig(t)
 	n := startNodes(t, r, 1)[0]
-	metric := func(name, match string) float64 {
-		v, err := n.Metric(name, match)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
+	metric := func(name, match string) float64 { return mustMetric(t, n, name, match) }
 	var pods []*rig.Pod
 	for i := range 4 {
 		reconciles := metric("loom_reconcile_runs_total", `reason="change",result="ok"`)
@@ -694,14 +688,7 @@ func TestCNIBurstReconcilesPaced(t *testing.T) {
 		addPod(t, n, fmt.Sprintf("res%d", i))
 	}
 	reconciles := func() (runs, seconds float64) {
-		runs, err := n.Metric("loom_reconcile_duration_seconds_count", "")
-		if err == nil {
-			seconds, err = n.Metric("loom_reconcile_duration_seconds_sum", "")
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return runs, seconds
+		return mustMetric(t, n, "loom_reconcile_duration_seconds_count", ""), mustMetric(t, n, "loom_reconcile_duration_seconds_sum", "")
 	}
 	runs0, seconds0 := reconciles()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

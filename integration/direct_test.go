@@ -80,13 +80,7 @@ func TestDirectRoutingIPv6(t *testing.T) {
 	if out := mustExec(t, nodes[0], "bridge", "fdb", "show", "dev", "loom.1"); strings.Contains(out, nodes[1].Addr.String()) {
 		t.Fatalf("a directly routed peer needs no FDB entry:\n%s", out)
 	}
-	metric := func(name, match string) float64 {
-		v, err := nodes[0].Metric(name, match)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
+	metric := func(name, match string) float64 { return mustMetric(t, nodes[0], name, match) }
 	drift := metric("loom_drift_repaired_total", `kind="route"`)
 	resyncs := metric("loom_reconcile_runs_total", `reason="resync"`)
 	if err := rig.Eventually(15*time.Second, func() error {

@@ -350,6 +350,17 @@ func TestRogueAgentsAreIgnored(t *testing.T) {
 	}
 }
 
+// mustMetric reads one of n's metrics (see rig.Node.Metric), failing the
+// test if the agent does not serve its metrics.
+func mustMetric(t *testing.T, n *rig.Node, name, match string) float64 {
+	t.Helper()
+	v, err := n.Metric(name, match)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 func getMetric(t *testing.T, n *rig.Node, name, match string) (float64, bool) {
 	t.Helper()
 	_, body := getIn(t, n.NS, rig.AgentHTTP+"/metrics")
