@@ -5,6 +5,7 @@ import (
 	"github.com/loomnet/loom/api"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,9 @@ import (
 // PolicyResult is the cost of compiling and programming a policy set.
 type PolicyResult struct {
 	Compile, Program time.Duration
+	// RemoteJoin and RemoteLeave program one more pod of another node
+	// into the peer sets that select it, and take it out again.
+	RemoteJoin, RemoteLeave time.Duration
 	// HeapBytes is what the compiled form holds.
 	HeapBytes uint64
 	LocalPods int
@@ -102,6 +106,21 @@ func ProgramPolicy(node *rig.Node, pods, policies int) (PolicyResult, error) {
 			return fmt.Errorf("program policy: %w", err)
 		}
 		res.Program = time.Since(start)
+		joined := snap
+		joined.Pods = append(slices.Clone(snap.Pods), policy.Pod{Namespace: "ns0", Name: "remote-new",
+			IP:     netip.MustParseAddr("10.244.200.2"),
+			Labels: map[string]string{"app": "app1", "tier": "0"}})
+		for _, step := range []struct {
+			spec *policy.Compiled
+			took *time.Duration
+		}{{policy.Compile(joined), &res.RemoteJoin}, {compiled, &res.RemoteLeave}} {
+			spec.Policy = step.spec
+			start := time.Now()
+			if _, err := fw.Apply(spec); err != nil {
+				return fmt.Errorf("program policy after a remote pod change: %w", err)
+			}
+			*step.took = time.Since(start)
+		}
 		runtime.KeepAlive(compiled)
 		return fw.Teardown()
 	})

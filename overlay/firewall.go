@@ -75,14 +75,15 @@ func ParsePortRule(s string) (PortRule, error) {
 }
 
 // A spec has two fingerprints: rules covers everything but the contents
-// of the address and pod sets, which sets covers. Two specs with the same
-// rules differ only in set elements, which can be changed in place; pod
-// and member changes never touch the rules, so they need only the second
-// (the first renders the compiled policy).
+// of the sets, and sets covers those of the address and pod sets (policy
+// peer sets are compared as they are, see samePeerSets). Two specs with
+// the same rules differ only in set elements, which can be changed in
+// place; pod and member changes never touch the rules, and neither do
+// other nodes' pods coming and going under policy.
 func (s FirewallSpec) rulesFingerprint() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s port=%d v6=%v nomasq=%v %v;%v;", s.Cluster, s.VXLANPort, s.TunnelIPv6, s.NoMasquerade, s.PodToHost == nil, s.PodToHost)
-	b.WriteString(policyFingerprint(s.Policy))
+	b.WriteString(policyRulesFingerprint(s.Policy))
 	return b.String()
 }
 
@@ -164,7 +165,8 @@ func (f *NFTables) Apply(spec FirewallSpec) (bool, error) {
 	if !f.written || spec.rulesFingerprint() != f.rulesFP {
 		return true, f.write(spec)
 	}
-	c, err := nftables.New()
+	// A new node's pods can join policy sets by the thousand in one batch.
+	c, err := nftables.New(nftables.WithSockOptions(largeBatchBuffers))
 	if err != nil {
 		return false, fmt.Errorf("open nftables: %w", err)
 	}
@@ -175,7 +177,7 @@ func (f *NFTables) Apply(spec FirewallSpec) (bool, error) {
 	if !ok {
 		return true, f.write(spec)
 	}
-	if spec.setsFingerprint() == f.setsFP {
+	if spec.setsFingerprint() == f.setsFP && samePeerSets(f.spec.Policy, spec.Policy) {
 		if len(f.stale) < staleSweep {
 			return false, nil
 		}

@@ -3,7 +3,10 @@ package overlay
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/loomnet/loom/policy"
 )
 
 // elements renders a change as "+key"/"-key" strings, keys as the set
@@ -11,11 +14,12 @@ import (
 func elements(t *testing.T, ch setChange) []string {
 	t.Helper()
 	render := func(k []byte) string {
-		switch ch.set.Name {
-		case setNodes, setNodeOverlays, setNodes6:
+		switch {
+		case ch.set.Name == setNodes, ch.set.Name == setNodeOverlays, ch.set.Name == setNodes6,
+			strings.HasPrefix(ch.set.Name, policySetPrefix):
 			a, _ := netip.AddrFromSlice(k)
 			return a.String()
-		case setPodVeths:
+		case ch.set.Name == setPodVeths:
 			return string(trimNUL(k))
 		default: // ifname . address
 			a, _ := netip.AddrFromSlice(k[16:])
@@ -121,5 +125,65 @@ func TestSetChangesIPv6Guard(t *testing.T) {
 		if ch.set.Name == setNodes6 {
 			t.Errorf("changes %s without an IPv6 tunnel", setNodes6)
 		}
+	}
+}
+
+// Other nodes' pods coming and going under policy change only the peer
+// sets' addresses: the rules stay, and the change is elements of the sets
+// whose addresses differ. A change of which sets exist is a rules change.
+func TestPolicyPeerSetChanges(t *testing.T) {
+	a := netip.MustParseAddr
+	rules := func(sets ...policy.AddrSet) *policy.Compiled {
+		return &policy.Compiled{Sets: sets, Pods: []policy.PodRules{{
+			Namespace: "default", Name: "db", IP: a("10.244.1.2"), HostIf: "loomaaa", Policies: []string{"default/db"},
+			Ingress: &policy.Direction{Allow: []policy.Allow{{Policy: "default/db", Peer: policy.Peer{Set: "peers-0"}}}},
+		}}}
+	}
+	set := func(name string, addrs ...string) policy.AddrSet {
+		s := policy.AddrSet{Name: name, Addrs: []netip.Addr{}}
+		for _, x := range addrs {
+			s.Addrs = append(s.Addrs, a(x))
+		}
+		return s
+	}
+	was := FirewallSpec{Policy: rules(set("peers-0", "10.244.2.2", "10.244.3.2"), set("peers-1"))}
+	want := FirewallSpec{Policy: rules(set("peers-0", "10.244.3.2", "10.244.4.2"), set("peers-1", "10.244.2.9"))}
+	if was.rulesFingerprint() != want.rulesFingerprint() {
+		t.Fatal("peer set addresses changed the rules' fingerprint: every remote pod would rewrite the table")
+	}
+	if samePeerSets(was.Policy, want.Policy) {
+		t.Fatal("peer sets with other addresses found the same: the change would never be made")
+	}
+	if !samePeerSets(want.Policy, rules(set("peers-0", "10.244.3.2", "10.244.4.2"), set("peers-1", "10.244.2.9"))) {
+		t.Fatal("peer sets with the same addresses found different")
+	}
+	got := map[string][]string{}
+	changes, _ := setChanges(was, nil, want)
+	for _, ch := range changes {
+		got[ch.set.Name] = elements(t, ch)
+	}
+	expect := map[string][]string{
+		"pol-peers-0": {"+10.244.4.2", "-10.244.2.2"},
+		"pol-peers-1": {"+10.244.2.9"},
+	}
+	for name, w := range expect {
+		if !slices.Equal(got[name], w) {
+			t.Errorf("set %s: changes %v, want %v", name, got[name], w)
+		}
+	}
+	// Same addresses: nothing to change.
+	same, _ := setChanges(want, nil, FirewallSpec{Policy: rules(set("peers-0", "10.244.3.2", "10.244.4.2"), set("peers-1", "10.244.2.9"))})
+	for _, ch := range same {
+		if len(ch.add)+len(ch.del) > 0 {
+			t.Errorf("set %s changes %v with nothing changed", ch.set.Name, elements(t, ch))
+		}
+	}
+	fewer := FirewallSpec{Policy: rules(set("peers-0", "10.244.3.2"))}
+	if fewer.rulesFingerprint() == want.rulesFingerprint() {
+		t.Error("a peer set gone left the rules' fingerprint as it was: its rules would stay")
+	}
+	off := FirewallSpec{}
+	if off.rulesFingerprint() == fewer.rulesFingerprint() {
+		t.Error("no policy has the fingerprint of a policy set")
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -78,7 +80,7 @@ func layoutPolicy(c *policy.Compiled) policyLayout {
 func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled) ([]string, error) {
 	sets := map[string]*nftables.Set{}
 	for _, s := range compiled.Sets {
-		set := &nftables.Set{Table: t, Name: policySetPrefix + s.Name, KeyType: nftables.TypeIPAddr}
+		set := policyPeerSet(t, s.Name)
 		if err := c.AddSet(set, addrElements(s.Addrs, false)); err != nil {
 			return nil, fmt.Errorf("build nftables set %s: %w", set.Name, err)
 		}
@@ -190,10 +192,65 @@ func l4proto(p string) byte {
 	return unix.IPPROTO_TCP
 }
 
-// policyFingerprint identifies a compiled policy set for change detection.
-func policyFingerprint(c *policy.Compiled) string {
+// policyPeerSet is the nftables set of a compiled peer set's addresses.
+func policyPeerSet(t *nftables.Table, name string) *nftables.Set {
+	return &nftables.Set{Table: t, Name: policySetPrefix + name, KeyType: nftables.TypeIPAddr}
+}
+
+// policyRulesFingerprint identifies a compiled policy set's rules for
+// change detection: all of it but the addresses in its peer sets (see
+// samePeerSets). Pods of other nodes coming and going change only those,
+// so they cost set elements, not a table rewrite: in a large fabric the
+// rewrite carries every policy's sets and chains.
+func policyRulesFingerprint(c *policy.Compiled) string {
 	if c == nil {
 		return "policy=off"
 	}
-	return c.Render()
+	rules := *c
+	rules.Sets = make([]policy.AddrSet, len(c.Sets))
+	for i, s := range c.Sets {
+		rules.Sets[i] = policy.AddrSet{Name: s.Name}
+	}
+	return rules.Render()
+}
+
+// samePeerSets reports whether two compiled policy sets with the same
+// rules hold the same addresses in their peer sets. It compares in place,
+// without rendering: a pod attached on this node asks it of the sets in
+// force, which in a large fabric hold every matching pod's address.
+func samePeerSets(a, b *policy.Compiled) bool {
+	if a == b {
+		return true
+	}
+	if a == nil || b == nil || len(a.Sets) != len(b.Sets) {
+		return false
+	}
+	for i := range a.Sets {
+		if a.Sets[i].Name != b.Sets[i].Name || !slices.Equal(a.Sets[i].Addrs, b.Sets[i].Addrs) {
+			return false
+		}
+	}
+	return true
+}
+
+// policySetChanges is what turns the peer sets of was into those of want,
+// whose rules are the same (so are the sets' names).
+func policySetChanges(t *nftables.Table, was, want *policy.Compiled) []setChange {
+	if want == nil || was == want {
+		return nil
+	}
+	held := map[string][]netip.Addr{}
+	if was != nil {
+		for _, s := range was.Sets {
+			held[s.Name] = s.Addrs
+		}
+	}
+	var changes []setChange
+	for _, s := range want.Sets {
+		if slices.Equal(held[s.Name], s.Addrs) {
+			continue
+		}
+		changes = append(changes, addrChange(policyPeerSet(t, s.Name), held[s.Name], s.Addrs, false))
+	}
+	return changes
 }
