@@ -20,17 +20,23 @@ import (
 // never opens more than it says.
 func Compile(s Snapshot) *Compiled {
 	c := &compiler{snap: &s, sets: map[string]*AddrSet{}, out: &Compiled{}}
-	pods := slices.Clone(s.Pods)
-	sortPods(pods)
-	c.pods = pods
+	// The snapshot's pods are read where they are, grouped by namespace,
+	// not sorted: in a large fabric cloning and sorting them all was half
+	// of a compile. Only what the output's order depends on is sorted:
+	// this node's pods, whose order names the peer sets.
+	c.nsPods = podsByNamespace(s.Pods)
+	var local []Pod
+	for _, pod := range s.Pods {
+		if pod.Local() {
+			local = append(local, pod)
+		}
+	}
+	sortPods(local)
 	policies := slices.Clone(s.Policies)
 	slices.SortFunc(policies, func(a, b networkingv1.NetworkPolicy) int {
 		return strings.Compare(policyName(&a), policyName(&b))
 	})
-	for _, pod := range pods {
-		if !pod.Local() {
-			continue
-		}
+	for _, pod := range local {
 		var rules *PodRules
 		for i := range policies {
 			pol := &policies[i]
@@ -73,7 +79,11 @@ func Compile(s Snapshot) *Compiled {
 
 type compiler struct {
 	snap *Snapshot
-	pods []Pod
+	// nsPods are the indexes in snap.Pods of each namespace's pods.
+	nsPods map[string][]int32
+	// sorted is every pod in sortPods order, made on first use (see
+	// sortedPods).
+	sorted []Pod
 	// sets are keyed by the canonical form of the selector they resolve.
 	sets   map[string]*AddrSet
 	out    *Compiled
@@ -207,7 +217,7 @@ func (c *compiler) rule(pol *networkingv1.NetworkPolicy, pod Pod, peers []networ
 	}
 	if !ingress && len(names) > 0 {
 		// Named ports of the destination: each peer pod that has one.
-		for _, dst := range c.pods {
+		for _, dst := range c.sortedPods() {
 			if !c.peersContain(pol, peers, dst) {
 				continue
 			}
@@ -246,6 +256,42 @@ func (c *compiler) peersContain(pol *networkingv1.NetworkPolicy, peers []network
 	return false
 }
 
+// podsByNamespace indexes pods by namespace.
+func podsByNamespace(pods []Pod) map[string][]int32 {
+	out := map[string][]int32{}
+	for i := range pods {
+		out[pods[i].Namespace] = append(out[pods[i].Namespace], int32(i))
+	}
+	return out
+}
+
+// sortedPods is every pod in sortPods order, for output that lists pods
+// one by one (named ports of egress peers), which must not depend on the
+// snapshot's order.
+func (c *compiler) sortedPods() []Pod {
+	if c.sorted == nil {
+		c.sorted = slices.Clone(c.snap.Pods)
+		sortPods(c.sorted)
+	}
+	return c.sorted
+}
+
+// peerNamespaces are the namespaces with pods whose pods a peer may
+// select: the policy's own, or those its namespace selector matches.
+func (c *compiler) peerNamespaces(pol *networkingv1.NetworkPolicy, p *networkingv1.NetworkPolicyPeer) []string {
+	if p.NamespaceSelector == nil {
+		return []string{pol.Namespace}
+	}
+	var out []string
+	for ns := range c.nsPods {
+		if c.selects(p.NamespaceSelector, c.namespaceLabels(ns)) {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// peerSelects reports whether a peer of pol selects pod.
 func (c *compiler) peerSelects(pol *networkingv1.NetworkPolicy, p *networkingv1.NetworkPolicyPeer, pod Pod) bool {
 	if p.NamespaceSelector == nil {
 		if pod.Namespace != pol.Namespace {
@@ -277,9 +323,15 @@ func (c *compiler) peer(pol *networkingv1.NetworkPolicy, p *networkingv1.Network
 	set, ok := c.sets[key]
 	if !ok {
 		set = &AddrSet{Name: fmt.Sprintf("peers-%d", len(c.sets)), Addrs: []netip.Addr{}}
-		for _, pod := range c.pods {
-			if c.peerSelects(pol, p, pod) {
-				set.Addrs = append(set.Addrs, pod.IP)
+		// Only the pods of the namespaces the peer can select are read:
+		// in a large fabric most selectors name a namespace or a few, and
+		// matching every pod against every selector dominated a compile.
+		for _, ns := range c.peerNamespaces(pol, p) {
+			for _, i := range c.nsPods[ns] {
+				pod := &c.snap.Pods[i]
+				if p.PodSelector == nil || c.selects(p.PodSelector, pod.Labels) {
+					set.Addrs = append(set.Addrs, pod.IP)
+				}
 			}
 		}
 		slices.SortFunc(set.Addrs, netip.Addr.Compare)

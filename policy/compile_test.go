@@ -3,11 +3,16 @@ package policy
 import (
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -99,5 +104,84 @@ func TestBlockPrefixes(t *testing.T) {
 	}
 	if _, err := blockPrefixes(&ipBlock{CIDR: "fd00::/64"}); err == nil {
 		t.Error("IPv6 block accepted")
+	}
+}
+
+// TestCompiledPeerSetsHoldEveryPeer: a peer set holds exactly the pods the
+// peer selects, among every pod of the snapshot, whichever order the
+// snapshot lists them in. Sets are filled from the pods of the namespaces
+// a peer can select, not from every pod; this checks that against
+// matching each pod on its own.
+func TestCompiledPeerSetsHoldEveryPeer(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	namespaces := []string{"a", "b", "c", "d"}
+	pick := func(of ...string) string { return of[rng.IntN(len(of))] }
+	for round := range 200 {
+		snap := Snapshot{Namespaces: map[string]map[string]string{}}
+		for _, ns := range namespaces[:3] { // d has pods but no object
+			snap.Namespaces[ns] = map[string]string{"team": pick("red", "blue")}
+		}
+		for i := range 40 {
+			p := Pod{Namespace: pick(namespaces...), Name: fmt.Sprintf("p%d", i),
+				IP:     netip.AddrFrom4([4]byte{10, 244, byte(i % 4), byte(2 + i)}),
+				Labels: map[string]string{"app": pick("web", "db", "cache")}}
+			if i%4 == 0 {
+				p.HostIf = fmt.Sprintf("loom%d", i)
+			}
+			snap.Pods = append(snap.Pods, p)
+		}
+		peers := map[string]networkingv1.NetworkPolicyPeer{}
+		for i := range 6 {
+			var peer networkingv1.NetworkPolicyPeer
+			switch rng.IntN(4) {
+			case 0: // the policy's namespace
+			case 1:
+				peer.NamespaceSelector = &metav1.LabelSelector{}
+			case 2:
+				peer.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"team": pick("red", "blue")}}
+			case 3:
+				peer.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{NamespaceNameLabel: pick(namespaces...)}}
+			}
+			if rng.IntN(3) > 0 {
+				peer.PodSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": pick("web", "db", "cache")}}
+			}
+			pol := networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pol%d", i), Namespace: pick(namespaces...)},
+				Spec: networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{peer}}}}}
+			snap.Policies = append(snap.Policies, pol)
+			peers[policyName(&pol)] = peer
+		}
+		compiled := Compile(snap)
+		sets := map[string][]netip.Addr{}
+		for _, s := range compiled.Sets {
+			sets[s.Name] = s.Addrs
+		}
+		checked := 0
+		for _, pod := range compiled.Pods {
+			for _, a := range pod.Ingress.Allow {
+				pol := &snap.Policies[slices.IndexFunc(snap.Policies, func(p networkingv1.NetworkPolicy) bool { return policyName(&p) == a.Policy })]
+				peer := peers[a.Policy]
+				c := &compiler{snap: &snap}
+				want := []netip.Addr{}
+				for _, p := range snap.Pods {
+					if c.peerSelects(pol, &peer, p) {
+						want = append(want, p.IP)
+					}
+				}
+				slices.SortFunc(want, netip.Addr.Compare)
+				if got := sets[a.Peer.Set]; !slices.Equal(got, want) {
+					t.Fatalf("round %d: policy %s peer %+v: set %s holds %v, want %v", round, a.Policy, peer, a.Peer.Set, got, want)
+				}
+				checked++
+			}
+		}
+		if round == 0 && checked == 0 {
+			t.Fatal("the first round compiled no peer set to check")
+		}
+		shuffled := snap
+		shuffled.Pods = slices.Clone(snap.Pods)
+		rng.Shuffle(len(shuffled.Pods), func(i, j int) { shuffled.Pods[i], shuffled.Pods[j] = shuffled.Pods[j], shuffled.Pods[i] })
+		if a, b := compiled.Render(), Compile(shuffled).Render(); a != b {
+			t.Fatalf("round %d: the same pods in another order compile differently:\n%s\nagainst\n%s", round, a, b)
+		}
 	}
 }
