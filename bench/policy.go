@@ -25,6 +25,8 @@ type PolicyResult struct {
 	// RemoteJoin and RemoteLeave program one more pod of another node
 	// into the peer sets that select it, and take it out again.
 	RemoteJoin, RemoteLeave time.Duration
+	// Replica programs one more local pod with the labels of one running.
+	Replica time.Duration
 	// HeapBytes is what the compiled form holds.
 	HeapBytes uint64
 	LocalPods int
@@ -110,10 +112,14 @@ func ProgramPolicy(node *rig.Node, pods, policies int) (PolicyResult, error) {
 		joined.Pods = append(slices.Clone(snap.Pods), policy.Pod{Namespace: "ns0", Name: "remote-new",
 			IP:     netip.MustParseAddr("10.244.200.2"),
 			Labels: map[string]string{"app": "app1", "tier": "0"}})
+		replica := snap
+		first := snap.Pods[0] // local
+		first.Name, first.IP, first.HostIf = "replica", netip.MustParseAddr("10.244.0.253"), api.HostVethName("replica", "eth0")
+		replica.Pods = append(slices.Clone(snap.Pods), first)
 		for _, step := range []struct {
 			spec *policy.Compiled
 			took *time.Duration
-		}{{policy.Compile(joined), &res.RemoteJoin}, {compiled, &res.RemoteLeave}} {
+		}{{policy.Compile(joined), &res.RemoteJoin}, {compiled, &res.RemoteLeave}, {policy.Compile(replica), &res.Replica}} {
 			spec.Policy = step.spec
 			start := time.Now()
 			if _, err := fw.Apply(spec); err != nil {

@@ -53,6 +53,25 @@ type FirewallSpec struct {
 	// Policy is compiled network policy for this node's pods; nil programs
 	// none (everything is allowed).
 	Policy *policy.Compiled
+	// layout is Policy laid out in chains and verdict maps, once computed
+	// (see withPolicyLayout).
+	layout *policyLayout
+}
+
+// withPolicyLayout returns s with its policy's layout computed, for the
+// several comparisons of one Apply.
+func (s FirewallSpec) withPolicyLayout() FirewallSpec {
+	l := layoutPolicy(s.Policy)
+	s.layout = &l
+	return s
+}
+
+// policyLayout is the policy's layout, computed now unless it was.
+func (s FirewallSpec) policyLayout() policyLayout {
+	if s.layout != nil {
+		return *s.layout
+	}
+	return layoutPolicy(s.Policy)
 }
 
 // PortRule is one protocol and port pods may reach on their node.
@@ -75,15 +94,16 @@ func ParsePortRule(s string) (PortRule, error) {
 }
 
 // A spec has two fingerprints: rules covers everything but the contents
-// of the sets, and sets covers those of the address and pod sets (policy
-// peer sets are compared as they are, see samePeerSets). Two specs with
-// the same rules differ only in set elements, which can be changed in
-// place; pod and member changes never touch the rules, and neither do
-// other nodes' pods coming and going under policy.
+// of the sets and maps, and sets covers those of the address and pod sets
+// (the policy's elements are compared as they are, see
+// samePolicyElements). Two specs with the same rules differ only in
+// elements, which can be changed in place: member and pod changes never
+// touch the rules, and under policy pods coming, going or relabelled touch
+// them only when a rule set appears or goes (see policyRulesFingerprint).
 func (s FirewallSpec) rulesFingerprint() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s port=%d v6=%v nomasq=%v %v;%v;", s.Cluster, s.VXLANPort, s.TunnelIPv6, s.NoMasquerade, s.PodToHost == nil, s.PodToHost)
-	b.WriteString(policyRulesFingerprint(s.Policy))
+	b.WriteString(policyRulesFingerprint(s.Policy, s.policyLayout()))
 	return b.String()
 }
 
@@ -102,9 +122,9 @@ func (s FirewallSpec) setsFingerprint() string {
 
 // NFTables is the real Firewaller: one table, a chain per concern,
 // replaced whole in a single netlink batch so no packet ever sees half a
-// rule set. Changes confined to set contents (member nodes, pods) are made
-// by adding and deleting elements, also in one batch: a join or a pod ADD
-// must not rebuild every chain.
+// rule set. Changes confined to elements of sets and maps (member nodes,
+// pods, policy peers) are made by adding and deleting elements, also in
+// one batch: a join or a pod ADD must not rebuild every chain.
 type NFTables struct {
 	// mu guards the fields below.
 	mu sync.Mutex
@@ -162,6 +182,7 @@ func (f *NFTables) Invalidate() {
 func (f *NFTables) Apply(spec FirewallSpec) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	spec = spec.withPolicyLayout()
 	if !f.written || spec.rulesFingerprint() != f.rulesFP {
 		return true, f.write(spec)
 	}
@@ -177,7 +198,7 @@ func (f *NFTables) Apply(spec FirewallSpec) (bool, error) {
 	if !ok {
 		return true, f.write(spec)
 	}
-	if spec.setsFingerprint() == f.setsFP && samePeerSets(f.spec.Policy, spec.Policy) {
+	if spec.setsFingerprint() == f.setsFP && samePolicyElements(f.spec, spec) {
 		if len(f.stale) < staleSweep {
 			return false, nil
 		}
@@ -224,7 +245,7 @@ func (f *NFTables) write(spec FirewallSpec) error {
 	var policyChains []string
 	if spec.Policy != nil {
 		var err error
-		if policyChains, err = addPolicy(c, t, spec.Policy); err != nil {
+		if policyChains, err = addPolicy(c, t, spec.Policy, spec.policyLayout()); err != nil {
 			return err
 		}
 	}

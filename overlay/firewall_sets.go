@@ -197,7 +197,7 @@ func setChanges(was FirewallSpec, stale map[string]PodRoute, want FirewallSpec) 
 		addrChange(overlays, was.NodeOverlays, want.NodeOverlays, false),
 		vethChange, sourceChange,
 	}
-	changes = append(changes, policySetChanges(t, was.Policy, want.Policy)...)
+	changes = append(changes, policyElementChanges(t, was, want)...)
 	if want.guardsIPv6() {
 		changes = append(changes, addrChange(nodeSet6(), was.NodeAddrs, want.NodeAddrs, true))
 	}

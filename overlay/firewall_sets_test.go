@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -19,7 +20,7 @@ func elements(t *testing.T, ch setChange) []string {
 			strings.HasPrefix(ch.set.Name, policySetPrefix):
 			a, _ := netip.AddrFromSlice(k)
 			return a.String()
-		case ch.set.Name == setPodVeths:
+		case ch.set.Name == setPodVeths, ch.set.Name == policyIngressMap, ch.set.Name == policyEgressMap:
 			return string(trimNUL(k))
 		default: // ifname . address
 			a, _ := netip.AddrFromSlice(k[16:])
@@ -31,6 +32,10 @@ func elements(t *testing.T, ch setChange) []string {
 		out = append(out, "-"+render(e.Key))
 	}
 	for _, e := range ch.add {
+		if e.VerdictData != nil {
+			out = append(out, "+"+render(e.Key)+" jump")
+			continue
+		}
 		out = append(out, "+"+render(e.Key))
 	}
 	slices.Sort(out)
@@ -151,10 +156,10 @@ func TestPolicyPeerSetChanges(t *testing.T) {
 	if was.rulesFingerprint() != want.rulesFingerprint() {
 		t.Fatal("peer set addresses changed the rules' fingerprint: every remote pod would rewrite the table")
 	}
-	if samePeerSets(was.Policy, want.Policy) {
+	if samePolicyElements(was, want) {
 		t.Fatal("peer sets with other addresses found the same: the change would never be made")
 	}
-	if !samePeerSets(want.Policy, rules(set("peers-0", "10.244.3.2", "10.244.4.2"), set("peers-1", "10.244.2.9"))) {
+	if !samePolicyElements(want, FirewallSpec{Policy: rules(set("peers-0", "10.244.3.2", "10.244.4.2"), set("peers-1", "10.244.2.9"))}) {
 		t.Fatal("peer sets with the same addresses found different")
 	}
 	got := map[string][]string{}
@@ -185,5 +190,61 @@ func TestPolicyPeerSetChanges(t *testing.T) {
 	off := FirewallSpec{}
 	if off.rulesFingerprint() == fewer.rulesFingerprint() {
 		t.Error("no policy has the fingerprint of a policy set")
+	}
+}
+
+// This node's pods under policy change the verdict maps' elements, not
+// the rules, while the rule set they need is one in force: a pod attached
+// with the labels of pods already running (a replica) needs no table
+// rewrite, which the ADD waits for. A rule set new to the table is a
+// rules change.
+func TestPolicyLocalPodChanges(t *testing.T) {
+	a := netip.MustParseAddr
+	ingress := func(peerSet string) *policy.Direction {
+		return &policy.Direction{Allow: []policy.Allow{{Policy: "default/db", Peer: policy.Peer{Set: peerSet}}}}
+	}
+	pod := func(hostIf, ip string, in *policy.Direction) policy.PodRules {
+		return policy.PodRules{Namespace: "default", Name: hostIf, IP: a(ip), HostIf: hostIf, Policies: []string{"default/db"}, Ingress: in}
+	}
+	spec := func(pods ...policy.PodRules) FirewallSpec {
+		return FirewallSpec{Policy: &policy.Compiled{Sets: []policy.AddrSet{{Name: "peers-0", Addrs: []netip.Addr{}}, {Name: "peers-1", Addrs: []netip.Addr{}}}, Pods: pods}}
+	}
+	one := spec(pod("loomaaa", "10.244.1.2", ingress("peers-0")))
+	two := spec(pod("loomaaa", "10.244.1.2", ingress("peers-0")), pod("loombbb", "10.244.1.3", ingress("peers-0")))
+	if one.rulesFingerprint() != two.rulesFingerprint() {
+		t.Fatal("a pod with the rules of one in force changed the rules' fingerprint: its ADD would rewrite the table")
+	}
+	if samePolicyElements(one, two) {
+		t.Fatal("a pod more found no element to change")
+	}
+	changes := func(was, want FirewallSpec) map[string][]string {
+		got := map[string][]string{}
+		cs, _ := setChanges(was, nil, want)
+		for _, ch := range cs {
+			if e := elements(t, ch); len(e) > 0 {
+				got[ch.set.Name] = e
+			}
+		}
+		return got
+	}
+	if got, want := changes(one, two), map[string][]string{policyIngressMap: {"+loombbb jump"}}; !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("pod attached: changes %v, want %v", got, want)
+	}
+	left := spec(pod("loombbb", "10.244.1.3", ingress("peers-0")))
+	if left.rulesFingerprint() != two.rulesFingerprint() {
+		t.Fatal("a pod gone while another keeps its rule set changed the rules' fingerprint")
+	}
+	if got, want := changes(two, left), map[string][]string{policyIngressMap: {"-loomaaa"}}; !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("pod gone: changes %v, want %v", got, want)
+	}
+	// Relabelled to rules of their own: a new chain.
+	moved := spec(pod("loomaaa", "10.244.1.2", ingress("peers-0")), pod("loombbb", "10.244.1.3", ingress("peers-1")))
+	if moved.rulesFingerprint() == two.rulesFingerprint() {
+		t.Fatal("a rule set new to the table left the rules' fingerprint as it was: its chain would never be made")
+	}
+	// Back to the chain in force, from one that goes: the chain going is a
+	// rules change too.
+	if moved.rulesFingerprint() == one.rulesFingerprint() {
+		t.Fatal("a chain gone left the rules' fingerprint as it was")
 	}
 }

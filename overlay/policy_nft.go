@@ -5,11 +5,13 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/loomnet/loom/policy"
 	"golang.org/x/sys/unix"
@@ -45,8 +47,13 @@ type policyLayout struct {
 	egress  map[string]string
 }
 
+// layoutPolicy lays a compiled policy set out in chains and verdict maps;
+// nil has none.
 func layoutPolicy(c *policy.Compiled) policyLayout {
 	l := policyLayout{ingress: map[string]string{}, egress: map[string]string{}}
+	if c == nil {
+		return l
+	}
 	seen := map[string]bool{}
 	add := func(prefix string, offset uint32, d *policy.Direction) string {
 		h := sha256.New()
@@ -77,7 +84,7 @@ func layoutPolicy(c *policy.Compiled) policyLayout {
 // veth). Replies of allowed flows pass on conntrack state, so a policy
 // change never cuts an established connection. It returns the names of
 // the verdict chains, whose last rule counts drops.
-func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled) ([]string, error) {
+func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled, layout policyLayout) ([]string, error) {
 	sets := map[string]*nftables.Set{}
 	for _, s := range compiled.Sets {
 		set := policyPeerSet(t, s.Name)
@@ -88,7 +95,6 @@ func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled) (
 	}
 	base := c.AddChain(&nftables.Chain{Name: ChainPolicy, Table: t})
 	c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: append(ctEstablishedOrRelated(), &expr.Verdict{Kind: expr.VerdictAccept})})
-	layout := layoutPolicy(compiled)
 	names := make([]string, 0, len(layout.chains))
 	for _, pc := range layout.chains {
 		names = append(names, pc.name)
@@ -110,11 +116,11 @@ func addPolicy(c *nftables.Conn, t *nftables.Table, compiled *policy.Compiled) (
 		name   string
 		ifKey  expr.MetaKey
 		chains map[string]string
-	}{{"policy-egress", expr.MetaKeyIIFNAME, layout.egress}, {"policy-ingress", expr.MetaKeyOIFNAME, layout.ingress}} {
-		vmap := &nftables.Set{Table: t, Name: m.name, IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict}
+	}{{policyEgressMap, expr.MetaKeyIIFNAME, layout.egress}, {policyIngressMap, expr.MetaKeyOIFNAME, layout.ingress}} {
+		vmap := policyVerdictMap(t, m.name)
 		elems := make([]nftables.SetElement, 0, len(m.chains))
 		for hostIf, chain := range m.chains {
-			elems = append(elems, nftables.SetElement{Key: ifname(hostIf), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}})
+			elems = append(elems, jumpElement(hostIf, chain))
 		}
 		if err := c.AddSet(vmap, elems); err != nil {
 			return nil, fmt.Errorf("build nftables map %s: %w", m.name, err)
@@ -192,33 +198,68 @@ func l4proto(p string) byte {
 	return unix.IPPROTO_TCP
 }
 
+// The verdict maps that send a packet to its pod's chain, by the veth it
+// comes in by (egress) or goes out by (ingress).
+const (
+	policyEgressMap  = "policy-egress"
+	policyIngressMap = "policy-ingress"
+)
+
+// policyVerdictMap is one of the verdict maps, pod veth → chain. Its keys
+// are interface names, in host byte order as the pod sets' (see podSets),
+// so that `nft list` prints which veth uses which chain.
+func policyVerdictMap(t *nftables.Table, name string) *nftables.Set {
+	return &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeVerdict}
+}
+
+// jumpElement sends the packets of a pod veth to its chain.
+func jumpElement(hostIf, chain string) nftables.SetElement {
+	return nftables.SetElement{Key: ifname(hostIf), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}}
+}
+
 // policyPeerSet is the nftables set of a compiled peer set's addresses.
 func policyPeerSet(t *nftables.Table, name string) *nftables.Set {
 	return &nftables.Set{Table: t, Name: policySetPrefix + name, KeyType: nftables.TypeIPAddr}
 }
 
-// policyRulesFingerprint identifies a compiled policy set's rules for
-// change detection: all of it but the addresses in its peer sets (see
-// samePeerSets). Pods of other nodes coming and going change only those,
-// so they cost set elements, not a table rewrite: in a large fabric the
-// rewrite carries every policy's sets and chains.
-func policyRulesFingerprint(c *policy.Compiled) string {
+// policyRulesFingerprint identifies what of a compiled policy set is
+// rules: the peer sets, by name, and the verdict chains, each named by the
+// hash of its rules (see layoutPolicy). The rest is elements: which pod
+// veth jumps to which chain, and the peer sets' addresses (see
+// samePolicyElements). Pods coming, going or relabelled, here or on other
+// nodes, change only elements unless a rule set appears or goes, so they
+// need no table rewrite: in a large fabric the rewrite carries every
+// policy's sets and chains.
+func policyRulesFingerprint(c *policy.Compiled, layout policyLayout) string {
 	if c == nil {
 		return "policy=off"
 	}
-	rules := *c
-	rules.Sets = make([]policy.AddrSet, len(c.Sets))
-	for i, s := range c.Sets {
-		rules.Sets[i] = policy.AddrSet{Name: s.Name}
+	var b strings.Builder
+	for _, s := range c.Sets {
+		b.WriteString("set ")
+		b.WriteString(s.Name)
+		b.WriteByte(';')
 	}
-	return rules.Render()
+	names := make([]string, len(layout.chains))
+	for i, ch := range layout.chains {
+		names[i] = ch.name
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		b.WriteString("chain ")
+		b.WriteString(name)
+		b.WriteByte(';')
+	}
+	return b.String()
 }
 
-// samePeerSets reports whether two compiled policy sets with the same
-// rules hold the same addresses in their peer sets. It compares in place,
-// without rendering: a pod attached on this node asks it of the sets in
-// force, which in a large fabric hold every matching pod's address.
-func samePeerSets(a, b *policy.Compiled) bool {
+// samePolicyElements reports whether two specs whose policy rules are the
+// same have the same policy elements: the same chain for each pod veth and
+// the same addresses in each peer set. It compares in place, without
+// rendering: a pod attached on this node asks it of the policy in force,
+// whose sets in a large fabric hold every matching pod's address.
+func samePolicyElements(was, want FirewallSpec) bool {
+	a, b := was.Policy, want.Policy
 	if a == b {
 		return true
 	}
@@ -230,27 +271,52 @@ func samePeerSets(a, b *policy.Compiled) bool {
 			return false
 		}
 	}
-	return true
+	la, lb := was.policyLayout(), want.policyLayout()
+	return maps.Equal(la.ingress, lb.ingress) && maps.Equal(la.egress, lb.egress)
 }
 
-// policySetChanges is what turns the peer sets of was into those of want,
-// whose rules are the same (so are the sets' names).
-func policySetChanges(t *nftables.Table, was, want *policy.Compiled) []setChange {
-	if want == nil || was == want {
+// policyElementChanges is what turns the policy elements of was into
+// those of want, whose rules are the same (so are the sets' and chains'
+// names): peer set addresses, and the verdict maps' veth → chain entries.
+func policyElementChanges(t *nftables.Table, was, want FirewallSpec) []setChange {
+	if want.Policy == nil || was.Policy == want.Policy {
 		return nil
 	}
 	held := map[string][]netip.Addr{}
-	if was != nil {
-		for _, s := range was.Sets {
+	if was.Policy != nil {
+		for _, s := range was.Policy.Sets {
 			held[s.Name] = s.Addrs
 		}
 	}
 	var changes []setChange
-	for _, s := range want.Sets {
+	for _, s := range want.Policy.Sets {
 		if slices.Equal(held[s.Name], s.Addrs) {
 			continue
 		}
 		changes = append(changes, addrChange(policyPeerSet(t, s.Name), held[s.Name], s.Addrs, false))
+	}
+	wasLayout, wantLayout := was.policyLayout(), want.policyLayout()
+	for _, m := range []struct {
+		set       *nftables.Set
+		was, want map[string]string
+	}{
+		{policyVerdictMap(t, policyEgressMap), wasLayout.egress, wantLayout.egress},
+		{policyVerdictMap(t, policyIngressMap), wasLayout.ingress, wantLayout.ingress},
+	} {
+		ch := setChange{set: m.set}
+		for hostIf, chain := range m.was {
+			if m.want[hostIf] != chain {
+				ch.del = append(ch.del, nftables.SetElement{Key: ifname(hostIf)})
+			}
+		}
+		for hostIf, chain := range m.want {
+			if m.was[hostIf] != chain {
+				ch.add = append(ch.add, jumpElement(hostIf, chain))
+			}
+		}
+		if len(ch.add)+len(ch.del) > 0 {
+			changes = append(changes, ch)
+		}
 	}
 	return changes
 }

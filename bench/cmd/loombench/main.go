@@ -592,6 +592,7 @@ func policyBench(rep *bench.Report, bin string) error {
 		rep.Add("policy: program 100 policies for 250 local pods (nftables)", "ms", float64(res.Program.Microseconds())/1e3)
 		rep.Add("policy: a pod of another node joins the peer sets (nftables, same table)", "ms", float64(res.RemoteJoin.Microseconds())/1e3)
 		rep.Add("policy: that pod leaves them (nftables)", "ms", float64(res.RemoteLeave.Microseconds())/1e3)
+		rep.Add("policy: a local pod with the labels of one running is attached (nftables)", "ms", float64(res.Replica.Microseconds())/1e3)
 		rep.Add("policy: compiled form in memory", "KiB", float64(res.HeapBytes)/1024)
 	}
 	rep.Note("Policy programming target: compile + program < 1 s for 1,000 pods and 100 policies.")
