@@ -237,6 +237,16 @@ func TestPolicyLocalPodChanges(t *testing.T) {
 	if got, want := changes(two, left), map[string][]string{policyIngressMap: {"-loomaaa"}}; !maps.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("pod gone: changes %v, want %v", got, want)
 	}
+	// Relabelled to the rules of another pod running: the veth's entry
+	// moves to that chain, deleted and added in one batch.
+	three := spec(pod("loomaaa", "10.244.1.2", ingress("peers-0")), pod("loombbb", "10.244.1.3", ingress("peers-0")), pod("loomccc", "10.244.1.4", ingress("peers-1")))
+	swapped := spec(pod("loomaaa", "10.244.1.2", ingress("peers-0")), pod("loombbb", "10.244.1.3", ingress("peers-1")), pod("loomccc", "10.244.1.4", ingress("peers-1")))
+	if three.rulesFingerprint() != swapped.rulesFingerprint() {
+		t.Fatal("a pod relabelled to rules in force changed the rules' fingerprint")
+	}
+	if got, want := changes(three, swapped), map[string][]string{policyIngressMap: {"+loombbb jump", "-loombbb"}}; !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("pod relabelled: changes %v, want %v", got, want)
+	}
 	// Relabelled to rules of their own: a new chain.
 	moved := spec(pod("loomaaa", "10.244.1.2", ingress("peers-0")), pod("loombbb", "10.244.1.3", ingress("peers-1")))
 	if moved.rulesFingerprint() == two.rulesFingerprint() {
