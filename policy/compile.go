@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,16 +37,41 @@ func Compile(s Snapshot) *Compiled {
 	slices.SortFunc(policies, func(a, b networkingv1.NetworkPolicy) int {
 		return strings.Compare(policyName(&a), policyName(&b))
 	})
+	// Pods that the same policies select get the same rules, unless an
+	// ingress rule names a port, which each pod resolves on its own: the
+	// rules are made once and shared (replicas of a workload, hundreds on
+	// a node, each used to make them again, and the data plane then
+	// hashed each copy to name its chain).
+	namedIngress := make([]bool, len(policies))
+	for i := range policies {
+		namedIngress[i] = hasNamedIngressPort(&policies[i])
+	}
+	shared := map[string]*PodRules{}
+	var selecting []int
+	var key []byte
 	for _, pod := range local {
-		var rules *PodRules
+		selecting, key = selecting[:0], key[:0]
+		perPod := false
 		for i := range policies {
 			pol := &policies[i]
 			if pol.Namespace != pod.Namespace || !c.selects(&pol.Spec.PodSelector, pod.Labels) {
 				continue
 			}
-			if rules == nil {
-				rules = &PodRules{Namespace: pod.Namespace, Name: pod.Name, IP: pod.IP, HostIf: pod.HostIf}
-			}
+			selecting = append(selecting, i)
+			key = strconv.AppendInt(append(key, ','), int64(i), 10)
+			perPod = perPod || namedIngress[i]
+		}
+		if len(selecting) == 0 {
+			continue
+		}
+		if same, ok := shared[string(key)]; ok && !perPod {
+			c.out.Pods = append(c.out.Pods, PodRules{Namespace: pod.Namespace, Name: pod.Name, IP: pod.IP, HostIf: pod.HostIf,
+				Policies: same.Policies, Ingress: same.Ingress, Egress: same.Egress})
+			continue
+		}
+		rules := &PodRules{Namespace: pod.Namespace, Name: pod.Name, IP: pod.IP, HostIf: pod.HostIf}
+		for _, i := range selecting {
+			pol := &policies[i]
 			rules.Policies = append(rules.Policies, policyName(pol))
 			ingress, egress := policyTypes(pol)
 			if ingress {
@@ -65,9 +91,10 @@ func Compile(s Snapshot) *Compiled {
 				}
 			}
 		}
-		if rules != nil {
-			c.out.Pods = append(c.out.Pods, *rules)
+		if !perPod {
+			shared[string(key)] = rules
 		}
+		c.out.Pods = append(c.out.Pods, *rules)
 	}
 	slices.SortFunc(c.out.Pods, func(a, b PodRules) int { return strings.Compare(a.HostIf, b.HostIf) })
 	for _, set := range c.sets {
@@ -84,8 +111,10 @@ type compiler struct {
 	// sorted is every pod in sortPods order, made on first use (see
 	// sortedPods).
 	sorted []Pod
-	// sets are keyed by the canonical form of the selector they resolve.
+	// sets are keyed by the canonical form of the selector they resolve
+	// (see selectorKey); keys holds each peer's, by address.
 	sets   map[string]*AddrSet
+	keys   map[*networkingv1.NetworkPolicyPeer]string
 	out    *Compiled
 	warned map[string]bool
 	// parsed caches selectors by address: the same selector is matched
@@ -96,6 +125,19 @@ type compiler struct {
 }
 
 func policyName(p *networkingv1.NetworkPolicy) string { return p.Namespace + "/" + p.Name }
+
+// hasNamedIngressPort reports whether an ingress rule of p names a port,
+// which each selected pod resolves to a number of its own.
+func hasNamedIngressPort(p *networkingv1.NetworkPolicy) bool {
+	for _, r := range p.Spec.Ingress {
+		for _, port := range r.Ports {
+			if port.Port != nil && port.Port.Type == intstr.String {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // policyTypes applies the API's defaulting: Ingress always, Egress when
 // the policy has egress rules, unless policyTypes says otherwise.
@@ -319,7 +361,16 @@ func (c *compiler) peer(pol *networkingv1.NetworkPolicy, p *networkingv1.Network
 		}
 		return Peer{Prefixes: blocks}, true
 	}
-	key := selectorKey(pol, p)
+	key, ok := c.keys[p]
+	if !ok {
+		// Formatting a selector parses it again: once per peer, not
+		// once per local pod it applies to.
+		key = selectorKey(pol, p)
+		if c.keys == nil {
+			c.keys = map[*networkingv1.NetworkPolicyPeer]string{}
+		}
+		c.keys[p] = key
+	}
 	set, ok := c.sets[key]
 	if !ok {
 		set = &AddrSet{Name: fmt.Sprintf("peers-%d", len(c.sets)), Addrs: []netip.Addr{}}

@@ -185,3 +185,30 @@ func TestCompiledPeerSetsHoldEveryPeer(t *testing.T) {
 		}
 	}
 }
+
+// Pods that the same policies select share one copy of their rules (the
+// data plane names one chain per copy it sees), and each still has its
+// own name, address and veth.
+func TestReplicasShareRules(t *testing.T) {
+	snap := Snapshot{Policies: []networkingv1.NetworkPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "default"},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{}}}}}},
+	}}}
+	for i := range 3 {
+		snap.Pods = append(snap.Pods, Pod{Namespace: "default", Name: fmt.Sprintf("db-%d", i), IP: netip.AddrFrom4([4]byte{10, 244, 1, byte(2 + i)}),
+			HostIf: fmt.Sprintf("loom%d", i), Labels: map[string]string{"app": "db"}})
+	}
+	c := Compile(snap)
+	if len(c.Pods) != 3 {
+		t.Fatalf("%d pods with rules, want 3", len(c.Pods))
+	}
+	for i, p := range c.Pods {
+		if p.Ingress != c.Pods[0].Ingress {
+			t.Errorf("pod %s has a copy of the rules of %s", p.Name, c.Pods[0].Name)
+		}
+		if p.Name != fmt.Sprintf("db-%d", i) || p.HostIf != fmt.Sprintf("loom%d", i) || p.IP != netip.AddrFrom4([4]byte{10, 244, 1, byte(2 + i)}) {
+			t.Errorf("pod %d is %s %s %s", i, p.Name, p.HostIf, p.IP)
+		}
+	}
+}
