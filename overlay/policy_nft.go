@@ -55,16 +55,42 @@ func layoutPolicy(c *policy.Compiled) policyLayout {
 		return l
 	}
 	seen := map[string]bool{}
+	var b strings.Builder
+	// Pods with the same rules mostly share them (see policy.Compile):
+	// each shared direction is hashed once.
+	type direction struct {
+		prefix string
+		rules  *policy.Direction
+	}
+	named := map[direction]string{}
 	add := func(prefix string, offset uint32, d *policy.Direction) string {
-		h := sha256.New()
-		for _, a := range d.Allow {
-			fmt.Fprintf(h, "%s|%v|%s;", a.Peer, a.Ports, a.Policy)
+		if name, ok := named[direction{prefix, d}]; ok {
+			return name
 		}
-		name := prefix + hex.EncodeToString(h.Sum(nil))[:16]
+		// What fmt would print for "%s|%v|%s;" of peer, ports and
+		// policy, written without it: a reconcile names a chain for each
+		// local pod, and fmt's reflection was most of laying them out.
+		b.Reset()
+		for _, a := range d.Allow {
+			b.WriteString(a.Peer.String())
+			b.WriteString("|[")
+			for i, r := range a.Ports {
+				if i > 0 {
+					b.WriteByte(' ')
+				}
+				b.WriteString(r.String())
+			}
+			b.WriteString("]|")
+			b.WriteString(a.Policy)
+			b.WriteByte(';')
+		}
+		sum := sha256.Sum256([]byte(b.String()))
+		name := prefix + hex.EncodeToString(sum[:8])
 		if !seen[name] {
 			seen[name] = true
 			l.chains = append(l.chains, policyChain{name: name, dir: d, peerOffset: offset})
 		}
+		named[direction{prefix, d}] = name
 		return name
 	}
 	for _, p := range c.Pods {
