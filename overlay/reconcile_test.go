@@ -417,9 +417,10 @@ func TestDetachPod(t *testing.T) {
 
 // addrDumpCounter counts address listings, each a dump of every link's
 // addresses in the real kernel.
+// addrDumpCounter counts address listings and link lookups by name.
 type addrDumpCounter struct {
 	Kernel
-	dumps int
+	dumps, lookups int
 }
 
 func (c *addrDumpCounter) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
@@ -427,13 +428,19 @@ func (c *addrDumpCounter) AddrList(l netlink.Link, family int) ([]netlink.Addr, 
 	return c.Kernel.AddrList(l, family)
 }
 
+func (c *addrDumpCounter) LinkByName(name string) (netlink.Link, error) {
+	c.lookups++
+	return c.Kernel.LinkByName(name)
+}
+
 // A reconcile lists the node's addresses as often with 200 pods as with
 // one: it listed one veth's per pod, and each such listing dumps all of
 // them, so a reconcile (one per CNI ADD) cost the square of the pods. It
 // still sees which veths have the gateway: the second, no-op reconcile
-// writes nothing.
+// writes nothing. Nor does it look each pod's veth up on its own: a
+// request each cost more than one dump of the node's links.
 func TestReconcileListsAddressesOncePerRun(t *testing.T) {
-	dumps := map[int]int{}
+	dumps, lookups := map[int]int{}, map[int]int{}
 	for _, count := range []int{1, 200} {
 		k := NewFakeKernel()
 		under := k.AddDummy("eth0")
@@ -449,7 +456,7 @@ func TestReconcileListsAddressesOncePerRun(t *testing.T) {
 		if _, err := dp.Apply(Desired{Subnet: own, Pods: pods}); err != nil {
 			t.Fatal(err)
 		}
-		c.dumps = 0
+		c.dumps, c.lookups = 0, 0
 		res, err := dp.Apply(Desired{Subnet: own, Pods: pods})
 		if err != nil {
 			t.Fatal(err)
@@ -457,10 +464,50 @@ func TestReconcileListsAddressesOncePerRun(t *testing.T) {
 		if res.Writes != 0 {
 			t.Fatalf("%d pods: the no-op reconcile wrote %d times", count, res.Writes)
 		}
-		dumps[count] = c.dumps
+		dumps[count], lookups[count] = c.dumps, c.lookups
 	}
 	if dumps[200] != dumps[1] {
 		t.Fatalf("a reconcile listed addresses %d times with 200 pods, %d with one", dumps[200], dumps[1])
+	}
+	if lookups[200] > lookups[1] {
+		t.Fatalf("a reconcile looked links up by name %d times with 200 pods, %d with one", lookups[200], lookups[1])
+	}
+}
+
+// linkListFailing fails every link listing.
+type linkListFailing struct{ Kernel }
+
+func (linkListFailing) LinkList() ([]netlink.Link, error) { return nil, unix.ENOBUFS }
+
+// A reconcile that cannot dump the node's links looks the pods' veths up
+// one by one: every pod keeps its route.
+func TestReconcileWithoutLinkListFindsPods(t *testing.T) {
+	k := NewFakeKernel()
+	under := k.AddDummy("eth0")
+	dp, _ := testDataplane(&WriteCounter{Kernel: linkListFailing{k}}, &WriteCounter{Kernel: k}, under)
+	var pods []PodRoute
+	for i := range 2 * podLinksDumpedFrom {
+		hostIf := api.HostVethName(fmt.Sprintf("c%d", i), "eth0")
+		k.AddDummy(hostIf)
+		pods = append(pods, PodRoute{IP: netip.AddrFrom4([4]byte{10, 244, 1, byte(2 + i)}), HostIf: hostIf})
+	}
+	if _, err := dp.Apply(Desired{Subnet: own, Pods: pods}); err != nil {
+		t.Fatal(err)
+	}
+	routes, err := k.RouteList(netlink.FAMILY_V4, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := map[string]bool{}
+	for _, r := range routes {
+		if r.Dst != nil {
+			to[r.Dst.String()] = true
+		}
+	}
+	for _, p := range pods {
+		if !to[netip.PrefixFrom(p.IP, 32).String()] {
+			t.Errorf("no route to pod %s through %s", p.IP, p.HostIf)
+		}
 	}
 }
 
