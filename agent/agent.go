@@ -112,6 +112,9 @@ type Agent struct {
 	remembered []string
 	// savedPeers is the peer list last persisted (guarded by dpMu).
 	savedPeers string
+	// lastPodSubnets are the pod subnets of the last reconcile, by node
+	// (see podSubnets; guarded by dpMu).
+	lastPodSubnets map[string][]netip.Prefix
 	// conflictSince is when the loop first found an older lease holding
 	// this node's subnet; zero while none does. Only the loop uses it.
 	conflictSince time.Time
@@ -800,7 +803,8 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	peers := a.members.Peers()
 	d, next, excluded := desiredState(a.record(), subnet, peers, a.leases, allocs, now, a.cfg.DeadNodeGrace)
 	adopt := !a.settled(peers)
-	d.Policy = a.compilePolicy(allocs, a.podSubnets(d.Peers, adopt))
+	a.lastPodSubnets = a.podSubnets(d.Peers, adopt)
+	d.Policy = a.compilePolicy(allocs, a.lastPodSubnets)
 	a.sweepHandedOver(subnet, d.Peers)
 	a.stateMu.Lock()
 	for name, why := range excluded {

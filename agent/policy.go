@@ -167,6 +167,28 @@ func (a *Agent) compilePolicy(allocs []ipam.Allocation, subnets map[string][]net
 	return a.finishCompile(snap)
 }
 
+// enforcePolicyNow compiles the policies against the pods as they are and
+// puts them in force at once, changing only the firewall's policy, for a
+// pod just attached: its processes must not start before its rules. The
+// reconcile its ADD asks for brings the rest along. Other nodes' pods are
+// those of the subnets of the last reconcile. Before the first reconcile
+// has written the firewall, it reconciles.
+func (a *Agent) enforcePolicyNow() error {
+	a.dpMu.Lock()
+	allocs, err := a.store.Allocations()
+	if err != nil {
+		a.dpMu.Unlock()
+		return fmt.Errorf("read pod allocations: %w", err)
+	}
+	applied, err := a.dp.ApplyPolicy(a.compilePolicy(allocs, a.lastPodSubnets))
+	a.dpMu.Unlock()
+	if applied {
+		return err
+	}
+	_, err = a.reconcile("pod attached")
+	return err
+}
+
 // compileKubernetes compiles the Kubernetes source's last view: its
 // policies, namespaces and pods, with this node's attachments matched to
 // their Pod objects.

@@ -275,19 +275,14 @@ func (a *Agent) handleAttach(w http.ResponseWriter, r *http.Request) {
 	}
 	// With policies, the pod may be selected by one: its rules must be in
 	// force before ADD returns and the runtime starts the pod's processes.
-	reconciled := a.policy.enabled()
-	if reconciled {
-		if _, err := a.reconcile("pod attached"); err != nil {
+	if a.policy.enabled() {
+		if err := a.enforcePolicyNow(); err != nil {
 			writeError(w, http.StatusInternalServerError, api.CodeInternal, fmt.Errorf("program network policy for pod %s: %w", al.IP, err))
 			return
 		}
 	}
 	a.log.Info("pod attached", zap.String("container", al.ContainerID), zap.String("ifname", al.IfName),
 		zap.Stringer("ip", al.IP), zap.String("host_if", al.HostIf))
-	if reconciled {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
 	answerThenReconcile(w, a) // publishes the pod to the pod directory
 }
 

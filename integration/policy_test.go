@@ -820,3 +820,46 @@ func policySetAddrs(t *testing.T, n *rig.Node) map[string][]string {
 	}
 	return held
 }
+
+// TestPodIsIsolatedWhenAddReturns: a pod that a policy isolates has its
+// rules in force when its ADD returns, before the runtime starts its
+// processes. Nothing listens in the new pods, so a connection to one is
+// refused at once if its packets get through, and times out if the
+// policy drops them; each is tried the moment its ADD returns, before the
+// reconcile that ADD asks for could run.
+func TestPodIsIsolatedWhenAddReturns(t *testing.T) {
+	r := newRig(t)
+	// Policies that admit nothing the probe sends, a hundred of them: a
+	// reconcile after the ADD has a large table to write, so an agent that
+	// only answered first would let the probe in.
+	files := map[string]string{}
+	for i := range 100 {
+		files[fmt.Sprintf("db%d.yaml", i)] = netpol(fmt.Sprintf("db%d", i), "default", fmt.Sprintf(
+			"  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 192.168.%d.0/24}\n    ports: [{port: %d}]\n", i, 9000+i))
+	}
+	nodes := startPolicyNodes(t, r, 2, files)
+	client := addLabelled(t, nodes[1], "client", "client")
+	probe := func(p *rig.Pod) error {
+		return ns.WithNetNSPath("/run/netns/"+client.NS, func(ns.NetNS) error {
+			c, err := net.DialTimeout("tcp4", net.JoinHostPort(p.IP.String(), "80"), 300*time.Millisecond)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+	}
+	// The first pod of each kind makes its rule set's chain (a table
+	// write); the next ones only join it. Both must be isolated at once.
+	for i := range 6 {
+		db := addLabelled(t, nodes[0], fmt.Sprintf("db%d", i), "db")
+		err := probe(db)
+		if opErr := new(net.OpError); !errors.As(err, &opErr) || !opErr.Timeout() {
+			t.Fatalf("a connection to db%d right after its ADD: %v, want a timeout (its policy dropping it)", i, err)
+		}
+	}
+	// A pod no policy selects is reachable: the probe tells the two apart.
+	other := addLabelled(t, nodes[0], "other", "other")
+	if err := probe(other); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("a connection to a pod no policy selects: %v, want refused (nothing listens)", err)
+	}
+}

@@ -182,6 +182,24 @@ func (f *NFTables) Invalidate() {
 func (f *NFTables) Apply(spec FirewallSpec) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.apply(spec)
+}
+
+// ApplyPolicy implements Firewaller: the spec in force, with c for policy.
+func (f *NFTables) ApplyPolicy(c *policy.Compiled) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.written {
+		return false, nil
+	}
+	spec := f.spec
+	spec.Policy, spec.layout = c, nil
+	_, err := f.apply(spec)
+	return true, err
+}
+
+// apply is Apply, called with mu held.
+func (f *NFTables) apply(spec FirewallSpec) (bool, error) {
 	spec = spec.withPolicyLayout()
 	if !f.written || spec.rulesFingerprint() != f.rulesFP {
 		return true, f.write(spec)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/loomnet/loom/policy"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -23,6 +24,9 @@ type Firewaller interface {
 	// table in force, the fast path of attaching and detaching a pod.
 	AddPod(p PodRoute) error
 	RemovePod(hostIf string) error
+	// ApplyPolicy puts another compiled policy in force in the table as
+	// the last Apply left it; false when there is none yet.
+	ApplyPolicy(c *policy.Compiled) (applied bool, err error)
 }
 
 // Result says what one Apply did.
@@ -534,6 +538,21 @@ func (dp *Dataplane) AttachPod(p PodRoute, overlayIP netip.Addr) error {
 		return dp.fw.AddPod(p)
 	}
 	return nil
+}
+
+// ApplyPolicy puts compiled network policy in force at once, leaving the
+// rest of the data plane as the last Apply left it: a pod just attached
+// must not run before its rules, and a whole Apply (every route, link and
+// neighbour listed again) costs a node running many pods far more. It
+// reports false, having done nothing, when there is no firewall in force
+// to build on (none configured, or no Apply yet): then only Apply will do.
+func (dp *Dataplane) ApplyPolicy(c *policy.Compiled) (bool, error) {
+	dp.applyMu.Lock()
+	defer dp.applyMu.Unlock()
+	if dp.fw == nil {
+		return false, nil
+	}
+	return dp.fw.ApplyPolicy(c)
 }
 
 // Teardown removes everything Loom programmed: the device (with its
