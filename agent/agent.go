@@ -616,18 +616,21 @@ func (a *Agent) loop(ctx context.Context) error {
 	// pod changes, and the kicks of CNI requests, watchers and reloads. A
 	// burst of them (pods attached and deleted one after another) makes
 	// one reconcile per pace, not one each, and each costs more the more
-	// pods the node runs. dueReason says why it is set ("" when not).
+	// pods the node runs. dueReason says why it is set ("" when not);
+	// duePolicy, that every reason since is other nodes' pods, which
+	// change only the policy: then due reconciles it alone.
 	due := time.NewTimer(time.Hour)
 	due.Stop()
 	defer due.Stop()
-	dueReason := ""
+	dueReason, duePolicy := "", false
 	var took time.Duration
 	var lastEnd time.Time
 	pace := func(why string) {
 		if dueReason == "" {
 			due.Reset(policy.CompileWait(took, time.Since(lastEnd)))
-			dueReason = why
+			dueReason, duePolicy = why, true
 		}
+		duePolicy = duePolicy && why == "pods"
 	}
 
 	reason := "startup"
@@ -674,6 +677,16 @@ func (a *Agent) loop(ctx context.Context) error {
 			pace("change")
 		case <-due.C:
 			reason = dueReason
+			if duePolicy {
+				// A failure, or no firewall to build on yet: the whole
+				// reconcile, at once.
+				start := time.Now()
+				if applied, err := a.reconcilePolicy(reason); applied && err == nil {
+					dueReason, reason = "", ""
+					lastEnd = time.Now()
+					took = lastEnd.Sub(start)
+				}
+			}
 		case <-grace.C:
 			reason = "dead-node-grace"
 		case <-retry.C:

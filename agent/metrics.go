@@ -208,15 +208,21 @@ func newMetrics(a *Agent) *metrics {
 	return m
 }
 
-// observeReconcile records one reconcile. Writes made when no membership or
-// lease change asked for them are drift: someone changed the kernel.
-func (m *metrics) observeReconcile(reason string, d time.Duration, res overlay.Result, desired overlay.Desired, err error) {
+// observeRun counts one reconcile, whole or of the policy alone (see
+// reconcilePolicy), and its duration.
+func (m *metrics) observeRun(reason string, d time.Duration, err error) {
 	result := "ok"
 	if err != nil {
 		result = "error"
 	}
 	m.reconciles.WithLabelValues(reason, result).Inc()
 	m.reconcileDur.Observe(d.Seconds())
+}
+
+// observeReconcile records one reconcile. Writes made when no membership or
+// lease change asked for them are drift: someone changed the kernel.
+func (m *metrics) observeReconcile(reason string, d time.Duration, res overlay.Result, desired overlay.Desired, err error) {
+	m.observeRun(reason, d, err)
 	if reason == "resync" || reason == "change" || reason == "retry" {
 		for kind, n := range res.Added {
 			m.drift.WithLabelValues(kind).Add(float64(n))

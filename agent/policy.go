@@ -167,26 +167,31 @@ func (a *Agent) compilePolicy(allocs []ipam.Allocation, subnets map[string][]net
 	return a.finishCompile(snap)
 }
 
-// enforcePolicyNow compiles the policies against the pods as they are and
-// puts them in force at once, changing only the firewall's policy, for a
-// pod just attached: its processes must not start before its rules. The
-// reconcile its ADD asks for brings the rest along. Other nodes' pods are
-// those of the subnets of the last reconcile. Before the first reconcile
-// has written the firewall, it reconciles.
-func (a *Agent) enforcePolicyNow() error {
+// policyOnly marks the reason of a reconcile of the policy alone in
+// loom_reconcile_runs_total.
+const policyOnly = " (policy only)"
+
+// reconcilePolicy compiles the policies against the pods as they are and
+// puts them in force, changing only the firewall's policy, for changes
+// that touch nothing else: a pod just attached (its processes must not
+// start before its rules; the reconcile its ADD asks for brings the rest
+// along) and other nodes' pods coming and going. Those are the pods of
+// the subnets of the last reconcile. Before the first reconcile has
+// written the firewall it does nothing and reports false: only a whole
+// reconcile will do.
+func (a *Agent) reconcilePolicy(reason string) (bool, error) {
 	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
+	start := time.Now()
 	allocs, err := a.store.Allocations()
 	if err != nil {
-		a.dpMu.Unlock()
-		return fmt.Errorf("read pod allocations: %w", err)
+		return false, fmt.Errorf("read pod allocations: %w", err)
 	}
 	applied, err := a.dp.ApplyPolicy(a.compilePolicy(allocs, a.lastPodSubnets))
-	a.dpMu.Unlock()
 	if applied {
-		return err
+		a.metrics.observeRun(reason+policyOnly, time.Since(start), err)
 	}
-	_, err = a.reconcile("pod attached")
-	return err
+	return applied, err
 }
 
 // compileKubernetes compiles the Kubernetes source's last view: its

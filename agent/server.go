@@ -276,7 +276,11 @@ func (a *Agent) handleAttach(w http.ResponseWriter, r *http.Request) {
 	// With policies, the pod may be selected by one: its rules must be in
 	// force before ADD returns and the runtime starts the pod's processes.
 	if a.policy.enabled() {
-		if err := a.enforcePolicyNow(); err != nil {
+		applied, err := a.reconcilePolicy("pod attached")
+		if err == nil && !applied {
+			_, err = a.reconcile("pod attached")
+		}
+		if err != nil {
 			writeError(w, http.StatusInternalServerError, api.CodeInternal, fmt.Errorf("program network policy for pod %s: %w", al.IP, err))
 			return
 		}

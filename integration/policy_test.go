@@ -743,9 +743,15 @@ func TestPodChangesUnderPolicyKeepTheTable(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	policyOnly := mustMetric(t, nodes[0], "loom_reconcile_runs_total", `reason="pods (policy only)"`)
 	relabel(web, "other")
 	relabel(other, "web")
 	reachOnly(other, web, db, db2)
+	// Other nodes' pods touch only node1's policy: it is reconciled alone,
+	// not with every route, link and neighbour of the node.
+	if n := mustMetric(t, nodes[0], "loom_reconcile_runs_total", `reason="pods (policy only)"`); n <= policyOnly {
+		t.Errorf("node1 reconciled its policy alone %v times for node2's relabelled pods, want more than %v", n, policyOnly)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
