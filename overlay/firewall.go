@@ -96,7 +96,7 @@ func ParsePortRule(s string) (PortRule, error) {
 // A spec has two fingerprints: rules covers everything but the contents
 // of the sets and maps, and sets covers those of the address and pod sets
 // (the policy's elements are compared as they are, see
-// samePolicyElements). Two specs with the same rules differ only in
+// policyElementChanges). Two specs with the same rules differ only in
 // elements, which can be changed in place: member and pod changes never
 // touch the rules, and under policy pods coming, going or relabelled touch
 // them only when a rule set appears or goes (see policyRulesFingerprint).
@@ -216,7 +216,7 @@ func (f *NFTables) apply(spec FirewallSpec) (bool, error) {
 	if !ok {
 		return true, f.write(spec)
 	}
-	if spec.setsFingerprint() == f.setsFP && samePolicyElements(f.spec, spec) {
+	if spec.setsFingerprint() == f.setsFP && len(policyElementChanges(loomTable(), f.spec, spec)) == 0 {
 		if len(f.stale) < staleSweep {
 			return false, nil
 		}

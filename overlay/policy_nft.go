@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -252,7 +251,7 @@ func policyPeerSet(t *nftables.Table, name string) *nftables.Set {
 // rules: the peer sets, by name, and the verdict chains, each named by the
 // hash of its rules (see layoutPolicy). The rest is elements: which pod
 // veth jumps to which chain, and the peer sets' addresses (see
-// samePolicyElements). Pods coming, going or relabelled, here or on other
+// policyElementChanges). Pods coming, going or relabelled, here or on other
 // nodes, change only elements unless a rule set appears or goes, so they
 // need no table rewrite: in a large fabric the rewrite carries every
 // policy's sets and chains.
@@ -279,31 +278,10 @@ func policyRulesFingerprint(c *policy.Compiled, layout policyLayout) string {
 	return b.String()
 }
 
-// samePolicyElements reports whether two specs whose policy rules are the
-// same have the same policy elements: the same chain for each pod veth and
-// the same addresses in each peer set. It compares in place, without
-// rendering: a pod attached on this node asks it of the policy in force,
-// whose sets in a large fabric hold every matching pod's address.
-func samePolicyElements(was, want FirewallSpec) bool {
-	a, b := was.Policy, want.Policy
-	if a == b {
-		return true
-	}
-	if a == nil || b == nil || len(a.Sets) != len(b.Sets) {
-		return false
-	}
-	for i := range a.Sets {
-		if a.Sets[i].Name != b.Sets[i].Name || !slices.Equal(a.Sets[i].Addrs, b.Sets[i].Addrs) {
-			return false
-		}
-	}
-	la, lb := was.policyLayout(), want.policyLayout()
-	return maps.Equal(la.ingress, lb.ingress) && maps.Equal(la.egress, lb.egress)
-}
-
 // policyElementChanges is what turns the policy elements of was into
 // those of want, whose rules are the same (so are the sets' and chains'
 // names): peer set addresses, and the verdict maps' veth → chain entries.
+// None means the policy in force is want's already.
 func policyElementChanges(t *nftables.Table, was, want FirewallSpec) []setChange {
 	if want.Policy == nil || was.Policy == want.Policy {
 		return nil
