@@ -342,10 +342,13 @@ func (c *compiler) peerSelects(pol *networkingv1.NetworkPolicy, p *networkingv1.
 	} else if !c.selects(p.NamespaceSelector, c.namespaceLabels(pod.Namespace)) {
 		return false
 	}
-	if p.PodSelector == nil {
-		return true
-	}
-	return c.selects(p.PodSelector, pod.Labels)
+	return c.podSelectorMatches(p, pod.Labels)
+}
+
+// podSelectorMatches reports whether a peer's pod selector (none: every
+// pod) matches a pod's labels, in a namespace the peer selects.
+func (c *compiler) podSelectorMatches(p *networkingv1.NetworkPolicyPeer, labels map[string]string) bool {
+	return p.PodSelector == nil || c.selects(p.PodSelector, labels)
 }
 
 // peer resolves one peer to a set of pod addresses or address blocks.
@@ -380,7 +383,7 @@ func (c *compiler) peer(pol *networkingv1.NetworkPolicy, p *networkingv1.Network
 		for _, ns := range c.peerNamespaces(pol, p) {
 			for _, i := range c.nsPods[ns] {
 				pod := &c.snap.Pods[i]
-				if p.PodSelector == nil || c.selects(p.PodSelector, pod.Labels) {
+				if c.podSelectorMatches(p, pod.Labels) {
 					set.Addrs = append(set.Addrs, pod.IP)
 				}
 			}
