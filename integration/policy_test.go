@@ -122,6 +122,17 @@ func addLabelled(t *testing.T, n *rig.Node, name, app string) *rig.Pod {
 	return p
 }
 
+// setLabels sets labels of a pod through its node's agent, as `loomctl
+// pods label` does.
+func setLabels(t *testing.T, p *rig.Pod, labels map[string]string) {
+	t.Helper()
+	_, err := p.Node.Client().Label(context.Background(), api.LabelRequest{
+		PodRef: api.PodRef{ContainerID: p.ContainerID, IfName: "eth0"}, Set: labels})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // onlyWebReachesDB checks dbAdmitsWeb: web connects to db's port 80 (see
 // serve), other does not.
 func onlyWebReachesDB(web, other, db *rig.Pod) error {
@@ -168,14 +179,7 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 		}
 	}
 	podOf := func(id string) *netpolPod { return byID[id] }
-	relabel := func(t *testing.T, id string, labels map[string]string) {
-		p := podOf(id).pod
-		_, err := p.Node.Client().Label(context.Background(), api.LabelRequest{
-			PodRef: api.PodRef{ContainerID: p.ContainerID, IfName: "eth0"}, Set: labels})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	relabel := func(t *testing.T, id string, labels map[string]string) { setLabels(t, podOf(id).pod, labels) }
 	all := func(*netpolPod, *netpolPod, probe) bool { return true }
 
 	cases := []policyCase{
@@ -735,17 +739,9 @@ func TestPodChangesUnderPolicyKeepTheTable(t *testing.T) {
 	serve(t, db2.NS)
 	reachOnly(web, other, db2)
 
-	relabel := func(p *rig.Pod, app string) {
-		t.Helper()
-		_, err := p.Node.Client().Label(context.Background(), api.LabelRequest{
-			PodRef: api.PodRef{ContainerID: p.ContainerID, IfName: "eth0"}, Set: map[string]string{"app": app}})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 	policyOnly := mustMetric(t, nodes[0], "loom_reconcile_runs_total", `reason="pods (policy only)"`)
-	relabel(web, "other")
-	relabel(other, "web")
+	setLabels(t, web, map[string]string{"app": "other"})
+	setLabels(t, other, map[string]string{"app": "web"})
 	reachOnly(other, web, db, db2)
 	// Other nodes' pods touch only node1's policy: it is reconciled alone,
 	// not with every route, link and neighbour of the node.
