@@ -129,14 +129,14 @@ func policyName(p *networkingv1.NetworkPolicy) string { return p.Namespace + "/"
 // hasNamedIngressPort reports whether an ingress rule of p names a port,
 // which each selected pod resolves to a number of its own.
 func hasNamedIngressPort(p *networkingv1.NetworkPolicy) bool {
-	for _, r := range p.Spec.Ingress {
-		for _, port := range r.Ports {
-			if port.Port != nil && port.Port.Type == intstr.String {
-				return true
-			}
-		}
-	}
-	return false
+	return slices.ContainsFunc(p.Spec.Ingress, func(r networkingv1.NetworkPolicyIngressRule) bool { return hasNamedPort(r.Ports) })
+}
+
+// hasNamedPort reports whether a rule's ports name one.
+func hasNamedPort(ports []networkingv1.NetworkPolicyPort) bool {
+	return slices.ContainsFunc(ports, func(port networkingv1.NetworkPolicyPort) bool {
+		return port.Port != nil && port.Port.Type == intstr.String
+	})
 }
 
 // policyTypes applies the API's defaulting: Ingress always, Egress when

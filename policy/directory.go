@@ -28,6 +28,11 @@ type PodRecord struct {
 	Since int64 `json:"since,omitempty"`
 }
 
+// Pod is the pod a record describes, as policies see it.
+func (r PodRecord) Pod() Pod {
+	return Pod{Namespace: r.Namespace, Name: r.Name, IP: r.IP, Labels: r.Labels, Node: r.Node}
+}
+
 // MaxPodRecordSize bounds one encoded record so that it always fits a
 // single gossip broadcast.
 const MaxPodRecordSize = 1024
@@ -348,10 +353,23 @@ func (d *Directory) nextVersion(after uint64) uint64 {
 // Publish makes local (this node's current pods) the node's records:
 // new and changed pods get a new version, pods no longer present become
 // tombstones. It returns the updates to broadcast.
-func (d *Directory) Publish(local []PodRecord) [][]byte {
+func (d *Directory) Publish(local []PodRecord) [][]byte { return d.PublishChanges(local).Updates }
+
+// Publication is what one Publish changed.
+type Publication struct {
+	// Updates are the records to broadcast, one each.
+	Updates [][]byte
+	// Pods are the pods the updates concern as policies see them: each
+	// new or changed record, and each live record it replaced or ended.
+	// Whoever selected the pod before or selects it now must learn of it.
+	Pods []PodRecord
+}
+
+// PublishChanges is Publish, saying which pods its updates concern.
+func (d *Directory) PublishChanges(local []PodRecord) Publication {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out [][]byte
+	var out Publication
 	want := map[netip.Addr]PodRecord{}
 	for _, r := range local {
 		r.Node = d.self
@@ -365,7 +383,8 @@ func (d *Directory) Publish(local []PodRecord) [][]byte {
 			tomb := PodRecord{Node: d.self, IP: ip, Deleted: true, Version: d.nextVersion(have.Version)}
 			d.store(tomb)
 			if b, err := EncodeRecord(tomb); err == nil {
-				out = append(out, b)
+				out.Updates = append(out.Updates, b)
+				out.Pods = append(out.Pods, have)
 			}
 		}
 	}
@@ -380,7 +399,11 @@ func (d *Directory) Publish(local []PodRecord) [][]byte {
 			continue // refused at ADD or label time; never half-published
 		}
 		d.store(r)
-		out = append(out, b)
+		out.Updates = append(out.Updates, b)
+		out.Pods = append(out.Pods, r)
+		if ok && !have.Deleted {
+			out.Pods = append(out.Pods, have)
+		}
 	}
 	return out
 }

@@ -33,6 +33,9 @@ type Pod struct {
 	// HostIf is the host end of the pod's veth when the pod is on this
 	// node; empty for remote pods. Only this node knows it.
 	HostIf string `json:"-"`
+	// Node names the node that runs the pod when the source says (the pod
+	// directory does); empty when it does not.
+	Node string `json:"-"`
 }
 
 // Local reports whether the pod runs on this node.
