@@ -130,41 +130,106 @@ func podRecord(al ipam.Allocation) policy.PodRecord {
 	return policy.PodRecord{IP: al.IP, Namespace: ns, Name: al.Name, Labels: al.Labels, Since: al.Created.Unix()}
 }
 
+// localPods are the local allocations as the pod directory's records and
+// as policies' pods, each with its veth.
+func localPods(allocs []ipam.Allocation) ([]policy.PodRecord, []policy.Pod) {
+	records, pods := podRecords(allocs), make([]policy.Pod, 0, len(allocs))
+	for i, r := range records {
+		pod := r.Pod()
+		pod.HostIf = allocs[i].HostIf
+		pods = append(pods, pod)
+	}
+	return records, pods
+}
+
 // compilePolicy publishes the local pods to the pod directory and compiles
 // the policies in force against every pod this node can reach: its own
 // and those of other nodes in subnets (see podSubnets). Called with dpMu
 // held.
 func (a *Agent) compilePolicy(allocs []ipam.Allocation, subnets map[string][]netip.Prefix) *policy.Compiled {
 	p := a.policy
-	records := make([]policy.PodRecord, 0, len(allocs))
-	localPods := make([]policy.Pod, 0, len(allocs))
-	for _, al := range allocs {
-		r := podRecord(al)
-		records = append(records, r)
-		localPods = append(localPods, policy.Pod{Namespace: r.Namespace, Name: r.Name, IP: r.IP, Labels: r.Labels, HostIf: al.HostIf})
-	}
-	for _, msg := range p.dir.Publish(records) {
-		a.members.BroadcastPods(msg)
-	}
-	if !p.enabled() {
+	records, localPods := localPods(allocs)
+	snap := a.filesSnapshot(localPods, subnets)
+	a.publishPods(records, snap)
+	switch {
+	case !p.enabled():
+		return nil
+	case p.source == PolicySourceKubernetes:
+		return a.compileKubernetes(localPods)
+	case snap == nil:
+		// Nothing loaded yet (never a good file set): enforce nothing rather
+		// than guess.
 		return nil
 	}
-	if p.source == PolicySourceKubernetes {
-		return a.compileKubernetes(localPods)
+	return a.finishCompile(*snap)
+}
+
+// filesSnapshot is what policies from files are compiled from: the set
+// in force, the local pods and the pod directory's records of the pods
+// in subnets. Nil for another source, or before a good file set loaded.
+func (a *Agent) filesSnapshot(localPods []policy.Pod, subnets map[string][]netip.Prefix) *policy.Snapshot {
+	p := a.policy
+	if p.source != PolicySourceFiles {
+		return nil
 	}
 	p.mu.Lock()
 	objs, loaded := p.objs, p.loaded
 	p.mu.Unlock()
 	if !loaded {
-		// Nothing loaded yet (never a good file set): enforce nothing rather
-		// than guess.
 		return nil
 	}
-	snap := policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces, Pods: localPods}
+	snap := &policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces, Pods: localPods}
 	for _, r := range p.dir.RecordsIn(subnets) {
-		snap.Pods = append(snap.Pods, policy.Pod{Namespace: r.Namespace, Name: r.Name, IP: r.IP, Labels: r.Labels})
+		snap.Pods = append(snap.Pods, r.Pod())
 	}
-	return a.finishCompile(snap)
+	return snap
+}
+
+// publishLocalPods publishes the local pods at once, for a pod just given
+// its address or new labels: the nodes whose policies select it as a peer
+// (see policy.Watchers) then change their peer sets while its veth is
+// still being made, before its first packet, which they would drop
+// otherwise (and a dropped SYN is sent again only a second later); and a
+// pod relabelled away from a peer selector leaves their sets as soon. The
+// reconcile that follows would publish the same, later.
+func (a *Agent) publishLocalPods() {
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
+	allocs, err := a.store.Allocations()
+	if err != nil {
+		a.log.Debug("read pod allocations to publish them; the next reconcile does", zap.Error(err))
+		return
+	}
+	records, pods := localPods(allocs)
+	a.publishPods(records, a.filesSnapshot(pods, a.lastPodSubnets))
+}
+
+// A publish of a few pod records (a pod attached, deleted or relabelled)
+// sends them at once to the nodes whose policies name those pods (see
+// policy.Watchers), up to directPodFanout nodes; larger publishes (a
+// restart, a burst) and every other node wait for the gossip. Each update
+// costs a datagram per node it is sent to.
+const (
+	directPodUpdatesAtMost = 8
+	directPodFanout        = 32
+)
+
+// publishPods makes records this node's pods in the pod directory and
+// broadcasts what changed, first to the nodes that snap (the policies and
+// pods from files; nil: none) says are waiting for it.
+func (a *Agent) publishPods(records []policy.PodRecord, snap *policy.Snapshot) {
+	published := a.policy.dir.PublishChanges(records)
+	var first []string
+	if snap != nil && len(published.Updates) > 0 && len(published.Updates) <= directPodUpdatesAtMost {
+		pods := make([]policy.Pod, 0, len(published.Pods))
+		for _, r := range published.Pods {
+			pods = append(pods, r.Pod())
+		}
+		first = policy.Watchers(*snap, pods, directPodFanout)
+	}
+	for _, msg := range published.Updates {
+		a.members.BroadcastPods(msg, first)
+	}
 }
 
 // policyOnly marks the reason of a reconcile of the policy alone in

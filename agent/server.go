@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -88,9 +89,17 @@ func (a *Agent) serveAPI() (func(), error) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status, body = http.StatusInternalServerError, []byte(`{"code":"internal","message":"encode the answer"}`)
+	}
+	body = append(body, '\n')
 	w.Header().Set("Content-Type", "application/json")
+	// With its length said, a client has the whole answer when the
+	// handler flushes it, before the handler returns (see handleAllocate).
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	w.Write(body)
 }
 
 func writeError(w http.ResponseWriter, status int, code string, err error) {
@@ -153,7 +162,8 @@ func validPodMeta(m api.PodMeta) (api.PodMeta, error) {
 }
 
 // handleLabel changes a pod's labels; policies follow within a reconcile
-// here and a gossip round on other nodes.
+// here, and on the nodes whose policies select the pod as a peer as soon
+// as they hear of it (at once; other nodes within a gossip round).
 func (a *Agent) handleLabel(w http.ResponseWriter, r *http.Request) {
 	var req api.LabelRequest
 	if err := decode(r, &req); err != nil {
@@ -186,6 +196,9 @@ func (a *Agent) handleLabel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("pod labels changed", zap.String("container", al.ContainerID), zap.String("ifname", al.IfName), zap.Any("labels", labels))
+	if a.policy.source == PolicySourceFiles {
+		a.publishLocalPods()
+	}
 	a.trigger()
 	writeJSON(w, http.StatusOK, a.toAPI(al))
 }
@@ -233,6 +246,9 @@ func (a *Agent) handleAllocate(w http.ResponseWriter, r *http.Request) {
 	}
 	a.conntrack.SweepIfPending(al.IP)
 	a.log.Debug("pod address allocated", zap.String("container", req.ContainerID), zap.String("ifname", req.IfName), zap.Stringer("ip", al.IP), zap.Bool("existing", existing))
+	if !existing && a.policy.source == PolicySourceFiles {
+		a.publishLocalPods()
+	}
 	out := a.toAPI(al)
 	out.Existing = existing
 	writeJSON(w, http.StatusOK, out)

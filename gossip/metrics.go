@@ -14,7 +14,8 @@ type Metrics struct {
 	// Bytes counts gossip bytes by direction (sent, received) and transport.
 	Bytes *prometheus.CounterVec
 	// Messages counts memberlist protocol messages by type, and Loom's own
-	// state messages (type "state") by direction.
+	// messages (types "state" and "pods") by direction: sent (queued for
+	// gossip), direct (sent at once to chosen nodes) and received.
 	Messages *prometheus.CounterVec
 	// KeyFailures counts packets no installed key could decrypt or verify:
 	// a peer with a wrong key, or someone probing the gossip port.

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -863,5 +865,71 @@ func TestPodIsIsolatedWhenAddReturns(t *testing.T) {
 	other := addLabelled(t, nodes[0], "other", "other")
 	if err := probe(other); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("a connection to a pod no policy selects: %v, want refused (nothing listens)", err)
+	}
+}
+
+// TestPodNewsGoesFirstToItsWatchers: a pod's record goes at once, not in
+// the next gossip round, to the nodes whose policies name it as a peer,
+// and only to them. db on node1 admits web; node3 runs a pod no policy
+// selects. A web pod attached on node2 is sent to node1 alone; a pod no
+// policy names is sent to nobody; web relabelled away is sent to node1,
+// which must drop it from its peer set.
+func TestPodNewsGoesFirstToItsWatchers(t *testing.T) {
+	r := newRig(t)
+	nodes := startPolicyNodes(t, r, 3, dbAdmitsWeb())
+	db := addLabelled(t, nodes[0], "db", "db")
+	addLabelled(t, nodes[2], "bystander", "other")
+	serve(t, db.NS)
+	// node2 reads whom to tell from its pod directory: it must know db.
+	if err := rig.Eventually(30*time.Second, func() error {
+		if v, err := nodes[1].Metric("loom_pod_directory_records", `state="live"`); err != nil || v < 2 {
+			return fmt.Errorf("node2's pod directory holds %v live records (%v), want db's and bystander's", v, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	direct := func(n *rig.Node) float64 {
+		t.Helper()
+		v, err := n.Metric("loom_gossip_messages_total", `direction="direct",type="pods"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	expectDirect := func(what string, want float64) {
+		t.Helper()
+		if got := direct(nodes[1]); got != want {
+			t.Fatalf("%s: node2 has sent %v pod directory updates at once, want %v", what, got, want)
+		}
+	}
+	expectDirect("before its pods", 0)
+	web := addLabelled(t, nodes[1], "web", "web")
+	// Sent before the ADD was answered: to node1, not to node3.
+	expectDirect("web attached", 1)
+	if err := rig.Eventually(20*time.Second, func() error {
+		return connectFrom(web.NS, 40100, net.JoinHostPort(db.IP.String(), "80"))
+	}); err != nil {
+		t.Fatalf("web never reached db: %v", err)
+	}
+	addLabelled(t, nodes[1], "other", "other")
+	expectDirect("a pod no policy names attached", 1)
+	setLabels(t, web, map[string]string{"app": "other"})
+	expectDirect("web relabelled other", 2)
+	if err := rig.Eventually(20*time.Second, func() error {
+		for _, addrs := range policySetAddrs(t, nodes[0]) {
+			if slices.Contains(addrs, strconv.Quote(web.IP.String())) {
+				return fmt.Errorf("node1's peer sets still hold the relabelled web pod %s: %v", web.IP, addrs)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// node1 and node3 attached no pod a policy names.
+	for _, n := range []*rig.Node{nodes[0], nodes[2]} {
+		if v := direct(n); v != 0 {
+			t.Fatalf("%s sent %v pod directory updates at once; no policy names its pods", n.Name, v)
+		}
 	}
 }
