@@ -191,8 +191,12 @@ func (a *Agent) filesSnapshot(localPods []policy.Pod, subnets map[string][]netip
 // still being made, before its first packet, which they would drop
 // otherwise (and a dropped SYN is sent again only a second later); and a
 // pod relabelled away from a peer selector leaves their sets as soon. The
-// reconcile that follows would publish the same, later.
+// reconcile that follows would publish the same, later. Only policies
+// from files read the pod directory; other sources wait for that.
 func (a *Agent) publishLocalPods() {
+	if a.policy.source != PolicySourceFiles {
+		return
+	}
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
 	allocs, err := a.store.Allocations()

@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -89,17 +88,9 @@ func (a *Agent) serveAPI() (func(), error) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		status, body = http.StatusInternalServerError, []byte(`{"code":"internal","message":"encode the answer"}`)
-	}
-	body = append(body, '\n')
 	w.Header().Set("Content-Type", "application/json")
-	// With its length said, a client has the whole answer when the
-	// handler flushes it, before the handler returns (see handleAllocate).
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
-	w.Write(body)
+	json.NewEncoder(w).Encode(v)
 }
 
 func writeError(w http.ResponseWriter, status int, code string, err error) {
@@ -196,9 +187,7 @@ func (a *Agent) handleLabel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("pod labels changed", zap.String("container", al.ContainerID), zap.String("ifname", al.IfName), zap.Any("labels", labels))
-	if a.policy.source == PolicySourceFiles {
-		a.publishLocalPods()
-	}
+	a.publishLocalPods()
 	a.trigger()
 	writeJSON(w, http.StatusOK, a.toAPI(al))
 }
@@ -246,7 +235,7 @@ func (a *Agent) handleAllocate(w http.ResponseWriter, r *http.Request) {
 	}
 	a.conntrack.SweepIfPending(al.IP)
 	a.log.Debug("pod address allocated", zap.String("container", req.ContainerID), zap.String("ifname", req.IfName), zap.Stringer("ip", al.IP), zap.Bool("existing", existing))
-	if !existing && a.policy.source == PolicySourceFiles {
+	if !existing {
 		a.publishLocalPods()
 	}
 	out := a.toAPI(al)
