@@ -113,8 +113,8 @@ type Agent struct {
 	// savedPeers is the peer list last persisted (guarded by dpMu).
 	savedPeers string
 	// lastPodSubnets are the pod subnets of the last reconcile, by node
-	// (see podSubnets; guarded by dpMu).
-	lastPodSubnets map[string][]netip.Prefix
+	// (see podSubnets; written under dpMu, read by a pod's publish too).
+	lastPodSubnets atomic.Pointer[map[string][]netip.Prefix]
 	// conflictSince is when the loop first found an older lease holding
 	// this node's subnet; zero while none does. Only the loop uses it.
 	conflictSince time.Time
@@ -805,6 +805,7 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	if !subnet.IsValid() {
 		return time.Time{}, nil
 	}
+	listed := a.policy.dir.Mark()
 	allocs, err := a.store.Allocations()
 	if err != nil {
 		// Without its pods the desired state would cut every one of them
@@ -816,8 +817,9 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	peers := a.members.Peers()
 	d, next, excluded := desiredState(a.record(), subnet, peers, a.leases, allocs, now, a.cfg.DeadNodeGrace)
 	adopt := !a.settled(peers)
-	a.lastPodSubnets = a.podSubnets(d.Peers, adopt)
-	d.Policy = a.compilePolicy(allocs, a.lastPodSubnets)
+	subnets := a.podSubnets(d.Peers, adopt)
+	a.lastPodSubnets.Store(&subnets)
+	d.Policy = a.compilePolicy(allocs, listed, subnets)
 	a.sweepHandedOver(subnet, d.Peers)
 	a.stateMu.Lock()
 	for name, why := range excluded {

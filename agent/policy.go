@@ -130,27 +130,20 @@ func podRecord(al ipam.Allocation) policy.PodRecord {
 	return policy.PodRecord{IP: al.IP, Namespace: ns, Name: al.Name, Labels: al.Labels, Since: al.Created.Unix()}
 }
 
-// localPods are the local allocations as the pod directory's records and
-// as policies' pods, each with its veth.
-func localPods(allocs []ipam.Allocation) ([]policy.PodRecord, []policy.Pod) {
-	records, pods := podRecords(allocs), make([]policy.Pod, 0, len(allocs))
+// compilePolicy publishes the local pods, allocs as read after the pod
+// directory's mark listed, and compiles the policies in force against
+// every pod this node can reach: its own and those of other nodes in
+// subnets (see podSubnets). Called with dpMu held.
+func (a *Agent) compilePolicy(allocs []ipam.Allocation, listed uint64, subnets map[string][]netip.Prefix) *policy.Compiled {
+	p := a.policy
+	records, localPods := podRecords(allocs), make([]policy.Pod, 0, len(allocs))
 	for i, r := range records {
 		pod := r.Pod()
 		pod.HostIf = allocs[i].HostIf
-		pods = append(pods, pod)
+		localPods = append(localPods, pod)
 	}
-	return records, pods
-}
-
-// compilePolicy publishes the local pods to the pod directory and compiles
-// the policies in force against every pod this node can reach: its own
-// and those of other nodes in subnets (see podSubnets). Called with dpMu
-// held.
-func (a *Agent) compilePolicy(allocs []ipam.Allocation, subnets map[string][]netip.Prefix) *policy.Compiled {
-	p := a.policy
-	records, localPods := localPods(allocs)
 	snap := a.filesSnapshot(localPods, subnets)
-	a.publishPods(records, snap)
+	a.announcePods(p.dir.PublishChanges(records, listed), snap)
 	switch {
 	case !p.enabled():
 		return nil
@@ -185,44 +178,47 @@ func (a *Agent) filesSnapshot(localPods []policy.Pod, subnets map[string][]netip
 	return snap
 }
 
-// publishLocalPods publishes the local pods at once, for a pod just given
-// its address or new labels: the nodes whose policies select it as a peer
+// publishLocalPod publishes a local pod at once, one just given its
+// address or new labels: the nodes whose policies select it as a peer
 // (see policy.Watchers) then change their peer sets while its veth is
 // still being made, before its first packet, which they would drop
 // otherwise (and a dropped SYN is sent again only a second later); and a
 // pod relabelled away from a peer selector leaves their sets as soon. The
-// reconcile that follows would publish the same, later. Only policies
-// from files read the pod directory; other sources wait for that.
-func (a *Agent) publishLocalPods() {
+// reconcile that follows publishes all local pods, this one the same.
+// Only policies from files read the pod directory; other sources wait.
+func (a *Agent) publishLocalPod(al ipam.Allocation) {
 	if a.policy.source != PolicySourceFiles {
 		return
 	}
-	a.dpMu.Lock()
-	defer a.dpMu.Unlock()
-	allocs, err := a.store.Allocations()
-	if err != nil {
-		a.log.Debug("read pod allocations to publish them; the next reconcile does", zap.Error(err))
-		return
-	}
-	records, pods := localPods(allocs)
-	a.publishPods(records, a.filesSnapshot(pods, a.lastPodSubnets))
+	// Not under dpMu: the ADD must not wait for a reconcile. One that read
+	// the allocations before this pod's leaves its record alone (see
+	// policy.Directory.Mark).
+	a.announcePods(a.policy.dir.PublishPod(podRecord(al)), a.filesSnapshot(nil, a.podSubnetsLast()))
 }
 
-// A publish of a few pod records (a pod attached, deleted or relabelled)
-// sends them at once to the nodes whose policies name those pods (see
-// policy.Watchers), up to directPodFanout nodes; larger publishes (a
-// restart, a burst) and every other node wait for the gossip. Each update
-// costs a datagram per node it is sent to.
+// podSubnetsLast are the pod subnets of the last reconcile (nil before
+// one).
+func (a *Agent) podSubnetsLast() map[string][]netip.Prefix {
+	if p := a.lastPodSubnets.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// A publish of a few pod records (a pod given its address, deleted or
+// relabelled) sends them at once to the nodes whose policies name those
+// pods (see policy.Watchers), up to directPodFanout nodes; larger
+// publishes (a restart, a burst) and every other node wait for the
+// gossip. Each update costs a datagram per node it is sent to.
 const (
 	directPodUpdatesAtMost = 8
 	directPodFanout        = 32
 )
 
-// publishPods makes records this node's pods in the pod directory and
-// broadcasts what changed, first to the nodes that snap (the policies and
-// pods from files; nil: none) says are waiting for it.
-func (a *Agent) publishPods(records []policy.PodRecord, snap *policy.Snapshot) {
-	published := a.policy.dir.PublishChanges(records)
+// announcePods broadcasts what a publish of local pods changed, first to
+// the nodes that snap (the policies and pods from files; nil: none) says
+// are waiting for it.
+func (a *Agent) announcePods(published policy.Publication, snap *policy.Snapshot) {
 	var first []string
 	if snap != nil && len(published.Updates) > 0 && len(published.Updates) <= directPodUpdatesAtMost {
 		pods := make([]policy.Pod, 0, len(published.Pods))
@@ -252,11 +248,12 @@ func (a *Agent) reconcilePolicy(reason string) (bool, error) {
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
 	start := time.Now()
+	listed := a.policy.dir.Mark()
 	allocs, err := a.store.Allocations()
 	if err != nil {
 		return false, fmt.Errorf("read pod allocations: %w", err)
 	}
-	applied, err := a.dp.ApplyPolicy(a.compilePolicy(allocs, a.lastPodSubnets))
+	applied, err := a.dp.ApplyPolicy(a.compilePolicy(allocs, listed, a.podSubnetsLast()))
 	if applied {
 		a.metrics.observeRun(reason+policyOnly, time.Since(start), err)
 	}

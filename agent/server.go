@@ -187,7 +187,7 @@ func (a *Agent) handleLabel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("pod labels changed", zap.String("container", al.ContainerID), zap.String("ifname", al.IfName), zap.Any("labels", labels))
-	a.publishLocalPods()
+	a.publishLocalPod(al)
 	a.trigger()
 	writeJSON(w, http.StatusOK, a.toAPI(al))
 }
@@ -236,7 +236,7 @@ func (a *Agent) handleAllocate(w http.ResponseWriter, r *http.Request) {
 	a.conntrack.SweepIfPending(al.IP)
 	a.log.Debug("pod address allocated", zap.String("container", req.ContainerID), zap.String("ifname", req.IfName), zap.Stringer("ip", al.IP), zap.Bool("existing", existing))
 	if !existing {
-		a.publishLocalPods()
+		a.publishLocalPod(al)
 	}
 	out := a.toAPI(al)
 	out.Existing = existing

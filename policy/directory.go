@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/netip"
 	"slices"
 	"sync"
@@ -88,6 +89,11 @@ type Directory struct {
 	undecodable []string
 	// full is the full state push/pull sends, kept between them.
 	full fullState
+	// podsPublished counts PublishPod calls; pinned holds, by address,
+	// the count at which PublishPod made a record of this node that no
+	// PublishChanges has been given since (see Mark).
+	podsPublished uint64
+	pinned        map[netip.Addr]uint64
 }
 
 // NewDirectory returns an empty directory for node self. validate vets
@@ -95,7 +101,8 @@ type Directory struct {
 // keeps every node's records until ForgetAfter says otherwise.
 func NewDirectory(self string, validate func(PodRecord) error) *Directory {
 	return &Directory{self: self, validate: validate, now: time.Now,
-		records: map[string]map[netip.Addr]PodRecord{}, newest: map[string]uint64{}, unsaved: map[recordKey]bool{}}
+		records: map[string]map[netip.Addr]PodRecord{}, newest: map[string]uint64{}, unsaved: map[recordKey]bool{},
+		pinned: map[netip.Addr]uint64{}}
 }
 
 // ForgetAfter makes the directory drop the records of a node it does not
@@ -353,7 +360,9 @@ func (d *Directory) nextVersion(after uint64) uint64 {
 // Publish makes local (this node's current pods) the node's records:
 // new and changed pods get a new version, pods no longer present become
 // tombstones. It returns the updates to broadcast.
-func (d *Directory) Publish(local []PodRecord) [][]byte { return d.PublishChanges(local).Updates }
+func (d *Directory) Publish(local []PodRecord) [][]byte {
+	return d.PublishChanges(local, math.MaxUint64).Updates
+}
 
 // Publication is what one Publish changed.
 type Publication struct {
@@ -365,47 +374,83 @@ type Publication struct {
 	Pods []PodRecord
 }
 
-// PublishChanges is Publish, saying which pods its updates concern.
-func (d *Directory) PublishChanges(local []PodRecord) Publication {
+// Mark is taken before reading the list of local pods given to
+// PublishChanges: the records PublishPod makes after it may be newer than
+// the list (a pod allocated or relabelled meanwhile), and PublishChanges
+// leaves them alone rather than take them back.
+func (d *Directory) Mark() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.podsPublished
+}
+
+// PublishChanges is Publish of a list read after listed (see Mark), saying
+// which pods its updates concern.
+func (d *Directory) PublishChanges(local []PodRecord, listed uint64) Publication {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out Publication
 	want := map[netip.Addr]PodRecord{}
 	for _, r := range local {
-		r.Node = d.self
 		want[r.IP] = r
 	}
-	for ip, have := range d.records[d.self] {
-		if have.Deleted {
-			continue
-		}
-		if _, ok := want[ip]; !ok {
-			tomb := PodRecord{Node: d.self, IP: ip, Deleted: true, Version: d.nextVersion(have.Version)}
-			d.store(tomb)
-			if b, err := EncodeRecord(tomb); err == nil {
-				out.Updates = append(out.Updates, b)
-				out.Pods = append(out.Pods, have)
-			}
+	for ip, n := range d.pinned {
+		if n > listed {
+			delete(want, ip)
+		} else {
+			delete(d.pinned, ip)
 		}
 	}
-	for ip, r := range want {
-		have, ok := d.record(recordKey{d.self, ip})
-		if ok && sameRecord(have, r) {
+	for ip, have := range d.records[d.self] {
+		if _, ok := want[ip]; ok || have.Deleted || d.pinned[ip] > listed {
 			continue
 		}
-		r.Version = d.nextVersion(have.Version)
-		b, err := EncodeRecord(r)
-		if err != nil {
-			continue // refused at ADD or label time; never half-published
-		}
-		d.store(r)
-		out.Updates = append(out.Updates, b)
-		out.Pods = append(out.Pods, r)
-		if ok && !have.Deleted {
+		tomb := PodRecord{Node: d.self, IP: ip, Deleted: true, Version: d.nextVersion(have.Version)}
+		d.store(tomb)
+		if b, err := EncodeRecord(tomb); err == nil {
+			out.Updates = append(out.Updates, b)
 			out.Pods = append(out.Pods, have)
 		}
 	}
+	for _, r := range want {
+		d.publish(r, &out)
+	}
 	return out
+}
+
+// PublishPod makes r this node's record of its address, leaving its other
+// records as they are: for a pod just given its address or new labels,
+// published before the next Publish, which reads them all. A list of
+// local pods read before this (see Mark) does not take it back.
+func (d *Directory) PublishPod(r PodRecord) Publication {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.podsPublished++
+	d.pinned[r.IP] = d.podsPublished
+	var out Publication
+	d.publish(r, &out)
+	return out
+}
+
+// publish makes r this node's record of its address unless it already
+// is, adding what changed to out. Called with mu held.
+func (d *Directory) publish(r PodRecord, out *Publication) {
+	r.Node = d.self
+	have, ok := d.record(recordKey{d.self, r.IP})
+	if ok && sameRecord(have, r) {
+		return
+	}
+	r.Version = d.nextVersion(have.Version)
+	b, err := EncodeRecord(r)
+	if err != nil {
+		return // refused at ADD or label time; never half-published
+	}
+	d.store(r)
+	out.Updates = append(out.Updates, b)
+	out.Pods = append(out.Pods, r)
+	if ok && !have.Deleted {
+		out.Pods = append(out.Pods, have)
+	}
 }
 
 // RecordsIn returns the live records of the nodes subnets names whose

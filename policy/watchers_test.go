@@ -218,9 +218,57 @@ func TestPublicationNamesThePods(t *testing.T) {
 		{"relabelled", []PodRecord{rec("", "10.244.0.2", map[string]string{"app": "db"})}, 1, []string{"10.244.0.2=db", "10.244.0.2=web"}},
 		{"deleted", nil, 1, []string{"10.244.0.2=db"}},
 	} {
-		pub := d.PublishChanges(step.local)
+		pub := d.PublishChanges(step.local, d.Mark())
 		if len(pub.Updates) != step.updates || !slices.Equal(labels(pub.Pods), step.wantLabels) {
 			t.Fatalf("%s: %d updates for pods %v, want %d for %v", step.name, len(pub.Updates), labels(pub.Pods), step.updates, step.wantLabels)
 		}
 	}
+}
+
+// TestPublishedPodsOutliveOlderLists: a pod published on its own (given
+// its address, or relabelled) is not taken back by a publish of the local
+// pods listed before it, which would tell every node it is gone (and
+// have them delete its flows); a list read after it is the truth again.
+func TestPublishedPodsOutliveOlderLists(t *testing.T) {
+	d := NewDirectory("a", nil)
+	a := rec("", "10.244.0.2", map[string]string{"app": "web"})
+	b := rec("", "10.244.0.3", map[string]string{"app": "web"})
+	d.Publish([]PodRecord{a})
+	before := d.Mark()
+	if pub := d.PublishPod(b); len(pub.Updates) != 1 {
+		t.Fatalf("publishing a new pod made %d updates, want 1", len(pub.Updates))
+	}
+	if pub := d.PublishChanges([]PodRecord{a}, before); len(pub.Updates) != 0 {
+		t.Fatalf("a list read before the new pod made %d updates (%v), want none", len(pub.Updates), pub.Pods)
+	}
+	before = d.Mark()
+	relabelled := a
+	relabelled.Labels = map[string]string{"app": "db"}
+	d.PublishPod(relabelled)
+	if pub := d.PublishChanges([]PodRecord{a, b}, before); len(pub.Updates) != 0 {
+		t.Fatalf("a list read before the relabel made %d updates (%v), want none", len(pub.Updates), pub.Pods)
+	}
+	if got := d.Local(); !slices.EqualFunc(got, []PodRecord{relabelled, b}, func(x, y PodRecord) bool {
+		return x.IP == y.IP && x.Labels["app"] == y.Labels["app"]
+	}) {
+		t.Fatalf("this node's records are %v, want the relabelled pod and the new one", got)
+	}
+	// Read after both: b is gone now.
+	if pub := d.PublishChanges([]PodRecord{relabelled}, d.Mark()); len(pub.Updates) != 1 || pub.Pods[0].IP != b.IP {
+		t.Fatalf("a list read after them made updates for %v, want b's deletion", pub.Pods)
+	}
+}
+
+// Local returns this node's live records by address, for tests.
+func (d *Directory) Local() []PodRecord {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []PodRecord
+	for _, r := range d.records[d.self] {
+		if !r.Deleted {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(x, y PodRecord) int { return x.IP.Compare(y.IP) })
+	return out
 }
