@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"iter"
 	"net/netip"
 	"slices"
 	"sort"
@@ -142,8 +143,16 @@ func (a *Agent) compilePolicy(allocs []ipam.Allocation, listed uint64, subnets m
 		pod.HostIf = allocs[i].HostIf
 		localPods = append(localPods, pod)
 	}
-	snap := a.filesSnapshot(localPods, subnets)
-	a.announcePods(p.dir.PublishChanges(records, listed), snap)
+	snap := a.filesPolicies()
+	var pods iter.Seq[policy.Pod]
+	if snap != nil {
+		snap.Pods = localPods
+		for pod := range p.dir.PodsIn(subnets) {
+			snap.Pods = append(snap.Pods, pod)
+		}
+		pods = slices.Values(snap.Pods)
+	}
+	a.announcePods(p.dir.PublishChanges(records, listed), snap, pods)
 	switch {
 	case !p.enabled():
 		return nil
@@ -157,10 +166,10 @@ func (a *Agent) compilePolicy(allocs []ipam.Allocation, listed uint64, subnets m
 	return a.finishCompile(*snap)
 }
 
-// filesSnapshot is what policies from files are compiled from: the set
-// in force, the local pods and the pod directory's records of the pods
-// in subnets. Nil for another source, or before a good file set loaded.
-func (a *Agent) filesSnapshot(localPods []policy.Pod, subnets map[string][]netip.Prefix) *policy.Snapshot {
+// filesPolicies is the set of policies from files in force, as a
+// snapshot without pods. Nil for another source, or before a good file
+// set loaded.
+func (a *Agent) filesPolicies() *policy.Snapshot {
 	p := a.policy
 	if p.source != PolicySourceFiles {
 		return nil
@@ -171,11 +180,7 @@ func (a *Agent) filesSnapshot(localPods []policy.Pod, subnets map[string][]netip
 	if !loaded {
 		return nil
 	}
-	snap := &policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces, Pods: localPods}
-	for _, r := range p.dir.RecordsIn(subnets) {
-		snap.Pods = append(snap.Pods, r.Pod())
-	}
-	return snap
+	return &policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces}
 }
 
 // publishLocalPod publishes a local pod at once, one just given its
@@ -193,7 +198,7 @@ func (a *Agent) publishLocalPod(al ipam.Allocation) {
 	// Not under dpMu: the ADD must not wait for a reconcile. One that read
 	// the allocations before this pod's leaves its record alone (see
 	// policy.Directory.Mark).
-	a.announcePods(a.policy.dir.PublishPod(podRecord(al)), a.filesSnapshot(nil, a.podSubnetsLast()))
+	a.announcePods(a.policy.dir.PublishPod(podRecord(al)), a.filesPolicies(), a.policy.dir.PodsIn(a.podSubnetsLast()))
 }
 
 // podSubnetsLast are the pod subnets of the last reconcile (nil before
@@ -216,16 +221,16 @@ const (
 )
 
 // announcePods broadcasts what a publish of local pods changed, first to
-// the nodes that snap (the policies and pods from files; nil: none) says
-// are waiting for it.
-func (a *Agent) announcePods(published policy.Publication, snap *policy.Snapshot) {
+// the nodes running pods whose policies from files (snap; nil: none) are
+// waiting for it.
+func (a *Agent) announcePods(published policy.Publication, snap *policy.Snapshot, pods iter.Seq[policy.Pod]) {
 	var first []string
 	if snap != nil && len(published.Updates) > 0 && len(published.Updates) <= directPodUpdatesAtMost {
-		pods := make([]policy.Pod, 0, len(published.Pods))
+		changed := make([]policy.Pod, 0, len(published.Pods))
 		for _, r := range published.Pods {
-			pods = append(pods, r.Pod())
+			changed = append(changed, r.Pod())
 		}
-		first = policy.Watchers(*snap, pods, directPodFanout)
+		first = policy.Watchers(*snap, changed, pods, directPodFanout)
 	}
 	for _, msg := range published.Updates {
 		a.members.BroadcastPods(msg, first)

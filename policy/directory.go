@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"math"
 	"net/netip"
@@ -453,22 +454,25 @@ func (d *Directory) publish(r PodRecord, out *Publication) {
 	}
 }
 
-// RecordsIn returns the live records of the nodes subnets names whose
-// addresses are in that node's subnets: the pods policies may select.
-// It reads only those nodes' records.
-func (d *Directory) RecordsIn(subnets map[string][]netip.Prefix) []PodRecord {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var out []PodRecord
-	for node, prefixes := range subnets {
-		if node == d.self {
-			continue
-		}
-		for ip, r := range d.records[node] {
-			if !r.Deleted && slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Contains(ip) }) {
-				out = append(out, r)
+// PodsIn yields the pods of the live records of the nodes subnets names
+// whose addresses are in that node's subnets: the pods policies may
+// select. It reads only those nodes' records, in no order, and copies
+// none that the caller does not take: a new pod's publish reads until it
+// has found enough (see Watchers), where copying 100,000 records took
+// 50 ms. The directory is locked while they are read.
+func (d *Directory) PodsIn(subnets map[string][]netip.Prefix) iter.Seq[Pod] {
+	return func(yield func(Pod) bool) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for node, prefixes := range subnets {
+			if node == d.self {
+				continue
+			}
+			for ip, r := range d.records[node] {
+				if !r.Deleted && slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Contains(ip) }) && !yield(r.Pod()) {
+					return
+				}
 			}
 		}
 	}
-	return out
 }

@@ -307,9 +307,9 @@ func FuzzDirectoryMerge(f *testing.F) {
 	})
 }
 
-// RecordsIn returns the live pods of the nodes named, in their subnets
-// only, and never this node's own or a deleted pod.
-func TestDirectoryRecordsIn(t *testing.T) {
+// PodsIn yields the live pods of the nodes named, in their subnets only,
+// and never this node's own or a deleted pod.
+func TestDirectoryPodsIn(t *testing.T) {
 	d := NewDirectory("self", nil)
 	for node, ips := range map[string][]string{
 		"a":    {"10.244.1.2", "10.244.1.3", "10.244.9.2"},
@@ -326,12 +326,12 @@ func TestDirectoryRecordsIn(t *testing.T) {
 			deliver(t, d, src.Publish(pods[1:])) // 10.244.1.2 deleted
 		}
 	}
-	got := d.RecordsIn(map[string][]netip.Prefix{
+	got := slices.Collect(d.PodsIn(map[string][]netip.Prefix{
 		"a":    {netip.MustParsePrefix("10.244.1.0/24")},
 		"self": {netip.MustParsePrefix("10.244.3.0/24")},
 		"gone": {netip.MustParsePrefix("10.244.4.0/24")},
-	})
+	}))
 	if len(got) != 1 || got[0].Node != "a" || got[0].IP != netip.MustParseAddr("10.244.1.3") {
-		t.Fatalf("RecordsIn = %+v, want a's live pod in its subnet, 10.244.1.3, only", got)
+		t.Fatalf("PodsIn = %+v, want a's live pod in its subnet, 10.244.1.3, only", got)
 	}
 }

@@ -1,44 +1,56 @@
 package policy
 
 import (
+	"iter"
 	"slices"
 
 	networkingv1 "k8s.io/api/networking/v1"
 )
 
 // Watchers returns the nodes (at most limit, in no particular order) that
-// run a pod whose policies name one of pods as a peer by selector: the
+// run a pod, among others, whose policies name one of pods as a peer by
+// selector: the
 // nodes whose peer sets, or named-port rules, change when those pods come,
 // go or change labels. A rule that admits everyone, or address blocks
-// only, names no pod. Pods without a Node, and this node's own (HostIf
-// set), are not counted: this node compiles its own pods' rules itself.
+// only, names no pod. The policies and namespaces are s's (its pods are
+// not read). Pods without a Node, and this node's own (HostIf set), are
+// not counted: this node compiles its own pods' rules itself.
 //
 // A new pod's first packets to a pod elsewhere that admits it by label are
 // dropped until that pod's node has the new address in its peer set; the
 // agent sends pod news to these nodes at once instead of waiting for a
 // gossip round to carry it there.
-func Watchers(s Snapshot, pods []Pod, limit int) []string {
+func Watchers(s Snapshot, pods []Pod, others iter.Seq[Pod], limit int) []string {
 	if len(pods) == 0 || limit <= 0 {
 		return nil
 	}
-	c := &compiler{snap: &s, out: &Compiled{}, nsPods: podsByNamespace(s.Pods)}
+	c := &compiler{snap: &s, out: &Compiled{}}
+	var naming []*networkingv1.NetworkPolicy
+	for i := range s.Policies {
+		if c.namesAnyAsPeer(&s.Policies[i], pods) {
+			naming = append(naming, &s.Policies[i])
+		}
+	}
+	if len(naming) == 0 {
+		return nil
+	}
+	// One pass over the pods, without indexing them: this runs on every
+	// ADD, and at 100,000 pods the index cost more than the pass.
 	seen := map[string]bool{}
 	var out []string
-	for i := range s.Policies {
-		pol := &s.Policies[i]
-		if !c.namesAnyAsPeer(pol, pods) {
+	for w := range others {
+		if w.Node == "" || w.Local() || seen[w.Node] {
 			continue
 		}
-		for _, j := range c.nsPods[pol.Namespace] {
-			w := &s.Pods[j]
-			if w.Node == "" || w.Local() || seen[w.Node] || !c.selects(&pol.Spec.PodSelector, w.Labels) {
-				continue
+		for _, pol := range naming {
+			if pol.Namespace == w.Namespace && c.selects(&pol.Spec.PodSelector, w.Labels) {
+				seen[w.Node] = true
+				out = append(out, w.Node)
+				break
 			}
-			seen[w.Node] = true
-			out = append(out, w.Node)
-			if len(out) == limit {
-				return out
-			}
+		}
+		if len(out) == limit {
+			break
 		}
 	}
 	return out

@@ -69,7 +69,7 @@ func TestWatchers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			snap := Snapshot{Policies: []networkingv1.NetworkPolicy{tc.policy}, Pods: watcherPods(), NamedPortsKnown: tc.namedPorts}
-			got := Watchers(snap, tc.pods, 32)
+			got := Watchers(snap, tc.pods, slices.Values(snap.Pods), 32)
 			slices.Sort(got)
 			if !slices.Equal(got, tc.want) {
 				t.Fatalf("Watchers = %v, want %v", got, tc.want)
@@ -77,7 +77,7 @@ func TestWatchers(t *testing.T) {
 		})
 	}
 	snap := Snapshot{Policies: []networkingv1.NetworkPolicy{ingress(appIs("db"), networkingv1.NetworkPolicyPeer{PodSelector: appIs("web")})}, Pods: watcherPods()}
-	if got := Watchers(snap, []Pod{web}, 1); len(got) != 1 {
+	if got := Watchers(snap, []Pod{web}, slices.Values(snap.Pods), 1); len(got) != 1 {
 		t.Fatalf("Watchers with limit 1 = %v, want one node", got)
 	}
 }
@@ -159,7 +159,7 @@ func TestWatchersMissNoNode(t *testing.T) {
 		local := newPod
 		local.HostIf = "loom-new"
 		mine.Pods = append(mine.Pods, local)
-		watchers := Watchers(mine, []Pod{newPod}, len(nodes))
+		watchers := Watchers(mine, []Pod{newPod}, slices.Values(mine.Pods), len(nodes))
 		for _, node := range nodes[1:] {
 			// The node's view: its pods are the local ones.
 			view := func(with bool) string {
