@@ -667,10 +667,10 @@ func (a *Agent) loop(ctx context.Context) error {
 		case <-a.members.Changes():
 			reason = "membership"
 		case <-a.members.PodChanges():
-			// Only policies from files read other nodes' pods: without them
-			// the kernel has nothing to change (the loop saves the
-			// directory all the same).
-			if a.policy.source == PolicySourceFiles {
+			// Only policies read other nodes' pods: without them the
+			// kernel has nothing to change (the loop saves the directory
+			// all the same).
+			if a.policy.readsPodDirectory() {
 				pace("pods")
 			}
 		case <-a.kick:

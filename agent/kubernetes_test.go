@@ -196,7 +196,7 @@ func TestClusterViewInForce(t *testing.T) {
 		t.Error("a view did not ask for a reconcile")
 	}
 	// What CNI_ARGS told the agent: no labels; the view brings them.
-	c := a.compileKubernetes([]policy.Pod{{Namespace: "x", Name: "a", IP: ip, HostIf: "lmxa"}})
+	c := a.compileKubernetes([]policy.Pod{{Namespace: "x", Name: "a", IP: ip, HostIf: "lmxa"}}, nil)
 	if len(c.Pods) != 1 || c.Pods[0].Ingress == nil || c.Pods[0].Egress != nil {
 		t.Fatalf("compiled pods %+v, want x/a isolated for ingress only", c.Pods)
 	}

@@ -37,12 +37,14 @@ type policyState struct {
 	// mu guards the fields below.
 	mu   sync.Mutex
 	objs policy.Objects
-	// clusterPods are the pods of the Kubernetes source's last view.
-	clusterPods []policy.Pod
-	loaded      bool
-	loadErr     error
-	loadedAt    time.Time
-	compiled    *policy.Compiled
+	// clusterPods are the pods of the Kubernetes source's last view;
+	// addressesAwaited, that some have no address yet.
+	clusterPods      []policy.Pod
+	addressesAwaited bool
+	loaded           bool
+	loadErr          error
+	loadedAt         time.Time
+	compiled         *policy.Compiled
 }
 
 // enabled reports whether policies are enforced at all.
@@ -93,9 +95,23 @@ func (a *Agent) reloadPolicies(dir string) {
 // setObjects puts a policy set in force, with the cluster's pods when the
 // source knows them (Kubernetes; nil for files).
 func (p *policyState) setObjects(objs policy.Objects, clusterPods []policy.Pod) {
+	waiting := slices.ContainsFunc(clusterPods, func(pod policy.Pod) bool { return !pod.IP.IsValid() })
 	p.mu.Lock()
 	p.objs, p.clusterPods, p.loaded, p.loadedAt = objs, clusterPods, true, time.Now()
+	p.addressesAwaited = waiting
 	p.mu.Unlock()
+}
+
+// readsPodDirectory reports whether other nodes' pod records change what
+// is enforced: always with policies from files, and with the Kubernetes
+// source while the API has not said the address of some scheduled pod.
+func (p *policyState) readsPodDirectory() bool {
+	if p.source == PolicySourceFiles {
+		return true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.source == PolicySourceKubernetes && p.addressesAwaited
 }
 
 // policyLoaded records the outcome of reading the policy source: nil
@@ -157,7 +173,7 @@ func (a *Agent) compilePolicy(allocs []ipam.Allocation, listed uint64, subnets m
 	case !p.enabled():
 		return nil
 	case p.source == PolicySourceKubernetes:
-		return a.compileKubernetes(localPods)
+		return a.compileKubernetes(localPods, subnets)
 	case snap == nil:
 		// Nothing loaded yet (never a good file set): enforce nothing rather
 		// than guess.
@@ -190,9 +206,11 @@ func (a *Agent) filesPolicies() *policy.Snapshot {
 // otherwise (and a dropped SYN is sent again only a second later); and a
 // pod relabelled away from a peer selector leaves their sets as soon. The
 // reconcile that follows publishes all local pods, this one the same.
-// Only policies from files read the pod directory; other sources wait.
+// With the Kubernetes source, other nodes take the pod's address from its
+// record until kubelet reports it (see policy.WithAddresses); the record
+// goes by gossip alone, as the pod's labels are the API's.
 func (a *Agent) publishLocalPod(al ipam.Allocation) {
-	if a.policy.source != PolicySourceFiles {
+	if !a.policy.enabled() {
 		return
 	}
 	// Not under dpMu: the ADD must not wait for a reconcile. One that read
@@ -267,14 +285,16 @@ func (a *Agent) reconcilePolicy(reason string) (bool, error) {
 
 // compileKubernetes compiles the Kubernetes source's last view: its
 // policies, namespaces and pods, with this node's attachments matched to
-// their Pod objects.
-func (a *Agent) compileKubernetes(localPods []policy.Pod) *policy.Compiled {
+// their Pod objects, and the addresses the API does not say yet taken
+// from the records other nodes in subnets published of their pods.
+func (a *Agent) compileKubernetes(localPods []policy.Pod, subnets map[string][]netip.Prefix) *policy.Compiled {
 	p := a.policy
 	p.mu.Lock()
 	objs, cluster := p.objs, p.clusterPods
 	p.mu.Unlock()
+	pods := policy.WithAddresses(policy.WithLocal(cluster, localPods), p.dir.PodsIn(subnets))
 	return a.finishCompile(policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces,
-		Pods: policy.WithLocal(cluster, localPods), NamedPortsKnown: true})
+		Pods: pods, NamedPortsKnown: true})
 }
 
 // finishCompile compiles snap, keeps the result for loomctl policy and

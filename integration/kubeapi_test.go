@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -176,5 +178,70 @@ func TestKubernetesNodeDeletionFreesSubnet(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestKubernetesPodAdmittedBeforeKubeletReportsIt: kubelet writes a pod's
+// address into the API only after its sandbox is up, and the pod may be
+// talking by then. Until it does, other nodes take the address from the
+// record the pod's own node published (the pod directory): a web pod
+// whose Pod object has no address yet reaches a db on another node that
+// admits app=web, and the db's node has its address in the peer set.
+func TestKubernetesPodAdmittedBeforeKubeletReportsIt(t *testing.T) {
+	r := newRig(t)
+	apiServer := rig.NewFakeAPIServer()
+	apiServer.Set(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}})
+	apiServer.Set(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db-from-web"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
+			}}},
+		}})
+	nodes := startKubeNodes(t, r, apiServer, 2)
+	podObject := func(name, node string, p *rig.Pod) *corev1.Pod {
+		o := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, Labels: map[string]string{"app": name}},
+			Spec: corev1.PodSpec{NodeName: node}, Status: corev1.PodStatus{Phase: corev1.PodPending}}
+		if p != nil {
+			o.Status.Phase, o.Status.PodIP = corev1.PodRunning, p.IP.String()
+		}
+		return o
+	}
+	addKubePod := func(n *rig.Node, name string) *rig.Pod {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		p, err := n.AddPodWithArgs(ctx, name, [][2]string{{"K8S_POD_NAMESPACE", "shop"}, {"K8S_POD_NAME", name}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	db := addKubePod(nodes[0], "db")
+	apiServer.Set(podObject("db", "node1", db))
+	other := addKubePod(nodes[1], "other")
+	apiServer.Set(podObject("other", "node2", other))
+	addr := net.JoinHostPort(db.IP.String(), "8080")
+	serveIn(t, db.NS, addr)
+	// The policy is in force: a pod it does not admit is cut off.
+	if err := rig.Eventually(30*time.Second, func() error {
+		if dialFrom(other.NS, addr) == nil {
+			return fmt.Errorf("other still reaches db")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Scheduled to node2; kubelet never reports its address here.
+	apiServer.Set(podObject("web", "node2", nil))
+	web := addKubePod(nodes[1], "web")
+	if err := rig.Eventually(30*time.Second, func() error { return dialFrom(web.NS, addr) }); err != nil {
+		t.Fatalf("web, its address not in the API, never reached db: %v", err)
+	}
+	found := false
+	for _, addrs := range policySetAddrs(t, nodes[0]) {
+		found = found || slices.Contains(addrs, strconv.Quote(web.IP.String()))
+	}
+	if !found {
+		t.Fatalf("node1's peer sets %v do not hold web's address %s", policySetAddrs(t, nodes[0]), web.IP)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/netip"
 	"slices"
 	"strings"
@@ -22,7 +23,9 @@ type ClusterView struct {
 	Policies []networkingv1.NetworkPolicy `json:"policies"`
 	// Namespaces maps a namespace name to its labels.
 	Namespaces map[string]map[string]string `json:"namespaces"`
-	// Pods are the running pods with an IPv4 address on the pod network.
+	// Pods are the running pods with an IPv4 address on the pod network,
+	// and the pods scheduled to a node whose address the API does not
+	// say yet (see WithAddresses).
 	Pods []Pod `json:"pods"`
 	// Errors name the policies the API server accepted but Loom cannot
 	// enforce, and why; they are not in Policies.
@@ -36,8 +39,9 @@ type ClusterView struct {
 
 // NewClusterView validates and orders what a cluster holds: a policy Loom
 // cannot enforce is left out and named in Errors, a pod without an IPv4
-// address is left out. Both ends of the stream apply it, so loomd never
-// trusts a view more than the files it reads itself.
+// address is left out unless it names its node (its address is still to
+// come). Both ends of the stream apply it, so loomd never trusts a view
+// more than the files it reads itself.
 func NewClusterView(policies []networkingv1.NetworkPolicy, namespaces map[string]map[string]string, pods []Pod) ClusterView {
 	v := ClusterView{Namespaces: namespaces, Policies: []networkingv1.NetworkPolicy{}, Pods: []Pod{}}
 	if v.Namespaces == nil {
@@ -58,7 +62,7 @@ func NewClusterView(policies []networkingv1.NetworkPolicy, namespaces map[string
 		return strings.Compare(policyName(&a), policyName(&b))
 	})
 	for _, p := range pods {
-		if p.IP.Is4() {
+		if p.IP.Is4() || (!p.IP.IsValid() && p.Node != "") {
 			p.HostIf = ""
 			v.Pods = append(v.Pods, p)
 		}
@@ -106,6 +110,33 @@ func ReadClusterViews(r io.Reader, fn func(ClusterView)) error {
 		checked.Nodes, checked.NodesListed = v.Nodes, v.NodesListed
 		fn(checked)
 	}
+}
+
+// WithAddresses gives the pods of the cluster's view that the API has no
+// address for yet the address their node published for them (the pod
+// directory's record of the same namespace and name, from the Pod's
+// node), and leaves out those still without one. Kubelet writes a pod's
+// address into the API only after its sandbox is up, about a second after
+// the ADD, and the pod may be talking by then: policies elsewhere that
+// admit it by label would drop its first packets until then.
+func WithAddresses(cluster []Pod, published iter.Seq[Pod]) []Pod {
+	type key struct{ node, ns, name string }
+	waiting := map[key]int{}
+	for i, p := range cluster {
+		if !p.IP.IsValid() {
+			waiting[key{p.Node, p.Namespace, p.Name}] = i
+		}
+	}
+	if len(waiting) == 0 {
+		return cluster
+	}
+	out := slices.Clone(cluster)
+	for p := range published {
+		if i, ok := waiting[key{p.Node, p.Namespace, p.Name}]; ok && p.Name != "" && p.IP.Is4() {
+			out[i].IP = p.IP
+		}
+	}
+	return slices.DeleteFunc(out, func(p Pod) bool { return !p.IP.IsValid() })
 }
 
 // WithLocal joins the cluster's view of pods with this node's

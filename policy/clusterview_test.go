@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,7 +13,8 @@ import (
 
 // TestReadClusterViewsChecksAgain: what arrives on the stream is checked as
 // if it came from a file: a policy that does not validate is left out and
-// named, a pod without an IPv4 address is left out, and the reader stops
+// named, a pod without an IPv4 address is left out unless it names its
+// node and has none yet, and the reader stops
 // with an error naming the view that is not one.
 func TestReadClusterViewsChecksAgain(t *testing.T) {
 	var stream bytes.Buffer
@@ -26,6 +28,8 @@ func TestReadClusterViewsChecksAgain(t *testing.T) {
 			{Namespace: "x", Name: "a", IP: netip.MustParseAddr("10.244.0.10"), HostIf: "lmxa"},
 			{Namespace: "x", Name: "v6", IP: netip.MustParseAddr("fd00::1")},
 			{Namespace: "x", Name: "none"},
+			{Namespace: "x", Name: "scheduled", Node: "n2"},
+			{Namespace: "x", Name: "v6-scheduled", IP: netip.MustParseAddr("fd00::2"), Node: "n2"},
 		},
 		Errors: []string{"NetworkPolicy x/earlier: from the helper"},
 	}
@@ -45,8 +49,8 @@ func TestReadClusterViewsChecksAgain(t *testing.T) {
 	if len(v.Policies) != 1 || v.Policies[0].Name != "ok" {
 		t.Errorf("policies = %+v, want x/ok only", v.Policies)
 	}
-	if len(v.Pods) != 1 || v.Pods[0].Name != "a" || v.Pods[0].HostIf != "" {
-		t.Errorf("pods = %+v, want x/a only, without a host interface", v.Pods)
+	if len(v.Pods) != 2 || v.Pods[0].Name != "a" || v.Pods[0].HostIf != "" || v.Pods[1].Name != "scheduled" || v.Pods[1].Node != "n2" {
+		t.Errorf("pods = %+v, want x/a without a host interface, and x/scheduled (on n2, its address to come)", v.Pods)
 	}
 	if v.Namespaces == nil {
 		t.Error("namespaces nil, want an empty map")
@@ -54,5 +58,32 @@ func TestReadClusterViewsChecksAgain(t *testing.T) {
 	_, err = v.Objects()
 	if err == nil || !strings.Contains(err.Error(), "x/earlier") || !strings.Contains(err.Error(), "NetworkPolicy x/Not_A_Name: metadata.name") {
 		t.Errorf("view errors = %v, want the helper's and the reader's", err)
+	}
+}
+
+// TestWithAddresses: a pod the API has no address for takes the one its
+// own node published for it under its namespace and name, never another
+// node's, and is left out while there is none.
+func TestWithAddresses(t *testing.T) {
+	ip := netip.MustParseAddr
+	cluster := []Pod{
+		{Namespace: "x", Name: "known", IP: ip("10.244.1.2")},
+		{Namespace: "x", Name: "web", Node: "n2", Labels: map[string]string{"app": "web"}},
+		{Namespace: "x", Name: "db", Node: "n3"},
+		{Namespace: "x", Name: "late", Node: "n2"},
+	}
+	published := []Pod{
+		{Namespace: "x", Name: "web", Node: "n2", IP: ip("10.244.2.7")},
+		{Namespace: "x", Name: "db", Node: "n2", IP: ip("10.244.2.8")}, // another node's claim
+		{Namespace: "x", Name: "known", Node: "n1", IP: ip("10.244.1.9")},
+	}
+	got := WithAddresses(cluster, slices.Values(published))
+	want := []Pod{cluster[0], cluster[1]}
+	want[1].IP = ip("10.244.2.7")
+	if len(got) != len(want) || got[0].IP != want[0].IP || got[1].Name != "web" || got[1].IP != want[1].IP || got[1].Labels["app"] != "web" {
+		t.Fatalf("WithAddresses = %+v, want %+v", got, want)
+	}
+	if cluster[1].IP.IsValid() {
+		t.Fatal("WithAddresses changed the view it was given")
 	}
 }

@@ -34,8 +34,9 @@ type Pod struct {
 	// node; empty for remote pods. Only this node knows it.
 	HostIf string `json:"-"`
 	// Node names the node that runs the pod when the source says (the pod
-	// directory does); empty when it does not.
-	Node string `json:"-"`
+	// directory, and the Kubernetes API for a scheduled pod); empty when it
+	// does not.
+	Node string `json:"node,omitempty"`
 }
 
 // Local reports whether the pod runs on this node.

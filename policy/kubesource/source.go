@@ -148,11 +148,15 @@ func (s *Source) View() (policy.ClusterView, error) {
 		if p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		ip, err := netip.ParseAddr(p.Status.PodIP)
-		if err != nil || !ip.Is4() {
+		pod := policy.Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, NamedPorts: namedPorts(p)}
+		if p.Status.PodIP == "" {
+			// Scheduled, its address not reported yet: loomd may know it
+			// from the pod's node (policy.WithAddresses).
+			pod.Node = p.Spec.NodeName
+		} else if pod.IP, err = netip.ParseAddr(p.Status.PodIP); err != nil || !pod.IP.Is4() {
 			continue
 		}
-		pods = append(pods, policy.Pod{Namespace: p.Namespace, Name: p.Name, IP: ip, Labels: p.Labels, NamedPorts: namedPorts(p)})
+		pods = append(pods, pod)
 	}
 	v := policy.NewClusterView(policies, namespaces, pods)
 	if s.nodes != nil {

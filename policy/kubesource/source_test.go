@@ -92,13 +92,21 @@ func TestTrimKeepsWhatViewsRead(t *testing.T) {
 		}
 		return twice.(runtime.Object)
 	}
-	whole := view(pod, ns, pol)
-	trimmed := view(trim(pod), trim(ns), trim(pol))
+	// Scheduled, its address not reported yet: in the view with its node.
+	scheduled := pod.DeepCopy()
+	scheduled.Name, scheduled.Status.PodIP, scheduled.Spec.NodeName = "b", "", "n2"
+	unscheduled := scheduled.DeepCopy()
+	unscheduled.Name, unscheduled.Spec.NodeName, unscheduled.Status.Phase = "c", "", corev1.PodPending
+	whole := view(pod, scheduled, unscheduled, ns, pol)
+	trimmed := view(trim(pod), trim(scheduled), trim(unscheduled), trim(ns), trim(pol))
 	if !reflect.DeepEqual(whole, trimmed) {
 		t.Errorf("views differ:\nwhole   %+v\ntrimmed %+v", whole, trimmed)
 	}
-	if len(whole.Pods) != 1 || whole.Pods[0].NamedPorts["http"].Port != 8080 || len(whole.Policies) != 1 {
+	if len(whole.Pods) != 2 || whole.Pods[0].NamedPorts["http"].Port != 8080 || len(whole.Policies) != 1 {
 		t.Fatalf("view of the whole objects: %+v", whole)
+	}
+	if b := whole.Pods[1]; b.Name != "b" || b.Node != "n2" || b.IP.IsValid() {
+		t.Fatalf("the scheduled pod in the view: %+v, want b on n2 without an address", b)
 	}
 	if p := trim(pod).(*corev1.Pod); p.Annotations != nil || p.ManagedFields != nil || p.Spec.Containers[0].Image != "" {
 		t.Errorf("trimmed pod still carries %+v", p)

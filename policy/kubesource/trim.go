@@ -32,10 +32,10 @@ func trimMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
 }
 
 // trimPod keeps what policies read of a pod: labels, host networking,
-// named container ports, phase and address.
+// named container ports, phase, address and node.
 func trimPod(p *corev1.Pod) *corev1.Pod {
 	out := &corev1.Pod{ObjectMeta: trimMeta(p.ObjectMeta),
-		Spec:   corev1.PodSpec{HostNetwork: p.Spec.HostNetwork},
+		Spec:   corev1.PodSpec{HostNetwork: p.Spec.HostNetwork, NodeName: p.Spec.NodeName},
 		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP}}
 	for _, c := range p.Spec.Containers {
 		var ports []corev1.ContainerPort
