@@ -54,7 +54,7 @@ func Compile(s Snapshot) *Compiled {
 		perPod := false
 		for i := range policies {
 			pol := &policies[i]
-			if pol.Namespace != pod.Namespace || !c.selects(&pol.Spec.PodSelector, pod.Labels) {
+			if !c.appliesTo(pol, &pod) {
 				continue
 			}
 			selecting = append(selecting, i)
@@ -343,6 +343,12 @@ func (c *compiler) peerSelects(pol *networkingv1.NetworkPolicy, p *networkingv1.
 		return false
 	}
 	return c.podSelectorMatches(p, pod.Labels)
+}
+
+// appliesTo reports whether pol selects pod for its rules: a pod of its
+// namespace that its pod selector matches.
+func (c *compiler) appliesTo(pol *networkingv1.NetworkPolicy, pod *Pod) bool {
+	return pol.Namespace == pod.Namespace && c.selects(&pol.Spec.PodSelector, pod.Labels)
 }
 
 // podSelectorMatches reports whether a peer's pod selector (none: every

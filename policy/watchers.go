@@ -9,10 +9,9 @@ import (
 
 // Watchers returns the nodes (at most limit, in no particular order) that
 // run a pod, among others, whose policies name one of pods as a peer by
-// selector: the
-// nodes whose peer sets, or named-port rules, change when those pods come,
-// go or change labels. A rule that admits everyone, or address blocks
-// only, names no pod. The policies and namespaces are s's (its pods are
+// selector: the nodes whose peer sets, or named-port rules, change when
+// those pods come, go or change labels. A rule that admits everyone, or
+// address blocks only, names no pod. The policies and namespaces are s's (its pods are
 // not read). Pods without a Node, and this node's own (HostIf set), are
 // not counted: this node compiles its own pods' rules itself.
 //
@@ -43,7 +42,7 @@ func Watchers(s Snapshot, pods []Pod, others iter.Seq[Pod], limit int) []string 
 			continue
 		}
 		for _, pol := range naming {
-			if pol.Namespace == w.Namespace && c.selects(&pol.Spec.PodSelector, w.Labels) {
+			if c.appliesTo(pol, &w) {
 				seen[w.Node] = true
 				out = append(out, w.Node)
 				break
