@@ -250,9 +250,7 @@ func (a *Agent) announcePods(published policy.Publication, snap *policy.Snapshot
 		}
 		first = policy.Watchers(*snap, changed, pods, directPodFanout)
 	}
-	for _, msg := range published.Updates {
-		a.members.BroadcastPods(msg, first)
-	}
+	a.members.BroadcastPods(published.Updates, first)
 }
 
 // policyOnly marks the reason of a reconcile of the policy alone in

@@ -276,33 +276,40 @@ func (m *Membership) SetLocalRecord(r NodeRecord) error {
 // Broadcast queues a state update for gossip to all peers.
 func (m *Membership) Broadcast(state []byte) { m.broadcast(msgState, state) }
 
-// BroadcastPods queues a pod directory update for gossip to all peers,
-// and sends it at once to the live nodes named in first (a datagram
+// BroadcastPods queues pod directory updates for gossip to all peers,
+// and sends each at once to the live nodes named in first (a datagram
 // each, as memberlist's gossip sends; one lost is still carried by the
 // gossip). Gossip takes a round (100 ms) to set out and more to relay;
 // the nodes whose policies are waiting for a pod must not wait that long
 // (see policy.Watchers). What they relay of it stays what a broadcast
 // from the gossip would have made them relay.
-func (m *Membership) BroadcastPods(update []byte, first []string) {
-	m.broadcast(msgPods, update)
-	if len(first) == 0 {
+func (m *Membership) BroadcastPods(updates [][]byte, first []string) {
+	for _, update := range updates {
+		m.broadcast(msgPods, update)
+	}
+	if len(updates) == 0 || len(first) == 0 {
 		return
 	}
 	live := make(map[string]*memberlist.Node, m.ml.NumMembers())
 	for _, n := range m.ml.Members() {
 		live[n.Name] = n
 	}
-	msg := append([]byte{msgPods}, update...)
+	msgs := make([][]byte, len(updates))
+	for i, update := range updates {
+		msgs[i] = append([]byte{msgPods}, update...)
+	}
 	for _, name := range first {
 		n, ok := live[name]
 		if !ok || name == m.name {
 			continue
 		}
-		if err := m.ml.SendBestEffort(n, msg); err != nil {
-			m.log.Debug("send pod directory update", zap.String("peer", name), zap.Error(err))
-			continue
+		for _, msg := range msgs {
+			if err := m.ml.SendBestEffort(n, msg); err != nil {
+				m.log.Debug("send pod directory update", zap.String("peer", name), zap.Error(err))
+				continue
+			}
+			m.metrics.Messages.WithLabelValues("direct", msgName(msgPods)).Inc()
 		}
-		m.metrics.Messages.WithLabelValues("direct", msgName(msgPods)).Inc()
 	}
 }
 
