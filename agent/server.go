@@ -292,7 +292,7 @@ func (a *Agent) handleAttach(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Info("pod attached", zap.String("container", al.ContainerID), zap.String("ifname", al.IfName),
 		zap.Stringer("ip", al.IP), zap.String("host_if", al.HostIf))
-	answerThenReconcile(w, a) // publishes the pod to the pod directory
+	answerThenReconcile(w, a) // routes, neighbours; without policies, the pod's record too
 }
 
 // answerThenReconcile sends a 204 at once and only then asks for a
