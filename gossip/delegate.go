@@ -22,10 +22,15 @@ const (
 	// msgIndex carries, in push/pull, the index of the state frame of the
 	// kind in its first byte that comes next (see IndexedState).
 	msgIndex byte = 6
+	// msgPodsDirect carries pod directory updates sent straight to a node
+	// whose policies wait for the pods (see BroadcastPods). It merges as
+	// msgPods and is relayed as such, but says the news is awaited: an
+	// older agent ignores it and gets the same updates by gossip.
+	msgPodsDirect byte = 7
 )
 
 func msgName(kind byte) string {
-	if kind == msgPods {
+	if kind == msgPods || kind == msgPodsDirect {
 		return "pods"
 	}
 	return "state"
@@ -81,7 +86,7 @@ func (d *delegate) NotifyMsg(b []byte) {
 		return
 	}
 	switch b[0] {
-	case msgState, msgPods:
+	case msgState, msgPods, msgPodsDirect:
 		// memberlist reuses b after we return: the exchanger must not keep it,
 		// so hand it a copy.
 		buf := append([]byte(nil), b[1:]...)
@@ -163,7 +168,7 @@ func (m *Membership) exchanger(kind byte) StateExchanger {
 	switch kind {
 	case msgState:
 		return m.state
-	case msgPods:
+	case msgPods, msgPodsDirect:
 		return m.pods
 	}
 	return nil
@@ -199,14 +204,21 @@ func (m *Membership) merge(kind byte, buf []byte, via string) {
 // absorb runs one merge of remote state and acts on its outcome.
 func (m *Membership) absorb(kind byte, via string, merge func() ([][]byte, bool, error)) {
 	m.metrics.Messages.WithLabelValues("received", msgName(kind)).Inc()
+	direct := kind == msgPodsDirect
 	relay, changed, err := merge()
 	if err != nil {
 		m.rejectedState(kind, via, err)
+	}
+	if kind == msgPodsDirect {
+		// What this node relays goes on by gossip, at gossip's pace.
+		kind = msgPods
 	}
 	for _, msg := range relay {
 		m.broadcast(kind, msg)
 	}
 	switch {
+	case changed && direct:
+		signal(m.podNews)
 	case changed && kind == msgPods:
 		signal(m.podChanges)
 	case changed:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/hashicorp/memberlist"
 	"testing"
 	"time"
 
@@ -180,7 +181,7 @@ func TestOversizedStateIsReported(t *testing.T) {
 func TestPodChangesAreSignalledApart(t *testing.T) {
 	m := framesNode("here", &fixedState{}, zap.NewNop())
 	m.state = &fixedState{}
-	m.podChanges = make(chan struct{}, 1)
+	m.podChanges, m.podNews = make(chan struct{}, 1), make(chan struct{}, 1)
 	pending := func(ch <-chan struct{}) bool {
 		select {
 		case <-ch:
@@ -197,4 +198,47 @@ func TestPodChangesAreSignalledApart(t *testing.T) {
 	if !pending(m.Changes()) || pending(m.PodChanges()) {
 		t.Fatal("a lease table change was not signalled on Changes alone")
 	}
+	if pending(m.PodNews()) {
+		t.Fatal("gossiped pod directory changes were signalled as news on PodNews")
+	}
+}
+
+// Pod directory updates sent straight to a node (BroadcastPods' first)
+// are signalled on PodNews alone, and what they make the node relay goes
+// on as ordinary gossip: a node that relayed them as news would make
+// every node it reaches hurry.
+func TestDirectPodNewsIsSignalledApartAndRelayedAsGossip(t *testing.T) {
+	pods := &relayingState{}
+	m := framesNode("here", pods, zap.NewNop())
+	m.podChanges, m.podNews = make(chan struct{}, 1), make(chan struct{}, 1)
+	m.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return 2 }, RetransmitMult: 1}
+	d := &delegate{m: m}
+	d.NotifyMsg(append([]byte{msgPodsDirect}, `[{"node":"there"}]`...))
+	select {
+	case <-m.PodNews():
+	default:
+		t.Fatal("a pod directory change sent directly was not signalled on PodNews")
+	}
+	select {
+	case <-m.PodChanges():
+		t.Fatal("a pod directory change sent directly was signalled on PodChanges too")
+	case <-m.Changes():
+		t.Fatal("a pod directory change sent directly was signalled on Changes")
+	default:
+	}
+	if len(pods.merged) != 1 || string(pods.merged[0]) != `[{"node":"there"}]` {
+		t.Fatalf("pod directory merged %q, want the update sent", pods.merged)
+	}
+	relayed := m.queue.GetBroadcasts(0, 1400)
+	if len(relayed) != 1 || relayed[0][0] != msgPods {
+		t.Fatalf("relayed %q, want the update once as gossip (kind %d)", relayed, msgPods)
+	}
+}
+
+// relayingState merges every update as a change and relays it whole.
+type relayingState struct{ fixedState }
+
+func (r *relayingState) MergeRemoteState(b []byte) ([][]byte, bool, error) {
+	r.merged = append(r.merged, b)
+	return [][]byte{b}, true, nil
 }

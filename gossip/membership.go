@@ -83,9 +83,9 @@ type Membership struct {
 	// now is the wall clock (tests move it).
 	now func() time.Time
 
-	// changes and podChanges signal, coalesced, what Changes and
-	// PodChanges say.
-	changes, podChanges chan struct{}
+	// changes, podChanges and podNews signal, coalesced, what Changes,
+	// PodChanges and PodNews say.
+	changes, podChanges, podNews chan struct{}
 
 	keyring keyringState
 	// announcer makes peers that hold this node at an old address take
@@ -142,6 +142,7 @@ func Start(cfg Config, local NodeRecord) (*Membership, error) {
 		now:         time.Now,
 		changes:     make(chan struct{}, 1),
 		podChanges:  make(chan struct{}, 1),
+		podNews:     make(chan struct{}, 1),
 		keyring:     keyringState{onChange: cfg.OnKeyringChange, pending: map[string]chan KeyringResult{}},
 	}
 	var mlc *memberlist.Config
@@ -296,7 +297,7 @@ func (m *Membership) BroadcastPods(updates [][]byte, first []string) {
 	}
 	msgs := make([][]byte, len(updates))
 	for i, update := range updates {
-		msgs[i] = append([]byte{msgPods}, update...)
+		msgs[i] = append([]byte{msgPodsDirect}, update...)
 	}
 	for _, name := range first {
 		n, ok := live[name]
@@ -338,6 +339,12 @@ func (m *Membership) Changes() <-chan struct{} { return m.changes }
 // their churn, in a large fabric several changes a second, must not make
 // every node reconcile its whole data plane.
 func (m *Membership) PodChanges() <-chan struct{} { return m.podChanges }
+
+// PodNews signals (coalesced) whenever pod directory updates sent straight
+// to this node (see BroadcastPods) changed the directory: its policies
+// wait for those pods, whose first packets are on their way. PodChanges
+// does not signal them.
+func (m *Membership) PodNews() <-chan struct{} { return m.podNews }
 
 func (m *Membership) notify() { signal(m.changes) }
 
