@@ -611,26 +611,15 @@ func (a *Agent) loop(ctx context.Context) error {
 	// races with the kernel or a runtime), then less often while the same
 	// failure persists.
 	retryAfter := time.Duration(0)
-	// due runs a reconcile for changes that can wait a little, paced by
-	// what the last reconcile cost (see policy.CompileWait): other nodes'
-	// pod changes, and the kicks of CNI requests, watchers and reloads. A
-	// burst of them (pods attached and deleted one after another) makes
-	// one reconcile per pace, not one each, and each costs more the more
-	// pods the node runs. dueReason says why it is set ("" when not);
-	// duePolicy, that every reason since is other nodes' pods, which
-	// change only the policy: then due reconciles it alone.
+	// due fires when pace says a paced reconcile is due.
 	due := time.NewTimer(time.Hour)
 	due.Stop()
 	defer due.Stop()
-	dueReason, duePolicy := "", false
-	var took time.Duration
-	var lastEnd time.Time
-	pace := func(why string) {
-		if dueReason == "" {
-			due.Reset(policy.CompileWait(took, time.Since(lastEnd)))
-			dueReason, duePolicy = why, true
+	var pace pacer
+	paced := func(why string, wait waitFunc) {
+		if d, moved := pace.add(why, wait, time.Now()); moved {
+			due.Reset(d)
 		}
-		duePolicy = duePolicy && why == "pods"
 	}
 
 	reason := "startup"
@@ -642,11 +631,9 @@ func (a *Agent) loop(ctx context.Context) error {
 			// Any reconcile reads the kernel, the allocations and the pod
 			// directory as they are.
 			due.Stop()
-			dueReason = ""
 			start := time.Now()
 			next, err := a.reconcile(reason)
-			lastEnd = time.Now()
-			took = lastEnd.Sub(start)
+			pace.ran(start, time.Now())
 			if err != nil {
 				retryAfter = min(max(2*retryAfter, time.Second), maxRetryInterval)
 				retry.Reset(retryAfter)
@@ -671,20 +658,23 @@ func (a *Agent) loop(ctx context.Context) error {
 			// kernel has nothing to change (the loop saves the directory
 			// all the same).
 			if a.policy.readsPodDirectory() {
-				pace("pods")
+				paced("pods", policy.CompileWait)
+			}
+		case <-a.members.PodNews():
+			if a.policy.readsPodDirectory() {
+				paced("pods", policy.NewsWait)
 			}
 		case <-a.kick:
-			pace("change")
+			paced("change", policy.CompileWait)
 		case <-due.C:
-			reason = dueReason
-			if duePolicy {
+			reason = pace.reason
+			if pace.policyOnly {
 				// A failure, or no firewall to build on yet: the whole
 				// reconcile, at once.
 				start := time.Now()
 				if applied, err := a.reconcilePolicy(reason); applied && err == nil {
-					dueReason, reason = "", ""
-					lastEnd = time.Now()
-					took = lastEnd.Sub(start)
+					pace.ran(start, time.Now())
+					reason = ""
 				}
 			}
 		case <-grace.C:
