@@ -205,3 +205,53 @@ func TestClusterViewInForce(t *testing.T) {
 		t.Errorf("status: policies %v, error %q", st.Policies, st.Error)
 	}
 }
+
+// TestKubernetesWatchers: a pod of this node just published is sent at
+// once to the nodes whose policies from the API name it, by the labels of
+// its Pod object (its record has none under this source). The view names
+// the node of a pod only while it awaits its address; after, the address
+// says it, by the peer subnet that holds it.
+func TestKubernetesWatchers(t *testing.T) {
+	a := &Agent{cfg: &resolved{Config: Config{NodeName: "node2"}}, log: zap.NewNop(),
+		policy: &policyState{source: PolicySourceKubernetes}}
+	a.lastPodSubnets.Store(&map[string][]netip.Prefix{
+		"node1": {netip.MustParsePrefix("10.244.1.0/24")},
+		"node3": {netip.MustParsePrefix("10.244.3.0/24")},
+		"node4": {netip.MustParsePrefix("10.244.4.0/24")},
+	})
+	admitsWeb := networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db-from-web"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}}}}}}
+	labels := func(app string) map[string]string { return map[string]string{"app": app} }
+	a.clusterViewed(policy.NewClusterView([]networkingv1.NetworkPolicy{admitsWeb}, nil, []policy.Pod{
+		{Namespace: "shop", Name: "db-0", IP: netip.MustParseAddr("10.244.1.7"), Labels: labels("db")},
+		{Namespace: "shop", Name: "db-1", Node: "node3", Labels: labels("db")},
+		{Namespace: "shop", Name: "cache", IP: netip.MustParseAddr("10.244.4.9"), Labels: labels("cache")},
+		// Of no peer's subnet: no node to send to.
+		{Namespace: "shop", Name: "db-2", IP: netip.MustParseAddr("10.244.9.9"), Labels: labels("db")},
+		{Namespace: "shop", Name: "web", Node: "node2", Labels: labels("web")},
+		{Namespace: "shop", Name: "worker", Node: "node2", Labels: labels("worker")},
+		// A pod of the same name on another node is not this one.
+		{Namespace: "shop", Name: "web-elsewhere", Node: "node4", Labels: labels("web")},
+	}))
+	record := func(name string) policy.Pod {
+		return policy.Pod{Namespace: "shop", Name: name, IP: netip.MustParseAddr("10.244.2.5"), Node: "node2"}
+	}
+	for _, c := range []struct {
+		pod  string
+		want []string
+	}{
+		{"web", []string{"node1", "node3"}},
+		{"worker", nil},
+		{"unknown", nil},
+		{"web-elsewhere", nil},
+	} {
+		got := a.kubernetesWatchers([]policy.Pod{record(c.pod)})
+		slices.Sort(got)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("watchers of %s: %v, want %v", c.pod, got, c.want)
+		}
+	}
+}

@@ -207,8 +207,7 @@ func (a *Agent) filesPolicies() *policy.Snapshot {
 // pod relabelled away from a peer selector leaves their sets as soon. The
 // reconcile that follows publishes all local pods, this one the same.
 // With the Kubernetes source, other nodes take the pod's address from its
-// record until kubelet reports it (see policy.WithAddresses); the record
-// goes by gossip alone, as the pod's labels are the API's.
+// record until kubelet reports it (see policy.WithAddresses).
 func (a *Agent) publishLocalPod(al ipam.Allocation) {
 	if !a.policy.enabled() {
 		return
@@ -239,18 +238,79 @@ const (
 )
 
 // announcePods broadcasts what a publish of local pods changed, first to
-// the nodes running pods whose policies from files (snap; nil: none) are
-// waiting for it.
+// the nodes running pods whose policies are waiting for it: policies from
+// files (snap, with the fabric's pods; nil: none), or the Kubernetes
+// source's.
 func (a *Agent) announcePods(published policy.Publication, snap *policy.Snapshot, pods iter.Seq[policy.Pod]) {
 	var first []string
-	if snap != nil && len(published.Updates) > 0 && len(published.Updates) <= directPodUpdatesAtMost {
+	if len(published.Updates) > 0 && len(published.Updates) <= directPodUpdatesAtMost {
 		changed := make([]policy.Pod, 0, len(published.Pods))
 		for _, r := range published.Pods {
 			changed = append(changed, r.Pod())
 		}
-		first = policy.Watchers(*snap, changed, pods, directPodFanout)
+		switch {
+		case snap != nil:
+			first = policy.Watchers(*snap, changed, pods, directPodFanout)
+		case a.policy.source == PolicySourceKubernetes:
+			first = a.kubernetesWatchers(changed)
+		}
 	}
 	a.members.BroadcastPods(published.Updates, first)
+}
+
+// kubernetesWatchers are the nodes whose policies from the Kubernetes
+// source name one of this node's pods changed as a peer (see
+// policy.Watchers): they wait for a new pod's record, which gives them
+// its address before kubelet reports it. The records carry no labels
+// under this source; the pods' objects in the view do. The view says
+// which node runs a pod only until the pod has an address; after, the
+// peer whose pod subnet holds the address does.
+func (a *Agent) kubernetesWatchers(changed []policy.Pod) []string {
+	p := a.policy
+	p.mu.Lock()
+	objs, cluster := p.objs, p.clusterPods
+	p.mu.Unlock()
+	if len(objs.Policies) == 0 {
+		return nil
+	}
+	type nsName struct{ ns, name string }
+	mine := make(map[nsName]int, len(changed))
+	for i, pod := range changed {
+		mine[nsName{pod.Namespace, pod.Name}] = i
+	}
+	labelled := slices.Clone(changed)
+	for _, pod := range cluster {
+		if i, ok := mine[nsName{pod.Namespace, pod.Name}]; ok && (pod.Node == a.cfg.NodeName || pod.IP == changed[i].IP) {
+			labelled[i].Labels, labelled[i].NamedPorts = pod.Labels, pod.NamedPorts
+		}
+	}
+	holder := map[netip.Prefix]string{}
+	var lengths []int
+	for node, subnets := range a.podSubnetsLast() {
+		for _, subnet := range subnets {
+			holder[subnet] = node
+			if !slices.Contains(lengths, subnet.Bits()) {
+				lengths = append(lengths, subnet.Bits())
+			}
+		}
+	}
+	others := func(yield func(policy.Pod) bool) {
+		for _, pod := range cluster {
+			for _, bits := range lengths {
+				if pod.Node != "" {
+					break
+				}
+				if subnet, err := pod.IP.Prefix(bits); err == nil {
+					pod.Node = holder[subnet]
+				}
+			}
+			if pod.Node != a.cfg.NodeName && !yield(pod) {
+				return
+			}
+		}
+	}
+	snap := policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces, NamedPortsKnown: true}
+	return policy.Watchers(snap, labelled, others, directPodFanout)
 }
 
 // policyOnly marks the reason of a reconcile of the policy alone in

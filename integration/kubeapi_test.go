@@ -186,7 +186,10 @@ func TestKubernetesNodeDeletionFreesSubnet(t *testing.T) {
 // talking by then. Until it does, other nodes take the address from the
 // record the pod's own node published (the pod directory): a web pod
 // whose Pod object has no address yet reaches a db on another node that
-// admits app=web, and the db's node has its address in the peer set.
+// admits app=web, and the db's node has its address in the peer set. The
+// record went, before the ADD returned, straight to the db's node (whose
+// policy names web) and to no other: not to node3, whose bystander no
+// policy selects.
 func TestKubernetesPodAdmittedBeforeKubeletReportsIt(t *testing.T) {
 	r := newRig(t)
 	apiServer := rig.NewFakeAPIServer()
@@ -198,7 +201,10 @@ func TestKubernetesPodAdmittedBeforeKubeletReportsIt(t *testing.T) {
 				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
 			}}},
 		}})
-	nodes := startKubeNodes(t, r, apiServer, 2)
+	// Selects pods labelled app=marked: a sign of which view a node has.
+	apiServer.Set(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "marked"},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "marked"}}}})
+	nodes := startKubeNodes(t, r, apiServer, 3)
 	podObject := func(name, node string, p *rig.Pod) *corev1.Pod {
 		o := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, Labels: map[string]string{"app": name}},
 			Spec: corev1.PodSpec{NodeName: node}, Status: corev1.PodStatus{Phase: corev1.PodPending}}
@@ -220,6 +226,8 @@ func TestKubernetesPodAdmittedBeforeKubeletReportsIt(t *testing.T) {
 	apiServer.Set(podObject("db", "node1", db))
 	other := addKubePod(nodes[1], "other")
 	apiServer.Set(podObject("other", "node2", other))
+	bystander := addKubePod(nodes[2], "bystander")
+	apiServer.Set(podObject("bystander", "node3", bystander))
 	addr := net.JoinHostPort(db.IP.String(), "8080")
 	serveIn(t, db.NS, addr)
 	// The policy is in force: a pod it does not admit is cut off.
@@ -233,7 +241,40 @@ func TestKubernetesPodAdmittedBeforeKubeletReportsIt(t *testing.T) {
 	}
 	// Scheduled to node2; kubelet never reports its address here.
 	apiServer.Set(podObject("web", "node2", nil))
+	// Pod events come in order: once node2 sees other relabelled, it
+	// knows web's object too, as kubelet's node does by the ADD.
+	marked := podObject("other", "node2", other)
+	marked.Labels["app"] = "marked"
+	apiServer.Set(marked)
+	if err := rig.Eventually(30*time.Second, func() error {
+		st, err := nodes[1].Client().Policy(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, pp := range st.Pods {
+			if pp.Name == "other" && slices.Contains(pp.Policies, "shop/marked") {
+				return nil
+			}
+		}
+		return fmt.Errorf("node2 has not seen other relabelled: %+v", st.Pods)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	direct := func() float64 {
+		t.Helper()
+		v, err := nodes[1].Metric("loom_gossip_messages_total", `direction="direct",type="pods"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if v := direct(); v != 0 {
+		t.Fatalf("node2 sent %v pod directory updates at once before web; no policy names its pods", v)
+	}
 	web := addKubePod(nodes[1], "web")
+	if v := direct(); v != 1 {
+		t.Fatalf("web's ADD returned, node2 has sent %v pod directory updates at once; want 1, to node1", v)
+	}
 	if err := rig.Eventually(30*time.Second, func() error { return dialFrom(web.NS, addr) }); err != nil {
 		t.Fatalf("web, its address not in the API, never reached db: %v", err)
 	}
