@@ -95,6 +95,10 @@ type Directory struct {
 	// PublishChanges has been given since (see Mark).
 	podsPublished uint64
 	pinned        map[netip.Addr]uint64
+	// labelSets are the records' labels, one map per set; nodeNames the
+	// records' node names, one string per node.
+	labelSets *labelSets
+	nodeNames map[string]string
 }
 
 // NewDirectory returns an empty directory for node self. validate vets
@@ -103,7 +107,7 @@ type Directory struct {
 func NewDirectory(self string, validate func(PodRecord) error) *Directory {
 	return &Directory{self: self, validate: validate, now: time.Now,
 		records: map[string]map[netip.Addr]PodRecord{}, newest: map[string]uint64{}, unsaved: map[recordKey]bool{},
-		pinned: map[netip.Addr]uint64{}}
+		pinned: map[netip.Addr]uint64{}, labelSets: newLabelSets(), nodeNames: map[string]string{}}
 }
 
 // ForgetAfter makes the directory drop the records of a node it does not
@@ -155,10 +159,12 @@ func (d *Directory) Forget() []string {
 		return nil
 	}
 	for node := range gone {
-		for ip := range d.records[node] {
+		for ip, r := range d.records[node] {
 			d.markUnsaved(recordKey{node, ip})
+			d.labelSets.drop(r.Labels)
 		}
 		delete(d.records, node)
+		delete(d.nodeNames, node)
 		d.staleNode(node)
 	}
 	return slices.Sorted(maps.Keys(gone))
@@ -193,7 +199,14 @@ func (d *Directory) put(r PodRecord) recordKey {
 	if held == nil {
 		held = map[netip.Addr]PodRecord{}
 		d.records[r.Node] = held
+		d.nodeNames[r.Node] = r.Node
 	}
+	if old, ok := held[r.IP]; ok {
+		d.labelSets.drop(old.Labels)
+	}
+	// Many records: one copy of what they have in common.
+	r.Node = d.nodeNames[r.Node]
+	r.Labels = d.labelSets.share(r.Labels)
 	held[r.IP] = r
 	d.staleNode(r.Node)
 	d.newest[r.Node] = max(d.newest[r.Node], r.Version)

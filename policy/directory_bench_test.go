@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -67,4 +68,38 @@ func BenchmarkDirectoryPushPull100000(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkDirectoryHeap100000: the heap a directory of 100,000 pods
+// holds, merged from a peer's full state, per record: the records alone
+// and with the full state it keeps for its own push/pulls. The pods carry
+// a few label sets, as the replicas of a fabric's workloads do.
+func BenchmarkDirectoryHeap100000(b *testing.B) {
+	const pods = 100000
+	sender := NewDirectory("sender", nil)
+	if _, _, err := sender.mergeRecords(largeDirectory(500, pods/500)); err != nil {
+		b.Fatal(err)
+	}
+	state := sender.LocalState()
+	sender = nil
+	heap := func() int64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapAlloc)
+	}
+	var records, withState int64
+	for b.Loop() {
+		before := heap()
+		d := NewDirectory("receiver", nil)
+		if _, _, err := d.MergeRemoteState(state); err != nil {
+			b.Fatal(err)
+		}
+		records = heap() - before
+		d.LocalStateIndexed()
+		withState = heap() - before
+		runtime.KeepAlive(d)
+	}
+	b.ReportMetric(float64(records)/pods, "B/record")
+	b.ReportMetric(float64(withState)/pods, "B/record-with-state")
 }

@@ -3,7 +3,9 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -333,5 +335,77 @@ func TestDirectoryPodsIn(t *testing.T) {
 	}))
 	if len(got) != 1 || got[0].Node != "a" || got[0].IP != netip.MustParseAddr("10.244.1.3") {
 		t.Fatalf("PodsIn = %+v, want a's live pod in its subnet, 10.244.1.3, only", got)
+	}
+}
+
+// TestDirectorySharesLabelSets: records with the same labels, from
+// peers or this node, share one map, and a set no record carries any
+// more (its pods relabelled, deleted or their node forgotten) is let go.
+func TestDirectorySharesLabelSets(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	d := NewDirectory("self", nil)
+	d.now = func() time.Time { return now }
+	d.ForgetAfter(func(string) bool { return false }, time.Hour)
+	web := func() map[string]string { return map[string]string{"app": "web", "tier": "front"} }
+	peer := NewDirectory("peer", nil)
+	peer.now = func() time.Time { return now.Add(-2 * time.Hour) }
+	peer.Publish([]PodRecord{rec("", "10.244.1.2", web()), rec("", "10.244.1.3", web()),
+		rec("", "10.244.1.4", map[string]string{"app": "db"})})
+	d.now = func() time.Time { return now.Add(-2 * time.Hour) } // when the peer published
+	deliver(t, d, [][]byte{peer.LocalState()})
+	d.now = func() time.Time { return now }
+	d.Publish([]PodRecord{rec("", "10.244.0.2", web())})
+	mapOf := func(l map[string]string) uintptr { return reflect.ValueOf(l).Pointer() }
+	var shared []uintptr
+	for _, r := range d.Records() {
+		if r.Labels["app"] == "web" {
+			shared = append(shared, mapOf(r.Labels))
+		}
+	}
+	var own []PodRecord
+	for _, r := range d.records["self"] {
+		own = append(own, r)
+	}
+	if len(shared) != 2 || shared[0] != shared[1] || len(own) != 1 || mapOf(own[0].Labels) != shared[0] {
+		t.Fatalf("web's records do not share one map: peer's %v, own %v", shared, own)
+	}
+	if !maps.Equal(own[0].Labels, web()) {
+		t.Fatalf("own record's labels %v, want %v", own[0].Labels, web())
+	}
+	if len(d.labelSets.sets) != 2 {
+		t.Fatalf("%d label sets kept, want 2 (web, db)", len(d.labelSets.sets))
+	}
+	// This node's pod relabelled, then gone: the peer's pods keep web.
+	d.Publish([]PodRecord{rec("", "10.244.0.2", map[string]string{"app": "cache"})})
+	if len(d.labelSets.sets) != 3 || d.labelSets.sets[labelSetKey(web())].refs != 2 {
+		t.Fatalf("after relabelling: %d sets kept, web's counted %d; want 3, 2", len(d.labelSets.sets), d.labelSets.sets[labelSetKey(web())].refs)
+	}
+	d.Publish(nil)
+	if len(d.labelSets.sets) != 2 {
+		t.Fatalf("after the pod's deletion: %d label sets kept, want 2", len(d.labelSets.sets))
+	}
+	// The peer, silent and unknown, is forgotten with its pods.
+	if got := d.Forget(); !slices.Equal(got, []string{"peer"}) {
+		t.Fatalf("forgot %v, want [peer]", got)
+	}
+	if len(d.labelSets.sets) != 0 || len(d.nodeNames) != 1 {
+		t.Fatalf("after forgetting the peer: label sets %v, node names %v; want none and self's", d.labelSets.sets, d.nodeNames)
+	}
+}
+
+func labelSetKey(labels map[string]string) string { return string(appendLabelSetKey(nil, labels)) }
+
+func TestLabelSetKeyTellsSetsApart(t *testing.T) {
+	sets := []map[string]string{nil, {"a": "b"}, {"a": "bc"}, {"ab": "c"}, {"a": "b", "c": "d"}, {"a": "b:1:c"}, {"a": "", "b": ""}}
+	seen := map[string]int{}
+	for i, s := range sets {
+		k := labelSetKey(s)
+		if j, ok := seen[k]; ok {
+			t.Fatalf("sets %v and %v share the key %q", sets[j], s, k)
+		}
+		seen[k] = i
+		if labelSetKey(maps.Clone(s)) != k {
+			t.Fatalf("equal sets %v have different keys", s)
+		}
 	}
 }
