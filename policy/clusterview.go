@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,7 +44,7 @@ type ClusterView struct {
 // come). Both ends of the stream apply it, so loomd never trusts a view
 // more than the files it reads itself.
 func NewClusterView(policies []networkingv1.NetworkPolicy, namespaces map[string]map[string]string, pods []Pod) ClusterView {
-	v := ClusterView{Namespaces: namespaces, Policies: []networkingv1.NetworkPolicy{}, Pods: []Pod{}}
+	v := ClusterView{Namespaces: namespaces, Policies: []networkingv1.NetworkPolicy{}, Pods: make([]Pod, 0, len(pods))}
 	if v.Namespaces == nil {
 		v.Namespaces = map[string]map[string]string{}
 	}
@@ -61,14 +62,64 @@ func NewClusterView(policies []networkingv1.NetworkPolicy, namespaces map[string
 	slices.SortFunc(v.Policies, func(a, b networkingv1.NetworkPolicy) int {
 		return strings.Compare(policyName(&a), policyName(&b))
 	})
+	shared := &viewSharing{labels: newLabelSets(), ports: map[string]map[string]NamedPort{}, names: map[string]string{}}
 	for _, p := range pods {
 		if p.IP.Is4() || (!p.IP.IsValid() && p.Node != "") {
 			p.HostIf = ""
-			v.Pods = append(v.Pods, p)
+			v.Pods = append(v.Pods, shared.pod(p))
 		}
 	}
 	sortPods(v.Pods)
 	return v
+}
+
+// viewSharing lets the pods of a view share what they have in common:
+// the replicas of a workload have the same labels and named ports, and
+// every pod of a namespace its name. A view of 100,000 pods is read
+// anew at each change of the cluster, and kept until the next.
+type viewSharing struct {
+	labels *labelSets
+	ports  map[string]map[string]NamedPort
+	names  map[string]string
+	// key is room to encode a pod's named ports in, reused.
+	key []byte
+}
+
+func (s *viewSharing) pod(p Pod) Pod {
+	p.Labels = s.labels.share(p.Labels)
+	p.Namespace = s.name(p.Namespace)
+	p.Node = s.name(p.Node)
+	if len(p.NamedPorts) > 0 {
+		var room [8]string
+		names := room[:0]
+		for name := range p.NamedPorts {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		k := s.key[:0]
+		for _, name := range names {
+			np := p.NamedPorts[name]
+			k = appendLengthPrefixed(k, name)
+			k = appendLengthPrefixed(k, np.Protocol)
+			k = binary.BigEndian.AppendUint16(k, np.Port)
+		}
+		s.key = k
+		if have, ok := s.ports[string(k)]; ok {
+			p.NamedPorts = have
+		} else {
+			s.ports[string(k)] = p.NamedPorts
+		}
+	}
+	return p
+}
+
+// name is the view's one copy of a namespace's or node's name.
+func (s *viewSharing) name(n string) string {
+	if have, ok := s.names[n]; ok {
+		return have
+	}
+	s.names[n] = n
+	return n
 }
 
 // Objects returns the view's policies and namespaces, and its errors
