@@ -2,7 +2,9 @@ package policy
 
 import (
 	"bytes"
+	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -85,5 +87,33 @@ func TestWithAddresses(t *testing.T) {
 	}
 	if cluster[1].IP.IsValid() {
 		t.Fatal("WithAddresses changed the view it was given")
+	}
+}
+
+// TestClusterViewSharesWhatPodsHaveInCommon: replicas with equal labels
+// and named ports share one map of each, and keep what they had; a pod
+// with other labels or ports keeps its own.
+func TestClusterViewSharesWhatPodsHaveInCommon(t *testing.T) {
+	web := func() map[string]string { return map[string]string{"app": "web", "tier": "front"} }
+	http := func(port uint16) map[string]NamedPort { return map[string]NamedPort{"http": {Protocol: "TCP", Port: port}} }
+	pod := func(name string, last byte, labels map[string]string, ports map[string]NamedPort) Pod {
+		return Pod{Namespace: "shop", Name: name, IP: netip.AddrFrom4([4]byte{10, 244, 0, last}), Labels: labels, NamedPorts: ports}
+	}
+	v := NewClusterView(nil, nil, []Pod{pod("web-1", 1, web(), http(8080)), pod("web-2", 2, web(), http(8080)),
+		pod("web-3", 3, web(), http(9090)), pod("db", 4, map[string]string{"app": "db"}, nil)})
+	byName := map[string]Pod{}
+	for _, p := range v.Pods {
+		byName[p.Name] = p
+	}
+	same := func(a, b any) bool { return reflect.ValueOf(a).Pointer() == reflect.ValueOf(b).Pointer() }
+	w1, w2, w3, db := byName["web-1"], byName["web-2"], byName["web-3"], byName["db"]
+	if !same(w1.Labels, w2.Labels) || !same(w1.Labels, w3.Labels) || same(w1.Labels, db.Labels) {
+		t.Error("replicas' labels are not one map, or another pod's labels are theirs")
+	}
+	if !same(w1.NamedPorts, w2.NamedPorts) || same(w1.NamedPorts, w3.NamedPorts) {
+		t.Error("equal named ports are not one map, or other ports are theirs")
+	}
+	if !maps.Equal(w3.Labels, web()) || !maps.Equal(w3.NamedPorts, http(9090)) || !maps.Equal(w2.NamedPorts, http(8080)) || db.Labels["app"] != "db" {
+		t.Errorf("pods changed: %+v", v.Pods)
 	}
 }
