@@ -476,10 +476,9 @@ func cniBench(rep *bench.Report, bin string, rounds, count int) error {
 
 // loadedPods is how many pods of its own chain a node runs while
 // loadedPrefix's rows are measured: most of a /24 node subnet.
-const (
-	loadedPods   = 200
-	loadedPrefix = "CNI on a node running 200 pods, "
-)
+const loadedPods = 200
+
+var loadedPrefix = fmt.Sprintf("CNI on a node running %d pods, ", loadedPods)
 
 // scaleBench programs 1,000 (and 5,000) synthetic peers into a real kernel.
 func scaleBench(rep *bench.Report, bin string, short bool) error {
