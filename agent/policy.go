@@ -294,15 +294,18 @@ func (a *Agent) kubernetesWatchers(changed []policy.Pod) []string {
 			}
 		}
 	}
+	nodeOf := func(ip netip.Addr) string {
+		for _, bits := range lengths {
+			if subnet, err := ip.Prefix(bits); err == nil && holder[subnet] != "" {
+				return holder[subnet]
+			}
+		}
+		return ""
+	}
 	others := func(yield func(policy.Pod) bool) {
 		for _, pod := range cluster {
-			for _, bits := range lengths {
-				if pod.Node != "" {
-					break
-				}
-				if subnet, err := pod.IP.Prefix(bits); err == nil {
-					pod.Node = holder[subnet]
-				}
+			if pod.Node == "" {
+				pod.Node = nodeOf(pod.IP)
 			}
 			if pod.Node != a.cfg.NodeName && !yield(pod) {
 				return

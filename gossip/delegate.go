@@ -205,13 +205,13 @@ func (m *Membership) merge(kind byte, buf []byte, via string) {
 func (m *Membership) absorb(kind byte, via string, merge func() ([][]byte, bool, error)) {
 	m.metrics.Messages.WithLabelValues("received", msgName(kind)).Inc()
 	direct := kind == msgPodsDirect
+	if direct {
+		// What this node relays goes on by gossip, at gossip's pace.
+		kind = msgPods
+	}
 	relay, changed, err := merge()
 	if err != nil {
 		m.rejectedState(kind, via, err)
-	}
-	if kind == msgPodsDirect {
-		// What this node relays goes on by gossip, at gossip's pace.
-		kind = msgPods
 	}
 	for _, msg := range relay {
 		m.broadcast(kind, msg)

@@ -95,7 +95,9 @@ func TestWithAddresses(t *testing.T) {
 // with other labels or ports keeps its own.
 func TestClusterViewSharesWhatPodsHaveInCommon(t *testing.T) {
 	web := func() map[string]string { return map[string]string{"app": "web", "tier": "front"} }
-	http := func(port uint16) map[string]NamedPort { return map[string]NamedPort{"http": {Protocol: "TCP", Port: port}} }
+	http := func(port uint16) map[string]NamedPort {
+		return map[string]NamedPort{"http": {Protocol: "TCP", Port: port}}
+	}
 	pod := func(name string, last byte, labels map[string]string, ports map[string]NamedPort) Pod {
 		return Pod{Namespace: "shop", Name: name, IP: netip.AddrFrom4([4]byte{10, 244, 0, last}), Labels: labels, NamedPorts: ports}
 	}
