@@ -2,7 +2,6 @@ package bench
 
 import (
 	"fmt"
-	"github.com/loomnet/loom/api"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/loomnet/loom/api"
 	"github.com/loomnet/loom/integration/rig"
 	"github.com/loomnet/loom/overlay"
 	"github.com/loomnet/loom/policy"

@@ -8,6 +8,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -595,7 +596,65 @@ func policyBench(rep *bench.Report, bin string) error {
 		rep.Add("policy: compiled form in memory", "KiB", float64(res.HeapBytes)/1024)
 	}
 	rep.Note("Policy programming target: compile + program < 1 s for 1,000 pods and 100 policies.")
+	if err := firstConnects(rep, r); err != nil {
+		return err
+	}
 	return kubeFootprint(rep, r)
+}
+
+// firstConnects measures how often a new pod's first connection to a
+// pod on another node whose policy admits it waited for a SYN's resend:
+// the db's node had not put the new pod into its peer set yet.
+func firstConnects(rep *bench.Report, r *rig.Rig) error {
+	var nodes []*rig.Node
+	for i := range 3 {
+		dir := filepath.Join(r.Dir, fmt.Sprintf("admit%d-policies", i+1))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "db.yaml"), []byte(bench.AdmitsWebPolicy), 0o644); err != nil {
+			return err
+		}
+		n, err := r.AddNode(fmt.Sprintf("admit%d", i+1), "--policy-dir", dir)
+		if err != nil {
+			return err
+		}
+		if err := n.Start(nodes...); err != nil {
+			return err
+		}
+		nodes = append(nodes, n)
+	}
+	for _, n := range nodes {
+		if err := n.WaitReady(60 * time.Second); err != nil {
+			return err
+		}
+	}
+	db, err := nodes[0].AddPodWithArgs(context.Background(), "db", [][2]string{{"K8S_POD_NAME", "db"}, {"LOOM_POD_LABELS", "app:db"}})
+	if err != nil {
+		return err
+	}
+	stop, err := bench.ServeTCP(db, ":80")
+	if err != nil {
+		return err
+	}
+	defer stop()
+	addr := net.JoinHostPort(db.IP.String(), "80")
+	// The web pods' nodes must know db (whom to tell of a new web pod)
+	// before the first is added: one web pod reaching db says they do.
+	if _, err := bench.FirstConnects(nodes[1:], "warm", 2, 0, addr); err != nil {
+		return err
+	}
+	const pods = 21
+	for round := range 3 {
+		res, err := bench.FirstConnects(nodes[1:], fmt.Sprintf("web%d", round), pods, 0, addr)
+		if err != nil {
+			return err
+		}
+		rep.Add(fmt.Sprintf("policy: first connects of %d new pods, added back to back, to a pod on another node admitting them, that waited for a SYN resend", pods), "", float64(res.Resent))
+		rep.Add("policy: first connect of a new pod to a pod on another node admitting it, median", "ms", float64(res.Median.Microseconds())/1e3)
+	}
+	rep.Note("First connects: 3 nodes with a policy file admitting app=web to app=db; web pods attached on two nodes one after another, each connecting to db on the third the moment its ADD returned. A connect that waited for TCP's SYN resend (1 s) found the new pod not yet admitted there.")
+	return nil
 }
 
 // kubeFootprint measures loomd and its Kubernetes policy helper at rest
