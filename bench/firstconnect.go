@@ -92,27 +92,3 @@ func FirstConnects(web []*rig.Node, prefix string, pods int, gap time.Duration, 
 	}
 	return res, nil
 }
-
-// ServeTCP accepts and closes TCP connections on addr inside the pod's
-// namespace until stop is called.
-func ServeTCP(p *rig.Pod, addr string) (stop func(), err error) {
-	var l net.Listener
-	err = ns.WithNetNSPath("/run/netns/"+p.NS, func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp4", addr)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("listen in %s: %w", p.NS, err)
-	}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return func() { l.Close() }, nil
-}

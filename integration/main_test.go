@@ -262,16 +262,11 @@ func listenIn(t *testing.T, nsName, addr string) net.Listener {
 // test ends.
 func serveIn(t *testing.T, nsName, addr string) {
 	t.Helper()
-	l := listenIn(t, nsName, addr)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	stop, err := rig.ServeTCPIn(nsName, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
 }
 
 // dialFrom connects from inside a namespace and sends one line.

@@ -225,6 +225,26 @@ func ListenIn(nsName, addr string) (net.Listener, error) {
 	return openIn(nsName, addr, func() (net.Listener, error) { return net.Listen("tcp4", addr) })
 }
 
+// ServeTCPIn accepts and closes TCP connections on addr inside network
+// namespace nsName until stop is called: a server that a connect can
+// reach, and no more.
+func ServeTCPIn(nsName, addr string) (stop func(), err error) {
+	l, err := ListenIn(nsName, addr)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return func() { l.Close() }, nil
+}
+
 // ListenPacketIn opens a UDP socket inside network namespace nsName (to
 // hold a port, or to receive).
 func ListenPacketIn(nsName, addr string) (net.PacketConn, error) {

@@ -633,7 +633,7 @@ func firstConnects(rep *bench.Report, r *rig.Rig) error {
 	if err != nil {
 		return err
 	}
-	stop, err := bench.ServeTCP(db, ":80")
+	stop, err := rig.ServeTCPIn(db.NS, ":80")
 	if err != nil {
 		return err
 	}
