@@ -262,7 +262,8 @@ func (a *Agent) announcePods(published policy.Publication, snap *policy.Snapshot
 // source name one of this node's pods changed as a peer (see
 // policy.Watchers): they wait for a new pod's record, which gives them
 // its address before kubelet reports it. The records carry no labels
-// under this source; the pods' objects in the view do. The view says
+// under this source; the pods' objects in the view do, and changed
+// takes theirs. The view says
 // which node runs a pod only until the pod has an address; after, the
 // peer whose pod subnet holds the address does.
 func (a *Agent) kubernetesWatchers(changed []policy.Pod) []string {
@@ -278,10 +279,9 @@ func (a *Agent) kubernetesWatchers(changed []policy.Pod) []string {
 	for i, pod := range changed {
 		mine[nsName{pod.Namespace, pod.Name}] = i
 	}
-	labelled := slices.Clone(changed)
 	for _, pod := range cluster {
 		if i, ok := mine[nsName{pod.Namespace, pod.Name}]; ok && (pod.Node == a.cfg.NodeName || pod.IP == changed[i].IP) {
-			labelled[i].Labels, labelled[i].NamedPorts = pod.Labels, pod.NamedPorts
+			changed[i].Labels, changed[i].NamedPorts = pod.Labels, pod.NamedPorts
 		}
 	}
 	holder := map[netip.Prefix]string{}
@@ -313,7 +313,7 @@ func (a *Agent) kubernetesWatchers(changed []policy.Pod) []string {
 		}
 	}
 	snap := policy.Snapshot{Policies: objs.Policies, Namespaces: objs.Namespaces, NamedPortsKnown: true}
-	return policy.Watchers(snap, labelled, others, directPodFanout)
+	return policy.Watchers(snap, changed, others, directPodFanout)
 }
 
 // policyOnly marks the reason of a reconcile of the policy alone in

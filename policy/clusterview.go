@@ -90,19 +90,7 @@ func (s *viewSharing) pod(p Pod) Pod {
 	p.Namespace = s.name(p.Namespace)
 	p.Node = s.name(p.Node)
 	if len(p.NamedPorts) > 0 {
-		var room [8]string
-		names := room[:0]
-		for name := range p.NamedPorts {
-			names = append(names, name)
-		}
-		slices.Sort(names)
-		k := s.key[:0]
-		for _, name := range names {
-			np := p.NamedPorts[name]
-			k = appendLengthPrefixed(k, name)
-			k = appendLengthPrefixed(k, np.Protocol)
-			k = binary.BigEndian.AppendUint16(k, np.Port)
-		}
+		k := appendMapKey(s.key[:0], p.NamedPorts, appendNamedPort)
 		s.key = k
 		if have, ok := s.ports[string(k)]; ok {
 			p.NamedPorts = have
@@ -111,6 +99,11 @@ func (s *viewSharing) pod(p Pod) Pod {
 		}
 	}
 	return p
+}
+
+func appendNamedPort(out []byte, np NamedPort) []byte {
+	out = appendLengthPrefixed(out, np.Protocol)
+	return binary.BigEndian.AppendUint16(out, np.Port)
 }
 
 // name is the view's one copy of a namespace's or node's name.

@@ -55,17 +55,25 @@ func (s *labelSets) drop(labels map[string]string) {
 }
 
 // appendLabelSetKey appends an encoding of a set of labels, the same for
-// equal sets: sorted by key, each key and value prefixed by its length.
+// equal sets (see appendMapKey).
 func appendLabelSetKey(out []byte, labels map[string]string) []byte {
+	return appendMapKey(out, labels, appendLengthPrefixed)
+}
+
+// appendMapKey appends an encoding of m, the same for equal maps: sorted
+// by key, each key prefixed by its length and followed by its value as
+// appendValue encodes it (which must tell values apart on its own, as a
+// length prefix does).
+func appendMapKey[V any](out []byte, m map[string]V, appendValue func([]byte, V) []byte) []byte {
 	var room [16]string
 	keys := room[:0]
-	for k := range labels {
+	for k := range m {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
 		out = appendLengthPrefixed(out, k)
-		out = appendLengthPrefixed(out, labels[k])
+		out = appendValue(out, m[k])
 	}
 	return out
 }
