@@ -39,12 +39,12 @@ type FirstConnectResult struct {
 // from one that did not.
 const resendAfter = 500 * time.Millisecond
 
-// FirstConnects attaches pods labelled app=web one after another, gap
-// apart, in turn on the nodes of web, named prefix-N, and has each
-// connect once to addr (a TCP listener in a pod labelled app=db on
-// another node, whose policy admits app=web) the moment its ADD returns,
-// as a pod's process that starts at once would.
-func FirstConnects(web []*rig.Node, prefix string, pods int, gap time.Duration, addr string) (FirstConnectResult, error) {
+// FirstConnects attaches pods labelled app=web back to back, in turn on
+// the nodes of web, named prefix-N, and has each connect once to addr (a
+// TCP listener in a pod labelled app=db on another node, whose policy
+// admits app=web) the moment its ADD returns, as a pod's process that
+// starts at once would.
+func FirstConnects(web []*rig.Node, prefix string, pods int, addr string) (FirstConnectResult, error) {
 	var mu sync.Mutex
 	var took []time.Duration
 	var wg sync.WaitGroup
@@ -77,7 +77,6 @@ func FirstConnects(web []*rig.Node, prefix string, pods int, gap time.Duration, 
 			took = append(took, d)
 			mu.Unlock()
 		}()
-		time.Sleep(gap)
 	}
 	wg.Wait()
 	if addErr != nil {

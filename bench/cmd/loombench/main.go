@@ -641,12 +641,12 @@ func firstConnects(rep *bench.Report, r *rig.Rig) error {
 	addr := net.JoinHostPort(db.IP.String(), "80")
 	// The web pods' nodes must know db (whom to tell of a new web pod)
 	// before the first is added: one web pod reaching db says they do.
-	if _, err := bench.FirstConnects(nodes[1:], "warm", 2, 0, addr); err != nil {
+	if _, err := bench.FirstConnects(nodes[1:], "warm", 2, addr); err != nil {
 		return err
 	}
 	const pods = 21
 	for round := range 3 {
-		res, err := bench.FirstConnects(nodes[1:], fmt.Sprintf("web%d", round), pods, 0, addr)
+		res, err := bench.FirstConnects(nodes[1:], fmt.Sprintf("web%d", round), pods, addr)
 		if err != nil {
 			return err
 		}
