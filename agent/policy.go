@@ -144,7 +144,7 @@ func podRecord(al ipam.Allocation) policy.PodRecord {
 	if ns == "" {
 		ns = policy.DefaultNamespace
 	}
-	return policy.PodRecord{IP: al.IP, Namespace: ns, Name: al.Name, Labels: al.Labels, Since: al.Created.Unix()}
+	return policy.PodRecord{IP: al.IP, Namespace: ns, Name: al.Name, Labels: al.Labels, Since: al.Created.Unix(), UID: al.UID}
 }
 
 // compilePolicy publishes the local pods, allocs as read after the pod

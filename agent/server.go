@@ -131,7 +131,7 @@ func (a *Agent) toAPI(al ipam.Allocation) api.Allocation {
 		IP:      netip.PrefixFrom(al.IP, 32).String(),
 		Gateway: overlay.PodGateway.String(), HostIf: al.HostIf, MTU: a.cfg.mtu,
 		Subnet: al.Subnet.String(), Created: al.Created, Stale: !subnet.Contains(al.IP),
-		PodMeta: api.PodMeta{Namespace: podRecord(al).Namespace, Name: al.Name, Labels: al.Labels},
+		PodMeta: api.PodMeta{Namespace: podRecord(al).Namespace, Name: al.Name, Labels: al.Labels, UID: al.UID},
 	}
 }
 
@@ -145,8 +145,11 @@ func validPodMeta(m api.PodMeta) (api.PodMeta, error) {
 	if err := policy.ValidPodMeta(m.Namespace, m.Name, m.Labels); err != nil {
 		return m, err
 	}
+	if err := policy.ValidPodUID(m.UID); err != nil {
+		return m, err
+	}
 	if _, err := policy.EncodeRecord(policy.PodRecord{Node: strings.Repeat("n", 64), IP: netip.IPv4Unspecified(), Version: 1,
-		Namespace: m.Namespace, Name: m.Name, Labels: m.Labels}); err != nil {
+		Namespace: m.Namespace, Name: m.Name, Labels: m.Labels, UID: m.UID}); err != nil {
 		return m, err
 	}
 	return m, nil
@@ -175,7 +178,7 @@ func (a *Agent) handleLabel(w http.ResponseWriter, r *http.Request) {
 	for _, k := range req.Remove {
 		delete(labels, k)
 	}
-	if _, err := validPodMeta(api.PodMeta{Namespace: al.Namespace, Name: al.Name, Labels: labels}); err != nil {
+	if _, err := validPodMeta(api.PodMeta{Namespace: al.Namespace, Name: al.Name, Labels: labels, UID: al.UID}); err != nil {
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
 		return
 	}
@@ -223,7 +226,7 @@ func (a *Agent) handleAllocate(w http.ResponseWriter, r *http.Request) {
 	al, existing, err := a.store.Allocate(subnet, ipam.Allocation{
 		ContainerID: req.ContainerID, IfName: req.IfName, Netns: req.Netns,
 		HostIf:    hostIf,
-		Namespace: meta.Namespace, Name: meta.Name, Labels: meta.Labels,
+		Namespace: meta.Namespace, Name: meta.Name, Labels: meta.Labels, UID: meta.UID,
 	})
 	switch {
 	case errors.Is(err, ipam.ErrSubnetExhausted):

@@ -23,6 +23,8 @@ type PodMeta struct {
 	Namespace string            `json:"namespace,omitempty"`
 	Name      string            `json:"name,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
+	// UID is the Pod object's UID (K8S_POD_UID) when the runtime says it.
+	UID string `json:"uid,omitempty"`
 }
 
 // LabelRequest changes an attached pod's labels: Set adds or overwrites,

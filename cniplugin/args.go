@@ -24,7 +24,7 @@ type PodArgs struct {
 
 // Meta returns the pod metadata the arguments carry.
 func (a *PodArgs) Meta() (api.PodMeta, error) {
-	m := api.PodMeta{Namespace: string(a.K8S_POD_NAMESPACE), Name: string(a.K8S_POD_NAME)}
+	m := api.PodMeta{Namespace: string(a.K8S_POD_NAMESPACE), Name: string(a.K8S_POD_NAME), UID: string(a.K8S_POD_UID)}
 	labels, err := ParseLabels(string(a.LOOM_POD_LABELS))
 	if err != nil {
 		return m, err

@@ -286,6 +286,7 @@ func TestCNIBadInput(t *testing.T) {
 		{"ifname with a slash", good, netns, "et/h0", "", types.ErrInvalidEnvironmentVariables, "interface name"},
 		{"ifname too long", good, netns, "abcdefghijklmnopq", "", types.ErrInvalidEnvironmentVariables, "interface name"},
 		{"CNI_ARGS garbage", good, netns, "eth0", "K8S_POD_NAME", types.ErrInvalidEnvironmentVariables, "CNI_ARGS"},
+		{"pod UID with a slash", good, netns, "eth0", "K8S_POD_UID=a/b", types.ErrInvalidEnvironmentVariables, `pod UID "a/b"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // TestKubernetesPolicySource runs loomd with --policy-source kubernetes
@@ -193,35 +195,13 @@ func TestKubernetesNodeDeletionFreesSubnet(t *testing.T) {
 func TestKubernetesPodAdmittedBeforeKubeletReportsIt(t *testing.T) {
 	r := newRig(t)
 	apiServer := rig.NewFakeAPIServer()
-	apiServer.Set(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}})
-	apiServer.Set(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db-from-web"},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
-				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
-			}}},
-		}})
+	setShopDBFromWeb(apiServer)
 	// Selects pods labelled app=marked: a sign of which view a node has.
 	apiServer.Set(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "marked"},
 		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "marked"}}}})
 	nodes := startKubeNodes(t, r, apiServer, 3)
-	podObject := func(name, node string, p *rig.Pod) *corev1.Pod {
-		o := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, Labels: map[string]string{"app": name}},
-			Spec: corev1.PodSpec{NodeName: node}, Status: corev1.PodStatus{Phase: corev1.PodPending}}
-		if p != nil {
-			o.Status.Phase, o.Status.PodIP = corev1.PodRunning, p.IP.String()
-		}
-		return o
-	}
-	addKubePod := func(n *rig.Node, name string) *rig.Pod {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		p, err := n.AddPodWithArgs(ctx, name, [][2]string{{"K8S_POD_NAMESPACE", "shop"}, {"K8S_POD_NAME", name}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	podObject := func(name, node string, p *rig.Pod) *corev1.Pod { return shopPodObject(name, name, "", node, p) }
+	addKubePod := func(n *rig.Node, name string) *rig.Pod { return addShopPod(t, n, name, name, "") }
 	db := addKubePod(nodes[0], "db")
 	apiServer.Set(podObject("db", "node1", db))
 	other := addKubePod(nodes[1], "other")
@@ -278,11 +258,115 @@ func TestKubernetesPodAdmittedBeforeKubeletReportsIt(t *testing.T) {
 	if err := rig.Eventually(30*time.Second, func() error { return dialFrom(web.NS, addr) }); err != nil {
 		t.Fatalf("web, its address not in the API, never reached db: %v", err)
 	}
-	found := false
-	for _, addrs := range policySetAddrs(t, nodes[0]) {
-		found = found || slices.Contains(addrs, strconv.Quote(web.IP.String()))
-	}
-	if !found {
+	if !policySetsHold(t, nodes[0], web.IP) {
 		t.Fatalf("node1's peer sets %v do not hold web's address %s", policySetAddrs(t, nodes[0]), web.IP)
+	}
+}
+
+// setShopDBFromWeb gives apiServer the namespace shop and a policy there
+// admitting to app=db only app=web.
+func setShopDBFromWeb(apiServer *rig.FakeAPIServer) {
+	apiServer.Set(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}})
+	apiServer.Set(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db-from-web"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
+			}}},
+		}})
+}
+
+// shopPodObject is the Pod object of a pod in shop labelled app=app,
+// scheduled to node: running at p's address, or pending (kubelet has not
+// reported an address) when p is nil.
+func shopPodObject(name, app string, uid types.UID, node string, p *rig.Pod) *corev1.Pod {
+	o := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, UID: uid, Labels: map[string]string{"app": app}},
+		Spec: corev1.PodSpec{NodeName: node}, Status: corev1.PodStatus{Phase: corev1.PodPending}}
+	if p != nil {
+		o.Status.Phase, o.Status.PodIP = corev1.PodRunning, p.IP.String()
+	}
+	return o
+}
+
+// addShopPod attaches a pod to n as kubelet would: named in CNI_ARGS
+// (namespace shop), with its Pod UID when uid is set, under the pod
+// namespace nsName.
+func addShopPod(t *testing.T, n *rig.Node, nsName, name string, uid types.UID) *rig.Pod {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	args := [][2]string{{"K8S_POD_NAMESPACE", "shop"}, {"K8S_POD_NAME", name}}
+	if uid != "" {
+		args = append(args, [2]string{"K8S_POD_UID", string(uid)})
+	}
+	p, err := n.AddPodWithArgs(ctx, nsName, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// policySetsHold reports whether any of n's policy peer sets holds ip.
+func policySetsHold(t *testing.T, n *rig.Node, ip netip.Addr) bool {
+	t.Helper()
+	for _, addrs := range policySetAddrs(t, n) {
+		if slices.Contains(addrs, strconv.Quote(ip.String())) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestKubernetesRecreatedPodIsNotLentItsPredecessorsAddress: a pod
+// awaiting its address in the API is admitted elsewhere at the address
+// its node published under its name, but only its own: a StatefulSet pod
+// force-deleted while still running and recreated on the same node under
+// the same name (another Pod UID) is not admitted at its predecessor's
+// address, which the predecessor, still attached, keeps publishing.
+func TestKubernetesRecreatedPodIsNotLentItsPredecessorsAddress(t *testing.T) {
+	r := newRig(t)
+	apiServer := rig.NewFakeAPIServer()
+	setShopDBFromWeb(apiServer)
+	nodes := startKubeNodes(t, r, apiServer, 2)
+	db := addShopPod(t, nodes[0], "db", "db", "")
+	apiServer.Set(shopPodObject("db", "db", "", "node1", db))
+	addr := net.JoinHostPort(db.IP.String(), "8080")
+	serveIn(t, db.NS, addr)
+
+	// Kubelet never reports an address here: web-0 is known by its record.
+	apiServer.Set(shopPodObject("web-0", "web", "uid-old", "node2", nil))
+	old := addShopPod(t, nodes[1], "web-0-old", "web-0", "uid-old")
+	if err := rig.Eventually(30*time.Second, func() error {
+		if !policySetsHold(t, nodes[0], old.IP) {
+			return fmt.Errorf("node1's peer sets %v do not hold web-0's address %s", policySetAddrs(t, nodes[0]), old.IP)
+		}
+		return dialFrom(old.NS, addr)
+	}); err != nil {
+		t.Fatalf("web-0, its address not in the API, never admitted to db: %v", err)
+	}
+
+	// Force-deleted and recreated: the old sandbox is still attached.
+	apiServer.Set(shopPodObject("web-0", "web", "uid-new", "node2", nil))
+	if err := rig.Eventually(30*time.Second, func() error {
+		if policySetsHold(t, nodes[0], old.IP) {
+			return fmt.Errorf("node1's peer sets %v still hold the predecessor's address %s", policySetAddrs(t, nodes[0]), old.IP)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if dialFrom(old.NS, addr) == nil {
+		t.Fatal("the predecessor, its Pod object gone, still reaches db")
+	}
+
+	current := addShopPod(t, nodes[1], "web-0-new", "web-0", "uid-new")
+	if err := rig.Eventually(30*time.Second, func() error { return dialFrom(current.NS, addr) }); err != nil {
+		t.Fatalf("the recreated web-0 never reached db: %v", err)
+	}
+	if policySetsHold(t, nodes[0], old.IP) || !policySetsHold(t, nodes[0], current.IP) {
+		t.Fatalf("node1's peer sets %v: want %s (web-0) and not %s (its predecessor)", policySetAddrs(t, nodes[0]), current.IP, old.IP)
+	}
+	if dialFrom(old.NS, addr) == nil {
+		t.Fatal("the predecessor reaches db again once web-0 is attached")
 	}
 }

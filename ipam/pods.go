@@ -30,6 +30,8 @@ type Allocation struct {
 	Namespace string            `json:"namespace,omitempty"`
 	Name      string            `json:"name,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
+	// UID is the Pod object's UID when the runtime said it.
+	UID string `json:"uid,omitempty"`
 }
 
 func podKey(containerID, ifName string) []byte {

@@ -162,7 +162,10 @@ func ReadClusterViews(r io.Reader, fn func(ClusterView)) error {
 // node), and leaves out those still without one. Kubelet writes a pod's
 // address into the API only after its sandbox is up, about a second after
 // the ADD, and the pod may be talking by then: policies elsewhere that
-// admit it by label would drop its first packets until then.
+// admit it by label would drop its first packets until then. A record
+// naming another Pod UID is a predecessor of the same name (a StatefulSet
+// pod recreated, or force-deleted while still running) and lends nothing;
+// one naming the Pod's UID wins over one that does not say.
 func WithAddresses(cluster []Pod, published iter.Seq[Pod]) []Pod {
 	type key struct{ node, ns, name string }
 	waiting := map[key]int{}
@@ -175,10 +178,14 @@ func WithAddresses(cluster []Pod, published iter.Seq[Pod]) []Pod {
 		return cluster
 	}
 	out := slices.Clone(cluster)
+	byUID := map[int]bool{}
 	for p := range published {
-		if i, ok := waiting[key{p.Node, p.Namespace, p.Name}]; ok && p.Name != "" && p.IP.Is4() {
-			out[i].IP = p.IP
+		i, ok := waiting[key{p.Node, p.Namespace, p.Name}]
+		if !ok || p.Name == "" || !p.IP.Is4() || !SamePodUID(p.UID, cluster[i].UID) || (byUID[i] && p.UID == "") {
+			continue
 		}
+		out[i].IP = p.IP
+		byUID[i] = p.UID != ""
 	}
 	return slices.DeleteFunc(out, func(p Pod) bool { return !p.IP.IsValid() })
 }
@@ -187,7 +194,10 @@ func WithAddresses(cluster []Pod, published iter.Seq[Pod]) []Pod {
 // attachments: a local attachment is matched to its Pod object by the
 // namespace and name kubelet passed in CNI_ARGS (else by address) and
 // gets the object's labels and named ports; attachments the API does not
-// know (yet) keep what CNI_ARGS said.
+// know (yet) keep what CNI_ARGS said. Two attachments of one name are a
+// pod and its predecessor, still attached (a pod force-deleted, its
+// sandbox not yet torn down): the object is the one with its address or
+// its UID.
 func WithLocal(cluster, local []Pod) []Pod {
 	type nsName struct{ ns, name string }
 	byName := map[nsName]int{}
@@ -197,9 +207,25 @@ func WithLocal(cluster, local []Pod) []Pod {
 		byName[nsName{p.Namespace, p.Name}] = i
 		byIP[p.IP] = i
 	}
-	for _, l := range local {
+	named := func(l Pod) (int, bool) {
 		i, ok := byName[nsName{l.Namespace, l.Name}]
-		if !ok || l.Name == "" {
+		return i, ok && l.Name != "" && SamePodUID(cluster[i].UID, l.UID)
+	}
+	// known reports whether l is object i's pod for sure: by its address
+	// or its UID. An object one attachment is known to be takes no other.
+	known := func(i int, l Pod) bool { return cluster[i].IP == l.IP || (l.UID != "" && cluster[i].UID == l.UID) }
+	claimed := map[int]bool{}
+	for _, l := range local {
+		if i, ok := named(l); ok && known(i, l) {
+			claimed[i] = true
+		}
+	}
+	for _, l := range local {
+		i, ok := named(l)
+		if ok && claimed[i] {
+			ok = known(i, l)
+		}
+		if !ok {
 			i, ok = byIP[l.IP]
 		}
 		if ok {

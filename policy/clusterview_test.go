@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"fmt"
 	"maps"
 	"net/netip"
 	"reflect"
@@ -87,6 +88,110 @@ func TestWithAddresses(t *testing.T) {
 	}
 	if cluster[1].IP.IsValid() {
 		t.Fatal("WithAddresses changed the view it was given")
+	}
+}
+
+// TestWithAddressesTellsPodsOfOneNameApart: a record naming another Pod
+// UID is a predecessor's (a StatefulSet pod recreated, or force-deleted
+// and still running) and lends nothing, whichever order the records come
+// in; a record naming the Pod's UID wins over one that does not say; with
+// no UIDs said the name is all there is.
+func TestWithAddressesTellsPodsOfOneNameApart(t *testing.T) {
+	ip := netip.MustParseAddr
+	old := Pod{Namespace: "x", Name: "web-0", Node: "n2", IP: ip("10.244.2.7"), UID: "uid-old"}
+	unsaid := Pod{Namespace: "x", Name: "web-0", Node: "n2", IP: ip("10.244.2.8")}
+	current := Pod{Namespace: "x", Name: "web-0", Node: "n2", IP: ip("10.244.2.9"), UID: "uid-new"}
+	for _, tc := range []struct {
+		name      string
+		viewUID   string
+		published []Pod
+		want      netip.Addr // invalid: left out
+	}{
+		{"predecessor only", "uid-new", []Pod{old}, netip.Addr{}},
+		{"predecessor then pod", "uid-new", []Pod{old, current}, current.IP},
+		{"pod then predecessor", "uid-new", []Pod{current, old}, current.IP},
+		{"pod then a record not saying", "uid-new", []Pod{current, unsaid}, current.IP},
+		{"a record not saying then pod", "uid-new", []Pod{unsaid, current}, current.IP},
+		{"a record not saying", "uid-new", []Pod{unsaid}, unsaid.IP},
+		{"view not saying", "", []Pod{old}, old.IP},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cluster := []Pod{{Namespace: "x", Name: "web-0", Node: "n2", UID: tc.viewUID}}
+			got := WithAddresses(cluster, slices.Values(tc.published))
+			switch {
+			case !tc.want.IsValid() && len(got) != 0:
+				t.Fatalf("WithAddresses = %+v, want the pod left out", got)
+			case tc.want.IsValid() && (len(got) != 1 || got[0].IP != tc.want):
+				t.Fatalf("WithAddresses = %+v, want web-0 at %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestWithLocal: an attachment takes its object's labels by name, else
+// by address; of two attachments of one name (a pod and its predecessor,
+// still attached) the object is the one with its address or UID, in
+// either order, and the other keeps what CNI_ARGS said.
+func TestWithLocal(t *testing.T) {
+	ip := netip.MustParseAddr
+	web := map[string]string{"app": "web"}
+	cniLabels := map[string]string{"from": "cni"}
+	attach := func(name, addr, uid string) Pod {
+		return Pod{Namespace: "x", Name: name, IP: ip(addr), HostIf: "veth" + addr[len(addr)-1:], UID: uid, Labels: cniLabels}
+	}
+	find := func(t *testing.T, pods []Pod, addr string) Pod {
+		t.Helper()
+		for _, p := range pods {
+			if p.IP == ip(addr) {
+				return p
+			}
+		}
+		t.Fatalf("no pod at %s in %+v", addr, pods)
+		return Pod{}
+	}
+	t.Run("by name, by address, unknown", func(t *testing.T) {
+		cluster := []Pod{
+			{Namespace: "x", Name: "a", Labels: web, Node: "n1"},
+			{Namespace: "x", Name: "b", IP: ip("10.244.1.3"), Labels: web},
+		}
+		got := WithLocal(cluster, []Pod{attach("a", "10.244.1.2", ""), attach("", "10.244.1.3", ""), attach("c", "10.244.1.4", "")})
+		if len(got) != 3 {
+			t.Fatalf("WithLocal = %+v, want 3 pods", got)
+		}
+		for addr, want := range map[string]string{"10.244.1.2": "web", "10.244.1.3": "web", "10.244.1.4": ""} {
+			if p := find(t, got, addr); p.Labels["app"] != want || p.HostIf == "" {
+				t.Errorf("pod at %s = %+v, want app=%q and its veth", addr, p, want)
+			}
+		}
+		if cluster[0].IP.IsValid() {
+			t.Fatal("WithLocal changed the view it was given")
+		}
+	})
+	for _, tc := range []struct {
+		name   string
+		object Pod
+	}{
+		{"object with its address", Pod{Namespace: "x", Name: "web-0", IP: ip("10.244.1.9"), Labels: web}},
+		{"object awaiting its address, with its UID", Pod{Namespace: "x", Name: "web-0", Node: "n1", UID: "uid-new", Labels: web}},
+	} {
+		for _, reversed := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, reversed %v", tc.name, reversed), func(t *testing.T) {
+				local := []Pod{attach("web-0", "10.244.1.9", "uid-new"), attach("web-0", "10.244.1.5", "uid-old")}
+				if reversed {
+					slices.Reverse(local)
+				}
+				got := WithLocal([]Pod{tc.object}, local)
+				if len(got) != 2 {
+					t.Fatalf("WithLocal = %+v, want the pod and its predecessor", got)
+				}
+				if p := find(t, got, "10.244.1.9"); p.Labels["app"] != "web" || p.HostIf != "veth9" {
+					t.Errorf("the pod = %+v, want the object's labels and its own veth", p)
+				}
+				if p := find(t, got, "10.244.1.5"); p.Labels["from"] != "cni" || p.HostIf != "veth5" {
+					t.Errorf("the predecessor = %+v, want what CNI_ARGS said and its own veth", p)
+				}
+			})
+		}
 	}
 }
 

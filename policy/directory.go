@@ -28,11 +28,14 @@ type PodRecord struct {
 	// from agents that do not say): a record whose Since changed is
 	// another pod at the address, even under the same name.
 	Since int64 `json:"since,omitempty"`
+	// UID is the Pod object's UID when the runtime said it (K8S_POD_UID):
+	// a Pod recreated under the same name is another pod.
+	UID string `json:"uid,omitempty"`
 }
 
 // Pod is the pod a record describes, as policies see it.
 func (r PodRecord) Pod() Pod {
-	return Pod{Namespace: r.Namespace, Name: r.Name, IP: r.IP, Labels: r.Labels, Node: r.Node}
+	return Pod{Namespace: r.Namespace, Name: r.Name, IP: r.IP, Labels: r.Labels, Node: r.Node, UID: r.UID}
 }
 
 // MaxPodRecordSize bounds one encoded record so that it always fits a
@@ -236,6 +239,9 @@ func ValidateRecord(r PodRecord) error {
 	if err := ValidPodMeta(r.Namespace, r.Name, r.Labels); err != nil {
 		return fmt.Errorf("pod record %s/%s: %w", r.Node, r.IP, err)
 	}
+	if err := ValidPodUID(r.UID); err != nil {
+		return fmt.Errorf("pod record %s/%s: %w", r.Node, r.IP, err)
+	}
 	return nil
 }
 
@@ -349,17 +355,25 @@ func (d *Directory) mergeRecords(in []PodRecord) ([][]byte, bool, error) {
 }
 
 func sameRecord(a, b PodRecord) bool {
-	return a.Deleted == b.Deleted && a.Since == b.Since && !replaced(a, b) && maps.Equal(a.Labels, b.Labels)
+	return a.Deleted == b.Deleted && a.Since == b.Since && a.UID == b.UID && !replaced(a, b) && maps.Equal(a.Labels, b.Labels)
 }
 
 // replaced reports whether two live records of one address are of two
-// pods: another name, or the same name given the address anew (a runtime
-// that names no pods, or one that recreated it while this node missed the
-// first one's deletion). A Since of 0 (an older agent's record, or one
-// published before it said) is no evidence either way.
+// pods: another name, another Pod UID, or the same name given the address
+// anew (a runtime that names no pods, or one that recreated it while this
+// node missed the first one's deletion). A Since of 0 (an older agent's
+// record, or one published before it said) or a UID not said is no
+// evidence either way.
 func replaced(was, now PodRecord) bool {
 	return was.Namespace != now.Namespace || was.Name != now.Name ||
-		(was.Since != 0 && now.Since != 0 && was.Since != now.Since)
+		(was.Since != 0 && now.Since != 0 && was.Since != now.Since) ||
+		!SamePodUID(was.UID, now.UID)
+}
+
+// SamePodUID reports whether two UIDs may be of one Pod object: equal,
+// or either not said.
+func SamePodUID(a, b string) bool {
+	return a == "" || b == "" || a == b
 }
 
 // nextVersion returns a version newer than after and than the clock.

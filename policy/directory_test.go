@@ -163,6 +163,8 @@ func TestDirectoryRejectsBadRecords(t *testing.T) {
 		`[{"node":"","ip":"10.244.1.2","v":1,"ns":"x"}]`,
 		`[{"node":"b","ip":"10.244.1.2","v":0,"ns":"x"}]`,
 		`[{"node":"b","ip":"10.244.1.2","v":1,"ns":"x","labels":{"k":"bad value!"}}]`,
+		`[{"node":"b","ip":"10.244.1.2","v":1,"ns":"x","uid":"a uid"}]`,
+		`[{"node":"b","ip":"10.244.1.2","v":1,"ns":"x","uid":"` + strings.Repeat("u", 65) + `"}]`,
 		`{"not":"a list"}`,
 	} {
 		if _, _, err := d.MergeRemoteState([]byte(body)); err == nil {
@@ -277,6 +279,19 @@ func TestDirectoryToldOfPodsGone(t *testing.T) {
 	deliver(t, b, a.Publish([]PodRecord{again}))
 	if want := []netip.Addr{netip.MustParseAddr("10.244.0.2")}; !slices.Equal(gone, want) {
 		t.Fatalf("reported %v, want %v (the pod given the address anew)", gone, want)
+	}
+	// Another Pod UID under the same name is another pod; a UID said
+	// where none was (an agent upgraded under its pods) is not.
+	gone = nil
+	said, other := again, again
+	said.UID, other.UID = "uid-1", "uid-2"
+	deliver(t, b, a.Publish([]PodRecord{said}))
+	deliver(t, b, a.Publish([]PodRecord{other}))
+	if want := []netip.Addr{netip.MustParseAddr("10.244.0.2")}; !slices.Equal(gone, want) {
+		t.Fatalf("reported %v, want %v (the pod of another UID)", gone, want)
+	}
+	if r := b.Records(); len(r) != 1 || r[0].UID != "uid-2" {
+		t.Fatalf("b holds %+v, want the record of uid-2", r)
 	}
 }
 

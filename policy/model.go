@@ -37,6 +37,10 @@ type Pod struct {
 	// directory, and the Kubernetes API for a scheduled pod); empty when it
 	// does not.
 	Node string `json:"node,omitempty"`
+	// UID is the Pod object's UID where the source says it: the pod
+	// directory when the runtime passed it, and the Kubernetes view for a
+	// pod still awaiting its address (see WithAddresses).
+	UID string `json:"uid,omitempty"`
 }
 
 // Local reports whether the pod runs on this node.

@@ -148,6 +148,25 @@ func ValidPodMeta(namespace, name string, lbls map[string]string) error {
 	return ValidLabels(lbls)
 }
 
+// maxPodUIDLen bounds a pod UID: the API server's are UUIDs (36 bytes),
+// a static pod's a hex digest (32).
+const maxPodUIDLen = 64
+
+// ValidPodUID checks a pod UID as the runtime passes it (K8S_POD_UID) and
+// records carry it: empty (not said), or up to 64 letters, digits, '-',
+// '_' and '.'.
+func ValidPodUID(uid string) error {
+	if len(uid) > maxPodUIDLen {
+		return fmt.Errorf("pod UID of %d bytes: at most %d are allowed", len(uid), maxPodUIDLen)
+	}
+	for _, c := range []byte(uid) {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("pod UID %q: only letters, digits, '-', '_' and '.' are allowed", uid)
+		}
+	}
+	return nil
+}
+
 // MaxLabels bounds how many labels a pod may carry through Loom.
 const MaxLabels = 64
 

@@ -151,8 +151,9 @@ func (s *Source) View() (policy.ClusterView, error) {
 		pod := policy.Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, NamedPorts: namedPorts(p)}
 		if p.Status.PodIP == "" {
 			// Scheduled, its address not reported yet: loomd may know it
-			// from the pod's node (policy.WithAddresses).
-			pod.Node = p.Spec.NodeName
+			// from the pod's node (policy.WithAddresses), where the UID
+			// tells it from a predecessor of the same name.
+			pod.Node, pod.UID = p.Spec.NodeName, string(p.UID)
 		} else if pod.IP, err = netip.ParseAddr(p.Status.PodIP); err != nil || !pod.IP.Is4() {
 			continue
 		}

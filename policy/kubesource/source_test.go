@@ -43,7 +43,7 @@ func TestViewWriterSkipsRepeats(t *testing.T) {
 // idempotent.
 func TestTrimKeepsWhatViewsRead(t *testing.T) {
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "a", Labels: map[string]string{"app": "web"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "a", UID: "uid-a", Labels: map[string]string{"app": "web"},
 			Annotations:   map[string]string{"big": strings.Repeat("x", 4096)},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
 		Spec: corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{
@@ -94,7 +94,7 @@ func TestTrimKeepsWhatViewsRead(t *testing.T) {
 	}
 	// Scheduled, its address not reported yet: in the view with its node.
 	scheduled := pod.DeepCopy()
-	scheduled.Name, scheduled.Status.PodIP, scheduled.Spec.NodeName = "b", "", "n2"
+	scheduled.Name, scheduled.UID, scheduled.Status.PodIP, scheduled.Spec.NodeName = "b", "uid-b", "", "n2"
 	unscheduled := scheduled.DeepCopy()
 	unscheduled.Name, unscheduled.Spec.NodeName, unscheduled.Status.Phase = "c", "", corev1.PodPending
 	whole := view(pod, scheduled, unscheduled, ns, pol)
@@ -105,8 +105,14 @@ func TestTrimKeepsWhatViewsRead(t *testing.T) {
 	if len(whole.Pods) != 2 || whole.Pods[0].NamedPorts["http"].Port != 8080 || len(whole.Policies) != 1 {
 		t.Fatalf("view of the whole objects: %+v", whole)
 	}
-	if b := whole.Pods[1]; b.Name != "b" || b.Node != "n2" || b.IP.IsValid() {
-		t.Fatalf("the scheduled pod in the view: %+v, want b on n2 without an address", b)
+	// The UID tells an awaiting pod from a predecessor of its name; a pod
+	// with an address needs none, and a view of many pods is smaller
+	// without.
+	if b := whole.Pods[1]; b.Name != "b" || b.Node != "n2" || b.IP.IsValid() || b.UID != "uid-b" {
+		t.Fatalf("the scheduled pod in the view: %+v, want b (uid-b) on n2 without an address", b)
+	}
+	if a := whole.Pods[0]; a.UID != "" {
+		t.Fatalf("the running pod in the view: %+v, want no UID", a)
 	}
 	if p := trim(pod).(*corev1.Pod); p.Annotations != nil || p.ManagedFields != nil || p.Spec.Containers[0].Image != "" {
 		t.Errorf("trimmed pod still carries %+v", p)
