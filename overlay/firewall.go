@@ -216,13 +216,20 @@ func (f *NFTables) apply(spec FirewallSpec) (bool, error) {
 	if !ok {
 		return true, f.write(spec)
 	}
-	if spec.setsFingerprint() == f.setsFP && len(policyElementChanges(loomTable(), f.spec, spec)) == 0 {
-		if len(f.stale) < staleSweep {
-			return false, nil
+	if spec.setsFingerprint() == f.setsFP {
+		// Nodes and pods are the same: only policy elements can differ.
+		changes := policyElementChanges(loomTable(), f.spec, spec)
+		if len(changes) == 0 {
+			if len(f.stale) < staleSweep {
+				return false, nil
+			}
+			return true, f.sweepStale(c)
 		}
-		return true, f.sweepStale(c)
+		err = f.changeSets(c, spec, changes, f.stale)
+	} else {
+		err = f.updateSets(c, spec)
 	}
-	if err := f.updateSets(c, spec); err != nil {
+	if err != nil {
 		// The sets are not what Loom thinks: write all of it.
 		return true, f.write(spec)
 	}

@@ -137,6 +137,12 @@ type setChange struct {
 // batch; the rules must be the same (f.rulesFP stays). Called with mu held.
 func (f *NFTables) updateSets(c *nftables.Conn, spec FirewallSpec) error {
 	changes, stale := setChanges(f.spec, f.stale, spec)
+	return f.changeSets(c, spec, changes, stale)
+}
+
+// changeSets makes changes, which take the sets from f.spec's elements
+// to spec's, leaving stale entries, in one batch. Called with mu held.
+func (f *NFTables) changeSets(c *nftables.Conn, spec FirewallSpec, changes []setChange, stale map[string]PodRoute) error {
 	for _, ch := range changes {
 		if len(ch.del) > 0 {
 			if err := c.SetDeleteElements(ch.set, ch.del); err != nil {
