@@ -810,6 +810,7 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	subnets := a.podSubnets(d.Peers, adopt)
 	a.lastPodSubnets.Store(&subnets)
 	d.Policy = a.compilePolicy(allocs, listed, subnets)
+	d.KeepFirewall = a.policy.pending()
 	a.sweepHandedOver(subnet, d.Peers)
 	a.stateMu.Lock()
 	for name, why := range excluded {
@@ -1229,6 +1230,10 @@ func (a *Agent) broadcastClaims(claims []ipam.Claim) {
 
 // errNotReady is returned by API calls that need a subnet.
 var errNotReady = errors.New("node has no subnet yet")
+
+// errPoliciesPending is returned by the allocation of a pod address while
+// the network policies to enforce are not known yet.
+var errPoliciesPending = errors.New("network policies not known yet: no view of the Kubernetes API since loomd started")
 
 // backendFamily is the backend a node's packets need: "vxlan+direct"
 // talks to "vxlan" (direct routing falls back to VXLAN), "wireguard" to

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,10 +21,6 @@ import (
 // loomd, made every agent about 12 MiB larger whether it used the
 // Kubernetes source or not.
 const KubeHelperName = "loom-kube-policy"
-
-// kubeFirstViewTimeout bounds the wait for the helper's first view: its
-// own sync timeout (a minute) and its start.
-const kubeFirstViewTimeout = 75 * time.Second
 
 // Restart delays of a helper that ended: doubling from the first to the
 // second, back to the first after a run that delivered a view.
@@ -62,32 +57,14 @@ type kubeWatcher struct {
 	done       chan struct{}
 }
 
-// start runs the helper until its first view has been handed over, so no
-// pod is served before its policies are known, and then keeps it running
-// until stop (or ctx's end).
-func (w *kubeWatcher) start(ctx context.Context, firstTimeout time.Duration) error {
-	ctx, cancel := context.WithCancel(ctx)
-	first := make(chan struct{})
-	var once sync.Once
-	ended := make(chan error, 1)
-	go func() {
-		ended <- w.runOnce(ctx, func() { once.Do(func() { close(first) }) })
-	}()
-	timeout := time.NewTimer(firstTimeout)
-	defer timeout.Stop()
-	select {
-	case <-first:
-	case err := <-ended:
-		cancel()
-		return err
-	case <-timeout.C:
-		cancel()
-		<-ended
-		return fmt.Errorf("%s sent no view of the cluster within %v", KubeHelperName, firstTimeout)
-	}
-	w.cancel, w.done = cancel, make(chan struct{})
-	go w.supervise(ctx, ended)
-	return nil
+// start runs the helper, and again whenever it ends, until stop (or
+// ctx's end). It does not wait for the first view: the API server may be
+// down for a while, and the agent must join the fabric meanwhile (its
+// pods wait for the view; see policyState.pending).
+func (w *kubeWatcher) start(ctx context.Context) {
+	ctx, w.cancel = context.WithCancel(ctx)
+	w.done = make(chan struct{})
+	go w.supervise(ctx)
 }
 
 // stop ends the helper and returns once it has gone.
@@ -96,28 +73,32 @@ func (w *kubeWatcher) stop() {
 	<-w.done
 }
 
-// supervise restarts the helper whenever it ends, until ctx ends.
-func (w *kubeWatcher) supervise(ctx context.Context, ended chan error) {
+// supervise runs the helper and restarts it whenever it ends, until ctx
+// ends.
+func (w *kubeWatcher) supervise(ctx context.Context) {
 	defer close(w.done)
 	delay := w.restartMin
-	var viewed atomic.Bool
-	viewed.Store(true) // the first run delivered its first view
+	everViewed := false
 	for {
-		err := <-ended
+		viewed := false
+		err := w.runOnce(ctx, func() { viewed = true })
 		if ctx.Err() != nil {
 			return
 		}
-		if viewed.Swap(false) {
-			delay = w.restartMin
+		if viewed {
+			everViewed, delay = true, w.restartMin
 		}
-		w.onError(fmt.Errorf("%w; restarting it in %v, the last view stays in force", err, delay))
+		then := "the last view stays in force"
+		if !everViewed {
+			then = "no view yet: pods wait, and the firewall stays as the last run left it"
+		}
+		w.onError(fmt.Errorf("%w; restarting it in %v, %s", err, delay, then))
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, kubeRestartMax)
-		go func() { ended <- w.runOnce(ctx, func() { viewed.Store(true) }) }()
 	}
 }
 
@@ -205,8 +186,9 @@ func (t *tailWriter) lastLine() string {
 	return string(b)
 }
 
-// startKubernetesPolicies starts the helper that follows the API server
-// and waits for its first full view of policies, pods and namespaces.
+// startKubernetesPolicies starts the helper that follows the API server.
+// Until its first full view of policies, pods and namespaces has arrived
+// the agent serves no pods and leaves the firewall as it is.
 func (a *Agent) startKubernetesPolicies(ctx context.Context) (*kubeWatcher, error) {
 	path, err := kubeHelperPath()
 	if err != nil {
@@ -222,15 +204,17 @@ func (a *Agent) startKubernetesPolicies(ctx context.Context) (*kubeWatcher, erro
 		onError:    a.policyLoaded,
 		restartMin: kubeRestartMin,
 	}
-	if err := w.start(ctx, kubeFirstViewTimeout); err != nil {
-		return nil, fmt.Errorf("kubernetes policy source: %w", err)
-	}
-	a.log.Info("following network policies from the Kubernetes API", zap.String("helper", path))
+	w.start(ctx)
+	a.log.Info("following network policies from the Kubernetes API; pods wait for its first view", zap.String("helper", path))
 	return w, nil
 }
 
 // clusterViewed puts a view from the Kubernetes source in force.
 func (a *Agent) clusterViewed(v policy.ClusterView) {
+	if a.policy.pending() {
+		a.log.Info("first view of the Kubernetes API: putting its network policies in force and serving pods",
+			zap.Int("policies", len(v.Policies)), zap.Int("pods", len(v.Pods)))
+	}
 	a.kubeNodes.update(v)
 	objs, err := v.Objects()
 	a.policy.setObjects(objs, v.Pods)

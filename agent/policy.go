@@ -50,6 +50,28 @@ type policyState struct {
 // enabled reports whether policies are enforced at all.
 func (p *policyState) enabled() bool { return p.source != PolicySourceNone }
 
+// pending reports whether the policies to enforce are not known yet: the
+// Kubernetes source has sent no view since loomd started (the API server
+// may be down). Meanwhile no pod is served, and the firewall stays as the
+// last run left it: its policies are better than none, or than isolating
+// every pod, and a restart must not wait for the API to rejoin the fabric
+// (its peers would withdraw its pods' routes).
+func (p *policyState) pending() bool {
+	if p.source != PolicySourceKubernetes {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.loaded
+}
+
+// lastLoadErr is why the last load of policies failed; nil if it did not.
+func (p *policyState) lastLoadErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.loadErr
+}
+
 // watchPolicyDir reloads the policy directory whenever its contents
 // change. A bad file leaves the last good set in force; the error is
 // logged once and shown in `loomctl policy`.

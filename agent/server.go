@@ -219,6 +219,10 @@ func (a *Agent) handleAllocate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err)
 		return
 	}
+	if a.policy.pending() {
+		writeError(w, http.StatusServiceUnavailable, api.CodeNotReady, errPoliciesPending)
+		return
+	}
 	hostIf := api.HostVethName(req.ContainerID, req.IfName)
 	// An ADD right after a DEL of the same attachment would find the old
 	// veth still being destroyed and fail to create its own.
@@ -481,6 +485,8 @@ func (a *Agent) handleStatus(w http.ResponseWriter, r *http.Request) {
 
 // notReady lists why the node cannot serve pods; empty means ready.
 func (a *Agent) notReady() []string {
+	// Read before stateMu: the policy state has a lock of its own.
+	policiesPending, policyErr := a.policy.pending(), a.policy.lastLoadErr()
 	a.stateMu.Lock()
 	defer a.stateMu.Unlock()
 	var why []string
@@ -506,6 +512,13 @@ func (a *Agent) notReady() []string {
 	}
 	if a.confErr != nil {
 		why = append(why, "CNI config not written, so no pod can start: "+a.confErr.Error())
+	}
+	if policiesPending {
+		msg := errPoliciesPending.Error() + " (the firewall stays as the last run left it)"
+		if policyErr != nil {
+			msg += ": " + policyErr.Error()
+		}
+		why = append(why, msg)
 	}
 	return why
 }

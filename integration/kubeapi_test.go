@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -87,8 +88,9 @@ func TestKubernetesPolicySource(t *testing.T) {
 
 // startKubeNodes starts count nodes with --policy-source kubernetes against
 // apiServer, each seeing it on its own loopback, and waits until all are
-// ready and have programmed each other.
-func startKubeNodes(t *testing.T, r *rig.Rig, apiServer *rig.FakeAPIServer, count int) []*rig.Node {
+// ready and have programmed each other. The nodes keep the flags, and
+// args, across restarts.
+func startKubeNodes(t *testing.T, r *rig.Rig, apiServer *rig.FakeAPIServer, count int, args ...string) []*rig.Node {
 	t.Helper()
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := rig.WriteKubeconfig(kubeconfig); err != nil {
@@ -105,9 +107,8 @@ func startKubeNodes(t *testing.T, r *rig.Rig, apiServer *rig.FakeAPIServer, coun
 			t.Fatal(err)
 		}
 		t.Cleanup(stop)
-		if err := n.StartWith(func(a []string) []string {
-			return append(a, "--policy-source", "kubernetes", "--kubeconfig", kubeconfig)
-		}, nodes...); err != nil {
+		n.Args = append(append(n.Args, "--policy-source", "kubernetes", "--kubeconfig", kubeconfig), args...)
+		if err := n.Start(nodes...); err != nil {
 			t.Fatal(err)
 		}
 		nodes = append(nodes, n)
@@ -368,5 +369,102 @@ func TestKubernetesRecreatedPodIsNotLentItsPredecessorsAddress(t *testing.T) {
 	}
 	if dialFrom(old.NS, addr) == nil {
 		t.Fatal("the predecessor reaches db again once web-0 is attached")
+	}
+}
+
+// TestKubernetesAgentRestartsWhileTheAPIIsDown: an agent restarted while
+// the API server is down rejoins the fabric at once, so its peers keep
+// routing to its pods, and keeps the policies of its last run in force
+// (neither opening its pods nor cutting them off); it serves no new pod
+// until the API is back, and says why.
+func TestKubernetesAgentRestartsWhileTheAPIIsDown(t *testing.T) {
+	r := newRig(t)
+	apiServer := rig.NewFakeAPIServer()
+	setShopDBFromWeb(apiServer)
+	// Enforced on node2, where web runs: only db may connect to it.
+	apiServer.Set(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-from-db"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}},
+			}}},
+		}})
+	// Without grace a node gone is withdrawn as soon as it is declared dead.
+	nodes := startKubeNodes(t, r, apiServer, 2, "--dead-node-grace", "0s")
+	attach := func(n *rig.Node, name string) *rig.Pod {
+		p := addShopPod(t, n, name, name, "")
+		apiServer.Set(shopPodObject(name, name, "", n.Name, p))
+		return p
+	}
+	db, web, other := attach(nodes[0], "db"), attach(nodes[1], "web"), attach(nodes[1], "other")
+	webAddr := net.JoinHostPort(web.IP.String(), "8080")
+	serveIn(t, web.NS, webAddr)
+	inForce := func() error {
+		if err := dialFrom(db.NS, webAddr); err != nil {
+			return fmt.Errorf("db does not reach web: %w", err)
+		}
+		if dialFrom(other.NS, webAddr) == nil {
+			return fmt.Errorf("other reaches web")
+		}
+		return nil
+	}
+	if err := rig.Eventually(30*time.Second, inForce); err != nil {
+		t.Fatalf("policies not in force: %v", err)
+	}
+
+	apiServer.SetDown(true)
+	const count = 1000 // 10 s at 100/s: well past node2's failure detection (about 5 s)
+	pingDone := make(chan string, 1)
+	go func() {
+		out, _ := db.Exec("ping", "-D", "-i", "0.01", "-c", fmt.Sprint(count), "-W", "1", web.IP.String())
+		pingDone <- out
+	}()
+	if err := rig.Eventually(5*time.Second, func() error { return rig.Ping(db.NS, web.IP) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[1].Stop(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[1].Start(nodes[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := rig.Eventually(30*time.Second, func() error {
+		st, err := nodes[1].Status()
+		if err != nil {
+			return err
+		}
+		if st.Node.Ready || !strings.Contains(strings.Join(st.Node.NotReady, "; "), "network policies not known yet") {
+			return fmt.Errorf("node2 ready %v (%q), want not ready for want of network policies", st.Node.Ready, st.Node.NotReady)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := nodes[1].AddPodWithArgs(ctx, "late", [][2]string{{"K8S_POD_NAMESPACE", "shop"}, {"K8S_POD_NAME", "late"}}); err == nil ||
+		!strings.Contains(err.Error(), "network policies not known yet") {
+		t.Fatalf("ADD with the API down: %v, want a refusal for want of network policies", err)
+	}
+	var out string
+	select {
+	case out = <-pingDone:
+	case <-time.After(time.Minute):
+		t.Fatal("ping did not finish")
+	}
+	if err := pingLosses(out, count); err != nil {
+		t.Fatalf("db lost web while node2's agent restarted with the API down: %v", err)
+	}
+	if err := inForce(); err != nil {
+		t.Fatalf("with the API down, the restarted node2 did not keep its policies: %v", err)
+	}
+
+	apiServer.SetDown(false)
+	if err := nodes[1].WaitReady(90 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	attach(nodes[1], "late")
+	if err := inForce(); err != nil {
+		t.Fatalf("the API back: %v", err)
 	}
 }

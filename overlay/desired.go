@@ -62,6 +62,9 @@ type Desired struct {
 	// Policy is compiled network policy for this node's pods; nil means
 	// none is enforced.
 	Policy *policy.Compiled
+	// KeepFirewall leaves the firewall as the kernel holds it (the last
+	// run's, or none): the policies to enforce are not known yet.
+	KeepFirewall bool
 	// Adopt adds and repairs but removes nothing: a restarted agent that has
 	// not heard from its peers yet must not withdraw routes it cannot yet
 	// prove stale.

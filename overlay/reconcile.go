@@ -208,7 +208,7 @@ func (dp *Dataplane) Apply(d Desired) (Result, error) {
 	}
 
 	// 4. Firewall and NAT.
-	if dp.fw != nil {
+	if dp.fw != nil && !d.KeepFirewall {
 		spec := FirewallSpec{
 			Cluster: dp.cluster, NodeAddrs: d.NodeAddrs, NodeOverlays: d.NodeOverlays,
 			VXLANPort: dp.vxlanPort, TunnelIPv6: dp.tunnelIPv6, NoMasquerade: dp.noMasquerade, PodToHost: dp.podToHost, Policy: d.Policy,

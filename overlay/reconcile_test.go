@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/loomnet/loom/api"
+	"github.com/loomnet/loom/policy"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -331,6 +333,47 @@ func TestAdoptKeepsExistingPeersUntilMembershipSettles(t *testing.T) {
 	}
 	if neighs, fdbs, routes = f.kernelState(t); len(neighs)+len(fdbs) != 0 || len(routes) != 1 {
 		t.Fatalf("after settling: %v %v %v", neighs, fdbs, routes)
+	}
+}
+
+// specsFirewall records the specs it is asked to apply.
+type specsFirewall struct{ specs []FirewallSpec }
+
+func (f *specsFirewall) Apply(spec FirewallSpec) (bool, error) {
+	f.specs = append(f.specs, spec)
+	return true, nil
+}
+func (f *specsFirewall) AddPod(PodRoute) error                      { return nil }
+func (f *specsFirewall) RemovePod(string) error                     { return nil }
+func (f *specsFirewall) ApplyPolicy(*policy.Compiled) (bool, error) { return false, nil }
+
+// TestKeepFirewallProgramsAllButTheFirewall: while the policies are not
+// known, peers are programmed and the firewall is left as it is; then it
+// is written.
+func TestKeepFirewallProgramsAllButTheFirewall(t *testing.T) {
+	k := NewFakeKernel()
+	under := k.AddDummy("eth0")
+	fw := &specsFirewall{}
+	vx := NewVXLAN(k, VXLANConfig{Name: "loom.1", VNI: 1, Port: 4789, MTU: 1450, MAC: VTEPMAC("self"),
+		UnderlayIndex: under.Attrs().Index, Local: netip.MustParseAddr("192.0.2.1")})
+	dp := NewDataplane(DataplaneConfig{Kernel: k, Backend: vx, Firewall: fw, Cluster: netip.MustParsePrefix("10.244.0.0/16")})
+	b := peer("b", "192.0.2.2", "10.244.2.0/24")
+	d := Desired{Subnet: own, Peers: []Peer{b}, NodeAddrs: []netip.Addr{b.Underlay}, KeepFirewall: true}
+	if _, err := dp.Apply(d); err != nil {
+		t.Fatal(err)
+	}
+	if len(fw.specs) != 0 {
+		t.Fatalf("firewall written while kept: %+v", fw.specs)
+	}
+	if !slices.ContainsFunc(k.Routes(), func(r netlink.Route) bool { return r.Dst != nil && r.Dst.String() == "10.244.2.0/24" }) {
+		t.Fatalf("b's subnet not routed while the firewall is kept: %v", k.Routes())
+	}
+	d.KeepFirewall = false
+	if _, err := dp.Apply(d); err != nil {
+		t.Fatal(err)
+	}
+	if len(fw.specs) != 1 || !slices.Equal(fw.specs[0].NodeAddrs, d.NodeAddrs) {
+		t.Fatalf("firewall specs %+v, want one with b's address", fw.specs)
 	}
 }
 

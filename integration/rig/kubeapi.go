@@ -41,9 +41,10 @@ current-context: fake
 // which this machine cannot run, so that tests and benchmarks drive the
 // real loom-kube-policy helper.
 type FakeAPIServer struct {
-	mu  sync.Mutex
-	rv  int
-	res map[string]*fakeResource // by URL path
+	mu   sync.Mutex
+	rv   int
+	res  map[string]*fakeResource // by URL path
+	down bool
 }
 
 type fakeResource struct {
@@ -122,10 +123,32 @@ func (s *FakeAPIServer) change(obj metav1.Object, del bool) {
 	}
 }
 
+// SetDown makes the server answer every request with 503 Service
+// Unavailable and ends the watches open, as an API server in an outage;
+// false serves again.
+func (s *FakeAPIServer) SetDown(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = down
+	if !down {
+		return
+	}
+	for _, res := range s.res {
+		for ch := range res.watchers {
+			close(ch)
+			delete(res.watchers, ch)
+		}
+	}
+}
+
 func (s *FakeAPIServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	res := s.res[r.URL.Path]
+	res, down := s.res[r.URL.Path], s.down
 	s.mu.Unlock()
+	if down {
+		http.Error(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"ServiceUnavailable","code":503}`, http.StatusServiceUnavailable)
+		return
+	}
 	if res == nil {
 		http.Error(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`, http.StatusNotFound)
 		return
@@ -168,7 +191,11 @@ func (s *FakeAPIServer) watch(w http.ResponseWriter, r *http.Request, res *fakeR
 			}
 		}
 	}
-	res.watchers[ch] = true
+	if s.down {
+		close(ch) // down since the request came in: the watch ends at once
+	} else {
+		res.watchers[ch] = true
+	}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
