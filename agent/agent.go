@@ -897,8 +897,11 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 		a.log.Info("data plane programmed", zap.Stringer("subnet", subnet))
 		a.detachOrphanVeths()
 	}
-	if err == nil {
-		// Retried as a failed reconcile is; writeConflist logs it.
+	if err == nil && !d.KeepFirewall {
+		// Retried as a failed reconcile is; writeConflist logs it. Not
+		// while the policies are pending: a runtime that sees the file
+		// sends pods, which cannot be served yet (one written by the last
+		// run stays).
 		err = a.writeConflist()
 	}
 	return next, err

@@ -87,20 +87,7 @@ func TestCNIConfigDirInTheWay(t *testing.T) {
 	if err := n.Start(); err != nil {
 		t.Fatal(err)
 	}
-	want := "CNI config not written"
-	if err := rig.Eventually(20*time.Second, func() error {
-		st, err := n.Status()
-		if err != nil {
-			return err
-		}
-		why := strings.Join(st.Node.NotReady, "; ")
-		if st.Node.Ready || !strings.Contains(why, want) || !strings.Contains(why, n.ConfDir) {
-			return fmt.Errorf("ready %v, not ready because %q; want not ready, %q naming %s", st.Node.Ready, why, want, n.ConfDir)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitNotReadyFor(t, n, 20*time.Second, "CNI config not written", n.ConfDir)
 	if err := os.Remove(n.ConfDir); err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,12 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -86,32 +89,14 @@ func TestKubernetesPolicySource(t *testing.T) {
 	}
 }
 
-// startKubeNodes starts count nodes with --policy-source kubernetes against
-// apiServer, each seeing it on its own loopback, and waits until all are
-// ready and have programmed each other. The nodes keep the flags, and
-// args, across restarts.
+// startKubeNodes starts count nodes with --policy-source kubernetes
+// against apiServer (see startKubeNode) and waits until all are ready and
+// have programmed each other.
 func startKubeNodes(t *testing.T, r *rig.Rig, apiServer *rig.FakeAPIServer, count int, args ...string) []*rig.Node {
 	t.Helper()
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := rig.WriteKubeconfig(kubeconfig); err != nil {
-		t.Fatal(err)
-	}
 	var nodes []*rig.Node
 	for i := 1; i <= count; i++ {
-		n, err := r.AddNode(fmt.Sprintf("node%d", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		stop, err := rig.ServeAPI(n.NS, apiServer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(stop)
-		n.Args = append(append(n.Args, "--policy-source", "kubernetes", "--kubeconfig", kubeconfig), args...)
-		if err := n.Start(nodes...); err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, n)
+		nodes = append(nodes, startKubeNode(t, r, apiServer, fmt.Sprintf("node%d", i), args, nodes...))
 	}
 	for _, n := range nodes {
 		if err := n.WaitReady(90 * time.Second); err != nil {
@@ -120,6 +105,31 @@ func startKubeNodes(t *testing.T, r *rig.Rig, apiServer *rig.FakeAPIServer, coun
 	}
 	waitConverged(t, nodes)
 	return nodes
+}
+
+// startKubeNode adds a node whose agent follows apiServer, seen on the
+// node's own loopback (--policy-source kubernetes, and args), and starts
+// it joining join. The node keeps the flags across restarts.
+func startKubeNode(t *testing.T, r *rig.Rig, apiServer *rig.FakeAPIServer, name string, args []string, join ...*rig.Node) *rig.Node {
+	t.Helper()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := rig.WriteKubeconfig(kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	n, err := r.AddNode(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, err := rig.ServeAPI(n.NS, apiServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	n.Args = append(append(n.Args, "--policy-source", "kubernetes", "--kubeconfig", kubeconfig), args...)
+	if err := n.Start(join...); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // TestKubernetesNodeDeletionFreesSubnet: a dead node's subnet stays
@@ -376,7 +386,8 @@ func TestKubernetesRecreatedPodIsNotLentItsPredecessorsAddress(t *testing.T) {
 // the API server is down rejoins the fabric at once, so its peers keep
 // routing to its pods, and keeps the policies of its last run in force
 // (neither opening its pods nor cutting them off); it serves no new pod
-// until the API is back, and says why.
+// until the API is back, and says why. A node new to the fabric joins as
+// well, and writes no CNI config until then.
 func TestKubernetesAgentRestartsWhileTheAPIIsDown(t *testing.T) {
 	r := newRig(t)
 	apiServer := rig.NewFakeAPIServer()
@@ -428,23 +439,20 @@ func TestKubernetesAgentRestartsWhileTheAPIIsDown(t *testing.T) {
 	if err := nodes[1].Start(nodes[0]); err != nil {
 		t.Fatal(err)
 	}
-	if err := rig.Eventually(30*time.Second, func() error {
-		st, err := nodes[1].Status()
-		if err != nil {
-			return err
-		}
-		if st.Node.Ready || !strings.Contains(strings.Join(st.Node.NotReady, "; "), "network policies not known yet") {
-			return fmt.Errorf("node2 ready %v (%q), want not ready for want of network policies", st.Node.Ready, st.Node.NotReady)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitNotReadyFor(t, nodes[1], 30*time.Second, "network policies not known yet")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := nodes[1].AddPodWithArgs(ctx, "late", [][2]string{{"K8S_POD_NAMESPACE", "shop"}, {"K8S_POD_NAME", "late"}}); err == nil ||
 		!strings.Contains(err.Error(), "network policies not known yet") {
 		t.Fatalf("ADD with the API down: %v, want a refusal for want of network policies", err)
+	}
+	// A node new to the fabric joins it too, but tells its runtime of no
+	// network (no CNI config) while it can serve no pod.
+	fresh := startKubeNode(t, r, apiServer, "node3", []string{"--dead-node-grace", "0s"}, nodes[0])
+	waitNotReadyFor(t, fresh, 30*time.Second, "network policies not known yet")
+	waitConverged(t, append(nodes, fresh))
+	if _, err := os.Stat(filepath.Join(fresh.ConfDir, "10-loom.conflist")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("node3's CNI config before any view of the API: %v, want none", err)
 	}
 	var out string
 	select {
@@ -460,8 +468,10 @@ func TestKubernetesAgentRestartsWhileTheAPIIsDown(t *testing.T) {
 	}
 
 	apiServer.SetDown(false)
-	if err := nodes[1].WaitReady(90 * time.Second); err != nil {
-		t.Fatal(err)
+	for _, n := range []*rig.Node{nodes[1], fresh} {
+		if err := n.WaitReady(90 * time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 	attach(nodes[1], "late")
 	if err := inForce(); err != nil {

@@ -628,18 +628,7 @@ func TestNodeWaitsForAFreeSubnet(t *testing.T) {
 	}
 	nodes[1].Stop(syscall.SIGKILL)
 	late := addStarted(t, r, "late", nodes[0])
-	if err := rig.Eventually(20*time.Second, func() error {
-		st, err := late.Status()
-		if err != nil {
-			return err
-		}
-		if st.Node.Ready || !strings.Contains(strings.Join(st.Node.NotReady, "; "), "no free subnet: all 2 /24 subnets of 10.244.0.0/23 are claimed") {
-			return fmt.Errorf("late: ready=%v, not ready because %q", st.Node.Ready, st.Node.NotReady)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitNotReadyFor(t, late, 20*time.Second, "no free subnet: all 2 /24 subnets of 10.244.0.0/23 are claimed")
 	if err := late.WaitReady(60 * time.Second); err != nil {
 		t.Fatal(err)
 	}

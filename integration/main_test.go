@@ -139,6 +139,27 @@ func startNodes(t *testing.T, r *rig.Rig, count int) []*rig.Node {
 	return nodes
 }
 
+// waitNotReadyFor waits until n's agent says it is not ready, for
+// reasons that mention each of wants.
+func waitNotReadyFor(t *testing.T, n *rig.Node, timeout time.Duration, wants ...string) {
+	t.Helper()
+	if err := rig.Eventually(timeout, func() error {
+		st, err := n.Status()
+		if err != nil {
+			return err
+		}
+		why := strings.Join(st.Node.NotReady, "; ")
+		for _, want := range wants {
+			if st.Node.Ready || !strings.Contains(why, want) {
+				return fmt.Errorf("%s ready %v, not ready because %q; want not ready, %q", n.Name, st.Node.Ready, why, want)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // waitConverged waits until every running node has programmed every other
 // running node: the fabric has agreed on who is where.
 func waitConverged(t *testing.T, all []*rig.Node) {
