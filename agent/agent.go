@@ -248,13 +248,16 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	var policyLoadedFrom [sha256.Size]byte
 	if r.policySource == PolicySourceFiles {
 		// Load before the first reconcile rewrites the firewall: starting
-		// with no policy would open every pod until the first reload.
+		// with no policy would open every pod until the first reload. A bad
+		// set does not keep the node off the fabric: its policies stay
+		// pending (the firewall as the last run left it, no pod served)
+		// until the directory is mended.
 		policyLoadedFrom, _ = policy.DirFingerprint(r.PolicyDir)
-		objs, err := r.policyFiles()
-		if err != nil {
-			return err
+		if objs, err := policy.LoadDir(r.PolicyDir); err != nil {
+			a.policyLoaded(err)
+		} else {
+			a.policy.setObjects(objs, nil)
 		}
-		a.policy.setObjects(objs, nil)
 	}
 	if r.policySource == PolicySourceKubernetes {
 		kube, err := a.startKubernetesPolicies(ctx)
@@ -461,7 +464,9 @@ func (a *Agent) notificationsLost(what string) func(error) {
 
 // Check resolves cfg as Run does at start, changing nothing: the flags'
 // values, the files they name (keys, kubeconfig, policies) and the
-// interface and addresses they refer to.
+// interface and addresses they refer to. A bad policy directory fails the
+// check (and so a reload), where a start runs on with its pods waiting
+// (see policyState.pending).
 func Check(cfg Config) error {
 	r, k, err := resolveHere(cfg)
 	if err != nil {
@@ -469,21 +474,11 @@ func Check(cfg Config) error {
 	}
 	k.Close()
 	if r.policySource == PolicySourceFiles {
-		if _, err := r.policyFiles(); err != nil {
-			return err
+		if _, err := policy.LoadDir(r.PolicyDir); err != nil {
+			return flagErr("policy-dir", "%v", err)
 		}
 	}
 	return nil
-}
-
-// policyFiles reads --policy-dir as a start does: a bad directory is a
-// configuration error, where a reload keeps the last good set.
-func (r *resolved) policyFiles() (policy.Objects, error) {
-	objs, err := policy.LoadDir(r.PolicyDir)
-	if err != nil {
-		return objs, flagErr("policy-dir", "%v", err)
-	}
-	return objs, nil
 }
 
 // resolveHere resolves cfg against this network namespace's kernel, which
@@ -1233,10 +1228,6 @@ func (a *Agent) broadcastClaims(claims []ipam.Claim) {
 
 // errNotReady is returned by API calls that need a subnet.
 var errNotReady = errors.New("node has no subnet yet")
-
-// errPoliciesPending is returned by the allocation of a pod address while
-// the network policies to enforce are not known yet.
-var errPoliciesPending = errors.New("network policies not known yet: no view of the Kubernetes API since loomd started")
 
 // backendFamily is the backend a node's packets need: "vxlan+direct"
 // talks to "vxlan" (direct routing falls back to VXLAN), "wireguard" to

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"iter"
 	"net/netip"
@@ -52,17 +53,26 @@ func (p *policyState) enabled() bool { return p.source != PolicySourceNone }
 
 // pending reports whether the policies to enforce are not known yet: the
 // Kubernetes source has sent no view since loomd started (the API server
-// may be down). Meanwhile no pod is served, and the firewall stays as the
-// last run left it: its policies are better than none, or than isolating
-// every pod, and a restart must not wait for the API to rejoin the fabric
-// (its peers would withdraw its pods' routes).
+// may be down), or the policy directory held no good set at the start.
+// Meanwhile no pod is served, and the firewall stays as the last run left
+// it: its policies are better than none, or than isolating every pod, and
+// a restart must not wait for them to rejoin the fabric (its peers would
+// withdraw its pods' routes).
 func (p *policyState) pending() bool {
-	if p.source != PolicySourceKubernetes {
+	if !p.enabled() {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return !p.loaded
+}
+
+// pendingError says why pods are not served while pending.
+func (p *policyState) pendingError() error {
+	if p.source == PolicySourceKubernetes {
+		return errors.New("network policies not known yet: no view of the Kubernetes API since loomd started")
+	}
+	return errors.New("network policies not known yet: no good set in the policy directory since loomd started")
 }
 
 // lastLoadErr is why the last load of policies failed; nil if it did not.

@@ -220,7 +220,7 @@ func (a *Agent) handleAllocate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a.policy.pending() {
-		writeError(w, http.StatusServiceUnavailable, api.CodeNotReady, errPoliciesPending)
+		writeError(w, http.StatusServiceUnavailable, api.CodeNotReady, a.policy.pendingError())
 		return
 	}
 	hostIf := api.HostVethName(req.ContainerID, req.IfName)
@@ -514,7 +514,7 @@ func (a *Agent) notReady() []string {
 		why = append(why, "CNI config not written, so no pod can start: "+a.confErr.Error())
 	}
 	if policiesPending {
-		msg := errPoliciesPending.Error() + " (the firewall stays as the last run left it)"
+		msg := a.policy.pendingError().Error() + " (the firewall stays as the last run left it)"
 		if policyErr != nil {
 			msg += ": " + policyErr.Error()
 		}

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -423,49 +422,18 @@ func TestKubernetesAgentRestartsWhileTheAPIIsDown(t *testing.T) {
 		t.Fatalf("policies not in force: %v", err)
 	}
 
+	var fresh *rig.Node
 	apiServer.SetDown(true)
-	const count = 1000 // 10 s at 100/s: well past node2's failure detection (about 5 s)
-	pingDone := make(chan string, 1)
-	go func() {
-		out, _ := db.Exec("ping", "-D", "-i", "0.01", "-c", fmt.Sprint(count), "-W", "1", web.IP.String())
-		pingDone <- out
-	}()
-	if err := rig.Eventually(5*time.Second, func() error { return rig.Ping(db.NS, web.IP) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := nodes[1].Stop(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := nodes[1].Start(nodes[0]); err != nil {
-		t.Fatal(err)
-	}
-	waitNotReadyFor(t, nodes[1], 30*time.Second, "network policies not known yet")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := nodes[1].AddPodWithArgs(ctx, "late", [][2]string{{"K8S_POD_NAMESPACE", "shop"}, {"K8S_POD_NAME", "late"}}); err == nil ||
-		!strings.Contains(err.Error(), "network policies not known yet") {
-		t.Fatalf("ADD with the API down: %v, want a refusal for want of network policies", err)
-	}
-	// A node new to the fabric joins it too, but tells its runtime of no
-	// network (no CNI config) while it can serve no pod.
-	fresh := startKubeNode(t, r, apiServer, "node3", []string{"--dead-node-grace", "0s"}, nodes[0])
-	waitNotReadyFor(t, fresh, 30*time.Second, "network policies not known yet")
-	waitConverged(t, append(nodes, fresh))
-	if _, err := os.Stat(filepath.Join(fresh.ConfDir, "10-loom.conflist")); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("node3's CNI config before any view of the API: %v, want none", err)
-	}
-	var out string
-	select {
-	case out = <-pingDone:
-	case <-time.After(time.Minute):
-		t.Fatal("ping did not finish")
-	}
-	if err := pingLosses(out, count); err != nil {
-		t.Fatalf("db lost web while node2's agent restarted with the API down: %v", err)
-	}
-	if err := inForce(); err != nil {
-		t.Fatalf("with the API down, the restarted node2 did not keep its policies: %v", err)
-	}
+	restartWithPoliciesPending(t, nodes[1], nodes[0], db, web, inForce, "no view of the Kubernetes API", func() {
+		// A node new to the fabric joins it too, but tells its runtime of
+		// no network (no CNI config) while it can serve no pod.
+		fresh = startKubeNode(t, r, apiServer, "node3", []string{"--dead-node-grace", "0s"}, nodes[0])
+		waitNotReadyFor(t, fresh, 30*time.Second, "network policies not known yet")
+		waitConverged(t, append(nodes, fresh))
+		if _, err := os.Stat(filepath.Join(fresh.ConfDir, "10-loom.conflist")); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("node3's CNI config before any view of the API: %v, want none", err)
+		}
+	})
 
 	apiServer.SetDown(false)
 	for _, n := range []*rig.Node{nodes[1], fresh} {

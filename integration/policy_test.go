@@ -933,3 +933,89 @@ func TestPodNewsGoesFirstToItsWatchers(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartWithABadPolicyDirKeepsTheNode: an agent restarted while its
+// policy directory holds no good set stays in the fabric: it keeps the
+// policies of its last run in force and its pods routed from every node,
+// serves no new pod and says why, until the directory is mended. (A
+// directory broken under a running agent keeps the last good set, as
+// before.)
+func TestRestartWithABadPolicyDirKeepsTheNode(t *testing.T) {
+	r := newRig(t)
+	// Without grace a node gone is withdrawn as soon as it is declared dead.
+	nodes := startPolicyNodes(t, r, 2, dbAdmitsWeb(), "--dead-node-grace", "0s")
+	web, other := addLabelled(t, nodes[0], "web", "web"), addLabelled(t, nodes[0], "other", "other")
+	db := addLabelled(t, nodes[1], "db", "db")
+	dbAddr := net.JoinHostPort(db.IP.String(), "8080")
+	serveIn(t, db.NS, dbAddr)
+	inForce := func() error {
+		if err := dialFrom(web.NS, dbAddr); err != nil {
+			return fmt.Errorf("web does not reach db: %w", err)
+		}
+		if dialFrom(other.NS, dbAddr) == nil {
+			return fmt.Errorf("other reaches db")
+		}
+		return nil
+	}
+	if err := rig.Eventually(30*time.Second, inForce); err != nil {
+		t.Fatalf("policies not in force: %v", err)
+	}
+	dir := policyDir(r, nodes[1].Name)
+	writePolicyDir(t, dir, map[string]string{"db.yaml": "kind: NetworkPolicy\nspec: [\n"})
+	restartWithPoliciesPending(t, nodes[1], nodes[0], web, db, inForce, "db.yaml", nil)
+	writePolicyDir(t, dir, dbAdmitsWeb())
+	if err := nodes[1].WaitReady(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	addLabelled(t, nodes[1], "late", "late")
+	if err := inForce(); err != nil {
+		t.Fatalf("the directory mended: %v", err)
+	}
+}
+
+// restartWithPoliciesPending restarts n's agent, joining join, while
+// the caller keeps its policies from loading, and checks that the restart
+// costs nothing: from, pinging to (a pod of n) throughout, loses nothing
+// past n's failure detection; n says it waits (for reasons that mention
+// why) and refuses a new pod; inForce holds after. during runs while n
+// waits.
+func restartWithPoliciesPending(t *testing.T, n, join *rig.Node, from, to *rig.Pod, inForce func() error, why string, during func()) {
+	t.Helper()
+	const count = 1000 // 10 s at 100/s: well past n's failure detection (about 5 s)
+	pingDone := make(chan string, 1)
+	go func() {
+		out, _ := from.Exec("ping", "-D", "-i", "0.01", "-c", fmt.Sprint(count), "-W", "1", to.IP.String())
+		pingDone <- out
+	}()
+	if err := rig.Eventually(5*time.Second, func() error { return rig.Ping(from.NS, to.IP) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Stop(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(join); err != nil {
+		t.Fatal(err)
+	}
+	waitNotReadyFor(t, n, 30*time.Second, "network policies not known yet", why)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := n.AddPodWithArgs(ctx, "refused", [][2]string{{"K8S_POD_NAME", "refused"}}); err == nil ||
+		!strings.Contains(err.Error(), "network policies not known yet") {
+		t.Fatalf("ADD on %s, its policies pending: %v, want a refusal for want of network policies", n.Name, err)
+	}
+	if during != nil {
+		during()
+	}
+	var out string
+	select {
+	case out = <-pingDone:
+	case <-time.After(time.Minute):
+		t.Fatal("ping did not finish")
+	}
+	if err := pingLosses(out, count); err != nil {
+		t.Fatalf("%s lost %s while %s's agent restarted, its policies pending: %v", from.Name, to.Name, n.Name, err)
+	}
+	if err := inForce(); err != nil {
+		t.Fatalf("%s, restarted with its policies pending, did not keep those of its last run: %v", n.Name, err)
+	}
+}
