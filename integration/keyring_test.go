@@ -36,11 +36,7 @@ func TestKeyRotation(t *testing.T) {
 	keyB := strings.TrimSpace(ctl(nodes[0], "keygen"))
 	rawB, _ := base64.StdEncoding.DecodeString(keyB)
 
-	pingDone := make(chan string, 1)
-	go func() {
-		out, _ := a.Exec("ping", "-D", "-i", "0.01", "-c", "800", "-W", "1", b.IP.String())
-		pingDone <- out
-	}()
+	pings := startPings(t, a, b, 800)
 	for _, step := range [][]string{{"install", keyB}, {"use", keyB}, {"remove", strings.TrimSpace(string(keyA))}} {
 		out := ctl(nodes[1], append([]string{"keyring"}, step...)...)
 		if strings.Count(out, " ok ") != 3 {
@@ -51,8 +47,7 @@ func TestKeyRotation(t *testing.T) {
 	if strings.Count(list, gossip.KeyFingerprint(rawB)) != 3 || strings.Contains(list, gossip.KeyFingerprint(rawA)) {
 		t.Fatalf("after rotation every node should hold only key B:\n%s", list)
 	}
-	out := <-pingDone
-	if err := pingLosses(out, 800); err != nil {
+	if err := pings.losses(t); err != nil {
 		t.Fatalf("packets lost during key rotation: %v", err)
 	}
 	for _, n := range nodes {

@@ -41,16 +41,9 @@ func hitlessRestart(t *testing.T, opts rig.Options) {
 	waitAllReach(t, []*rig.Pod{a, b}, 30*time.Second)
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
-			const count = 600 // 6 s at 100/s
-			pingDone := make(chan string, 1)
-			go func() {
-				out, _ := a.Exec("ping", "-D", "-i", "0.01", "-c", fmt.Sprint(count), "-W", "1", b.IP.String())
-				pingDone <- out
-			}()
-			// Let the ping get going, then take both agents down together.
-			if err := rig.Eventually(5*time.Second, func() error { return rig.Ping(a.NS, b.IP) }); err != nil {
-				t.Fatal(err)
-			}
+			// Let the ping get going (6 s at 100/s), then take both agents
+			// down together.
+			pings := startPings(t, a, b, 600)
 			stopped := time.Now()
 			for _, n := range nodes {
 				n.Stop(sig)
@@ -66,13 +59,7 @@ func hitlessRestart(t *testing.T, opts rig.Options) {
 				}
 			}
 			ready := time.Now()
-			var out string
-			select {
-			case out = <-pingDone:
-			case <-time.After(30 * time.Second):
-				t.Fatal("ping did not finish")
-			}
-			if err := pingLosses(out, count); err != nil {
+			if err := pings.losses(t); err != nil {
 				t.Fatalf("packets lost across the restart (agents stopped at %s, all ready at %s): %v", stopped.Format(stampMicro), ready.Format(stampMicro), err)
 			}
 		})
@@ -558,6 +545,40 @@ var (
 	pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 	pingReply   = regexp.MustCompile(`^(?:\[(\d+)\.(\d+)\] )?\d+ bytes from .* icmp_seq=(\d+) `)
 )
+
+// pingRun is a run of pings in the background.
+type pingRun struct {
+	count int
+	done  chan string
+}
+
+// startPings sends count pings from one pod to another, 100 a second, in
+// the background, and returns once one got through.
+func startPings(t *testing.T, from, to *rig.Pod, count int) *pingRun {
+	t.Helper()
+	run := &pingRun{count: count, done: make(chan string, 1)}
+	go func() {
+		out, _ := from.Exec("ping", "-D", "-i", "0.01", "-c", fmt.Sprint(count), "-W", "1", to.IP.String())
+		run.done <- out
+	}()
+	if err := rig.Eventually(5*time.Second, func() error { return rig.Ping(from.NS, to.IP) }); err != nil {
+		t.Fatal(err)
+	}
+	return run
+}
+
+// losses waits for the run to end and says which pings had no reply (nil
+// when all had).
+func (p *pingRun) losses(t *testing.T) error {
+	t.Helper()
+	select {
+	case out := <-p.done:
+		return pingLosses(out, p.count)
+	case <-time.After(time.Minute + time.Duration(p.count)*10*time.Millisecond):
+		t.Fatal("ping did not finish")
+		return nil
+	}
+}
 
 // pingLosses checks that ping sent count echoes and had a reply to each.
 // When it did not, the error names the unanswered sequence numbers and,

@@ -948,15 +948,7 @@ func TestRestartWithABadPolicyDirKeepsTheNode(t *testing.T) {
 	db := addLabelled(t, nodes[1], "db", "db")
 	dbAddr := net.JoinHostPort(db.IP.String(), "8080")
 	serveIn(t, db.NS, dbAddr)
-	inForce := func() error {
-		if err := dialFrom(web.NS, dbAddr); err != nil {
-			return fmt.Errorf("web does not reach db: %w", err)
-		}
-		if dialFrom(other.NS, dbAddr) == nil {
-			return fmt.Errorf("other reaches db")
-		}
-		return nil
-	}
+	inForce := admitsOnly(dbAddr, web, other)
 	if err := rig.Eventually(30*time.Second, inForce); err != nil {
 		t.Fatalf("policies not in force: %v", err)
 	}
@@ -973,6 +965,20 @@ func TestRestartWithABadPolicyDirKeepsTheNode(t *testing.T) {
 	}
 }
 
+// admitsOnly is a check that allowed connects to addr and denied does
+// not.
+func admitsOnly(addr string, allowed, denied *rig.Pod) func() error {
+	return func() error {
+		if err := dialFrom(allowed.NS, addr); err != nil {
+			return fmt.Errorf("%s does not reach %s: %w", allowed.Name, addr, err)
+		}
+		if dialFrom(denied.NS, addr) == nil {
+			return fmt.Errorf("%s reaches %s", denied.Name, addr)
+		}
+		return nil
+	}
+}
+
 // restartWithPoliciesPending restarts n's agent, joining join, while
 // the caller keeps its policies from loading, and checks that the restart
 // costs nothing: from, pinging to (a pod of n) throughout, loses nothing
@@ -981,15 +987,7 @@ func TestRestartWithABadPolicyDirKeepsTheNode(t *testing.T) {
 // waits.
 func restartWithPoliciesPending(t *testing.T, n, join *rig.Node, from, to *rig.Pod, inForce func() error, why string, during func()) {
 	t.Helper()
-	const count = 1000 // 10 s at 100/s: well past n's failure detection (about 5 s)
-	pingDone := make(chan string, 1)
-	go func() {
-		out, _ := from.Exec("ping", "-D", "-i", "0.01", "-c", fmt.Sprint(count), "-W", "1", to.IP.String())
-		pingDone <- out
-	}()
-	if err := rig.Eventually(5*time.Second, func() error { return rig.Ping(from.NS, to.IP) }); err != nil {
-		t.Fatal(err)
-	}
+	pings := startPings(t, from, to, 1000) // 10 s: well past n's failure detection (about 5 s)
 	if err := n.Stop(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -1006,13 +1004,7 @@ func restartWithPoliciesPending(t *testing.T, n, join *rig.Node, from, to *rig.P
 	if during != nil {
 		during()
 	}
-	var out string
-	select {
-	case out = <-pingDone:
-	case <-time.After(time.Minute):
-		t.Fatal("ping did not finish")
-	}
-	if err := pingLosses(out, count); err != nil {
+	if err := pings.losses(t); err != nil {
 		t.Fatalf("%s lost %s while %s's agent restarted, its policies pending: %v", from.Name, to.Name, n.Name, err)
 	}
 	if err := inForce(); err != nil {
