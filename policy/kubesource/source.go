@@ -153,7 +153,7 @@ func (s *Source) View() (policy.ClusterView, error) {
 			// Scheduled, its address not reported yet: loomd may know it
 			// from the pod's node (policy.WithAddresses), where the UID
 			// tells it from a predecessor of the same name.
-			pod.Node, pod.UID = p.Spec.NodeName, string(p.UID)
+			pod.Node, pod.UID = p.Spec.NodeName, runtimeUID(p)
 		} else if pod.IP, err = netip.ParseAddr(p.Status.PodIP); err != nil || !pod.IP.Is4() {
 			continue
 		}
@@ -172,6 +172,19 @@ func (s *Source) View() (policy.ClusterView, error) {
 		slices.Sort(v.Nodes)
 	}
 	return v, nil
+}
+
+// mirrorAnnotation marks a static pod's mirror in the API; its value is
+// the static pod's UID on its node (the hash of its manifest), which
+// kubelet passes to the CNI plugin: the mirror's own UID is another.
+const mirrorAnnotation = "kubernetes.io/config.mirror"
+
+// runtimeUID is the UID kubelet passes as K8S_POD_UID for the pod.
+func runtimeUID(p *corev1.Pod) string {
+	if uid := p.Annotations[mirrorAnnotation]; uid != "" {
+		return uid
+	}
+	return string(p.UID)
 }
 
 func namedPorts(p *corev1.Pod) map[string]policy.NamedPort {

@@ -97,12 +97,17 @@ func TestTrimKeepsWhatViewsRead(t *testing.T) {
 	scheduled.Name, scheduled.UID, scheduled.Status.PodIP, scheduled.Spec.NodeName = "b", "uid-b", "", "n2"
 	unscheduled := scheduled.DeepCopy()
 	unscheduled.Name, unscheduled.Spec.NodeName, unscheduled.Status.Phase = "c", "", corev1.PodPending
-	whole := view(pod, scheduled, unscheduled, ns, pol)
-	trimmed := view(trim(pod), trim(scheduled), trim(unscheduled), trim(ns), trim(pol))
+	// A static pod's mirror: kubelet passes the static pod's UID, which
+	// the mirror annotation holds.
+	mirror := scheduled.DeepCopy()
+	mirror.Name, mirror.UID = "d", "uid-of-the-mirror"
+	mirror.Annotations[mirrorAnnotation] = "0123456789abcdef0123456789abcdef"
+	whole := view(pod, scheduled, unscheduled, mirror, ns, pol)
+	trimmed := view(trim(pod), trim(scheduled), trim(unscheduled), trim(mirror), trim(ns), trim(pol))
 	if !reflect.DeepEqual(whole, trimmed) {
 		t.Errorf("views differ:\nwhole   %+v\ntrimmed %+v", whole, trimmed)
 	}
-	if len(whole.Pods) != 2 || whole.Pods[0].NamedPorts["http"].Port != 8080 || len(whole.Policies) != 1 {
+	if len(whole.Pods) != 3 || whole.Pods[0].NamedPorts["http"].Port != 8080 || len(whole.Policies) != 1 {
 		t.Fatalf("view of the whole objects: %+v", whole)
 	}
 	// The UID tells an awaiting pod from a predecessor of its name; a pod
@@ -113,6 +118,9 @@ func TestTrimKeepsWhatViewsRead(t *testing.T) {
 	}
 	if a := whole.Pods[0]; a.UID != "" {
 		t.Fatalf("the running pod in the view: %+v, want no UID", a)
+	}
+	if d := whole.Pods[2]; d.Name != "d" || d.UID != "0123456789abcdef0123456789abcdef" {
+		t.Fatalf("the mirror pod in the view: %+v, want the static pod's UID", d)
 	}
 	if p := trim(pod).(*corev1.Pod); p.Annotations != nil || p.ManagedFields != nil || p.Spec.Containers[0].Image != "" {
 		t.Errorf("trimmed pod still carries %+v", p)

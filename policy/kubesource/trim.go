@@ -31,10 +31,15 @@ func trimMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Namespace: m.Namespace, Name: m.Name, UID: m.UID, ResourceVersion: m.ResourceVersion, Labels: m.Labels}
 }
 
-// trimPod keeps what policies read of a pod: labels, host networking,
-// named container ports, phase, address and node.
+// trimPod keeps what policies read of a pod: labels, the mirror
+// annotation of a static pod, host networking, named container ports,
+// phase, address and node.
 func trimPod(p *corev1.Pod) *corev1.Pod {
-	out := &corev1.Pod{ObjectMeta: trimMeta(p.ObjectMeta),
+	meta := trimMeta(p.ObjectMeta)
+	if uid, ok := p.Annotations[mirrorAnnotation]; ok {
+		meta.Annotations = map[string]string{mirrorAnnotation: uid}
+	}
+	out := &corev1.Pod{ObjectMeta: meta,
 		Spec:   corev1.PodSpec{HostNetwork: p.Spec.HostNetwork, NodeName: p.Spec.NodeName},
 		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP}}
 	for _, c := range p.Spec.Containers {
