@@ -135,15 +135,19 @@ func (p *policyState) setObjects(objs policy.Objects, clusterPods []policy.Pod) 
 }
 
 // readsPodDirectory reports whether other nodes' pod records change what
-// is enforced: always with policies from files, and with the Kubernetes
-// source while the API has not said the address of some scheduled pod.
+// is enforced: with policies from files, and with the Kubernetes source
+// while the API has not said the address of some scheduled pod; never
+// while the policies are pending (the firewall stays as it is).
 func (p *policyState) readsPodDirectory() bool {
-	if p.source == PolicySourceFiles {
-		return true
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.source == PolicySourceKubernetes && p.addressesAwaited
+	switch p.source {
+	case PolicySourceFiles:
+		return p.loaded
+	case PolicySourceKubernetes:
+		return p.addressesAwaited
+	}
+	return false
 }
 
 // policyLoaded records the outcome of reading the policy source: nil

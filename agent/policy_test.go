@@ -1,0 +1,42 @@
+package agent
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/loomnet/loom/policy"
+)
+
+// TestPendingPolicies: with a policy source, the policies are pending
+// until a first good set (files) or view (Kubernetes) is in, and other
+// nodes' pods are not read meanwhile; without a source nothing is ever
+// pending.
+func TestPendingPolicies(t *testing.T) {
+	awaiting := []policy.Pod{{Namespace: "x", Name: "a", Node: "n2"}}
+	running := []policy.Pod{{Namespace: "x", Name: "a", IP: netip.MustParseAddr("10.244.0.2")}}
+	for _, tc := range []struct {
+		source      string
+		pods        []policy.Pod
+		why         string
+		readsBefore bool
+		readsAfter  bool
+	}{
+		{PolicySourceNone, nil, "", false, false},
+		{PolicySourceFiles, nil, "policy directory", false, true},
+		{PolicySourceKubernetes, awaiting, "Kubernetes API", false, true},
+		{PolicySourceKubernetes, running, "Kubernetes API", false, false},
+	} {
+		p := &policyState{source: tc.source}
+		if p.pending() != (tc.why != "") || p.readsPodDirectory() != tc.readsBefore {
+			t.Errorf("%s, nothing loaded: pending %v, reads pods %v", tc.source, p.pending(), p.readsPodDirectory())
+		}
+		if tc.why != "" && !strings.Contains(p.pendingError().Error(), tc.why) {
+			t.Errorf("%s: pending because %q, which does not say %q", tc.source, p.pendingError(), tc.why)
+		}
+		p.setObjects(policy.Objects{}, tc.pods)
+		if p.pending() || p.readsPodDirectory() != tc.readsAfter {
+			t.Errorf("%s, loaded: pending %v, reads pods %v, want false, %v", tc.source, p.pending(), p.readsPodDirectory(), tc.readsAfter)
+		}
+	}
+}
