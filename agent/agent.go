@@ -38,6 +38,10 @@ type Agent struct {
 	// wg is the WireGuard backend (nil with VXLAN); wgPublic its key.
 	wg       *overlay.WireGuard
 	wgPublic []byte
+	// lastRunFirewall is set when Loom's table was in the kernel at the
+	// start: while the policies are pending it stays as it is (see
+	// policyFirewall).
+	lastRunFirewall bool
 
 	// stateMu guards the fields below it.
 	stateMu     sync.Mutex
@@ -204,6 +208,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 	}
 	a.fw = overlay.NewNFTables()
+	if a.lastRunFirewall, err = a.fw.InKernel(); err != nil {
+		log.Warn("cannot tell whether a firewall of the last run is in force; one is written at once, every pod isolated until the policies are known", zap.Error(err))
+	}
 	a.dp = overlay.NewDataplane(overlay.DataplaneConfig{
 		Kernel: a.kernel, Backend: a.backend, Firewall: a.fw, Cluster: r.cluster,
 		VXLANPort: vxlanPort, TunnelIPv6: r.source.Is6(), NoMasquerade: !r.Masquerade, PodToHost: r.podToHost,
@@ -805,7 +812,10 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	subnets := a.podSubnets(d.Peers, adopt)
 	a.lastPodSubnets.Store(&subnets)
 	d.Policy = a.compilePolicy(allocs, listed, subnets)
-	d.KeepFirewall = a.policy.pending()
+	pending := a.policy.pending()
+	if pending {
+		a.policyFirewall(&d)
+	}
 	a.sweepHandedOver(subnet, d.Peers)
 	a.stateMu.Lock()
 	for name, why := range excluded {
@@ -892,7 +902,7 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 		a.log.Info("data plane programmed", zap.Stringer("subnet", subnet))
 		a.detachOrphanVeths()
 	}
-	if err == nil && !d.KeepFirewall {
+	if err == nil && !pending {
 		// Retried as a failed reconcile is; writeConflist logs it. Not
 		// while the policies are pending: a runtime that sees the file
 		// sends pods, which cannot be served yet (one written by the last

@@ -9,11 +9,13 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/loomnet/loom/api"
 	"github.com/loomnet/loom/ipam"
+	"github.com/loomnet/loom/overlay"
 	"github.com/loomnet/loom/policy"
 	"go.uber.org/zap"
 )
@@ -66,6 +68,34 @@ func (p *policyState) pending() bool {
 	defer p.mu.Unlock()
 	return !p.loaded
 }
+
+// policyFirewall sets what d's firewall is while the policies are
+// pending: the table the last run left, kept as it is; without one (a new
+// node, or its table removed meanwhile) the whole table, its guards up to
+// date, with every local pod isolated, since nothing says what they may
+// do. Called with dpMu held.
+func (a *Agent) policyFirewall(d *overlay.Desired) {
+	if a.lastRunFirewall {
+		d.KeepFirewall = true
+		return
+	}
+	d.Policy = isolatingAll(d.Pods)
+}
+
+// isolatingAll is a policy that lets pods send and receive nothing.
+func isolatingAll(pods []overlay.PodRoute) *policy.Compiled {
+	c := &policy.Compiled{Pods: make([]policy.PodRules, 0, len(pods))}
+	for _, p := range pods {
+		c.Pods = append(c.Pods, policy.PodRules{IP: p.IP, HostIf: p.HostIf, Policies: []string{pendingPolicyName},
+			Ingress: &policy.Direction{}, Egress: &policy.Direction{}})
+	}
+	slices.SortFunc(c.Pods, func(x, y policy.PodRules) int { return strings.Compare(x.HostIf, y.HostIf) })
+	return c
+}
+
+// pendingPolicyName names, in `loomctl policy`, what isolates pods while
+// the policies are pending.
+const pendingPolicyName = "(policies pending)"
 
 // pendingError says why pods are not served while pending.
 func (p *policyState) pendingError() error {
@@ -365,6 +395,9 @@ const policyOnly = " (policy only)"
 // written the firewall it does nothing and reports false: only a whole
 // reconcile will do.
 func (a *Agent) reconcilePolicy(reason string) (bool, error) {
+	if a.policy.pending() {
+		return false, nil // only a whole reconcile knows what to keep
+	}
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
 	start := time.Now()

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/loomnet/loom/overlay"
 	"github.com/loomnet/loom/policy"
 )
 
@@ -37,6 +38,33 @@ func TestPendingPolicies(t *testing.T) {
 		p.setObjects(policy.Objects{}, tc.pods)
 		if p.pending() || p.readsPodDirectory() != tc.readsAfter {
 			t.Errorf("%s, loaded: pending %v, reads pods %v, want false, %v", tc.source, p.pending(), p.readsPodDirectory(), tc.readsAfter)
+		}
+	}
+}
+
+// TestPolicyFirewall: while the policies are pending, the firewall of the
+// last run is kept as it is; without one, the whole firewall is written
+// with every local pod isolated both ways.
+func TestPolicyFirewall(t *testing.T) {
+	pods := []overlay.PodRoute{
+		{IP: netip.MustParseAddr("10.244.0.3"), HostIf: "loombbbbbbbbbbb"},
+		{IP: netip.MustParseAddr("10.244.0.2"), HostIf: "loomaaaaaaaaaaa"},
+	}
+	compiled := &policy.Compiled{}
+	kept := overlay.Desired{Pods: pods, Policy: compiled}
+	(&Agent{lastRunFirewall: true}).policyFirewall(&kept)
+	if !kept.KeepFirewall || kept.Policy != compiled {
+		t.Errorf("with a firewall of the last run: keep %v, policy %+v; want it kept", kept.KeepFirewall, kept.Policy)
+	}
+	fresh := overlay.Desired{Pods: pods, Policy: compiled}
+	(&Agent{}).policyFirewall(&fresh)
+	if fresh.KeepFirewall || fresh.Policy == nil || len(fresh.Policy.Pods) != 2 {
+		t.Fatalf("without one: keep %v, policy %+v; want every pod isolated", fresh.KeepFirewall, fresh.Policy)
+	}
+	for i, want := range []string{"loomaaaaaaaaaaa", "loombbbbbbbbbbb"} {
+		r := fresh.Policy.Pods[i]
+		if r.HostIf != want || r.Ingress == nil || len(r.Ingress.Allow) != 0 || r.Egress == nil || len(r.Egress.Allow) != 0 {
+			t.Errorf("pod rules %d: %+v, want %s isolated both ways", i, r, want)
 		}
 	}
 }

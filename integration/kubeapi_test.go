@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -386,7 +387,8 @@ func TestKubernetesRecreatedPodIsNotLentItsPredecessorsAddress(t *testing.T) {
 // routing to its pods, and keeps the policies of its last run in force
 // (neither opening its pods nor cutting them off); it serves no new pod
 // until the API is back, and says why. A node new to the fabric joins as
-// well, and writes no CNI config until then.
+// well, with its firewall's guards up, and writes no CNI config until
+// then.
 func TestKubernetesAgentRestartsWhileTheAPIIsDown(t *testing.T) {
 	r := newRig(t)
 	apiServer := rig.NewFakeAPIServer()
@@ -424,6 +426,11 @@ func TestKubernetesAgentRestartsWhileTheAPIIsDown(t *testing.T) {
 		waitConverged(t, append(nodes, fresh))
 		if _, err := os.Stat(filepath.Join(fresh.ConfDir, "10-loom.conflist")); !errors.Is(err, fs.ErrNotExist) {
 			t.Fatalf("node3's CNI config before any view of the API: %v, want none", err)
+		}
+		// With no firewall of a last run to keep, it writes one: its
+		// guards (VXLAN only from member nodes) are up all the same.
+		if out := mustExec(t, fresh, "nft", "list", "set", "ip", "loom", "nodes"); !strings.Contains(out, nodes[0].Addr.String()) {
+			t.Fatalf("node3's firewall before any view of the API:\n%s\nwant node1 among the member nodes", out)
 		}
 	})
 

@@ -167,6 +167,20 @@ func hasLoomTable(c *nftables.Conn, family nftables.TableFamily) (bool, error) {
 	return slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == FirewallTable }), nil
 }
 
+// InKernel reports whether Loom's table is in the kernel (the IPv4 one,
+// which every node has): one a run before this one left, or this run's.
+func (f *NFTables) InKernel() (bool, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return false, fmt.Errorf("open nftables: %w", err)
+	}
+	ok, err := hasLoomTable(c, nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, fmt.Errorf("list nftables tables: %w", err)
+	}
+	return ok, nil
+}
+
 // Invalidate makes the next Apply write the whole table again: someone
 // else changed it in ways Apply does not look for (it checks only that the
 // table exists).
