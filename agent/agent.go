@@ -257,8 +257,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		// Load before the first reconcile rewrites the firewall: starting
 		// with no policy would open every pod until the first reload. A bad
 		// set does not keep the node off the fabric: its policies stay
-		// pending (the firewall as the last run left it, no pod served)
-		// until the directory is mended.
+		// pending (see policyState.pending) until the directory is mended.
 		policyLoadedFrom, _ = policy.DirFingerprint(r.PolicyDir)
 		if objs, err := policy.LoadDir(r.PolicyDir); err != nil {
 			a.policyLoaded(err)

@@ -90,7 +90,7 @@ func (w *kubeWatcher) supervise(ctx context.Context) {
 		}
 		then := "the last view stays in force"
 		if !everViewed {
-			then = "no view yet: pods wait, and the firewall stays as the last run left it"
+			then = "no view yet: pods wait"
 		}
 		w.onError(fmt.Errorf("%w; restarting it in %v, %s", err, delay, then))
 		select {

@@ -56,10 +56,10 @@ func (p *policyState) enabled() bool { return p.source != PolicySourceNone }
 // pending reports whether the policies to enforce are not known yet: the
 // Kubernetes source has sent no view since loomd started (the API server
 // may be down), or the policy directory held no good set at the start.
-// Meanwhile no pod is served, and the firewall stays as the last run left
-// it: its policies are better than none, or than isolating every pod, and
-// a restart must not wait for them to rejoin the fabric (its peers would
-// withdraw its pods' routes).
+// Meanwhile no pod is served, and the firewall the last run left stays
+// (see policyFirewall): its policies are better than none, or than
+// isolating every pod, and a restart must not wait for them to rejoin the
+// fabric (its peers would withdraw its pods' routes).
 func (p *policyState) pending() bool {
 	if !p.enabled() {
 		return false

@@ -514,7 +514,11 @@ func (a *Agent) notReady() []string {
 		why = append(why, "CNI config not written, so no pod can start: "+a.confErr.Error())
 	}
 	if policiesPending {
-		msg := a.policy.pendingError().Error() + " (the firewall stays as the last run left it)"
+		held := "the firewall of the last run stays in force"
+		if !a.lastRunFirewall {
+			held = "every pod is isolated meanwhile"
+		}
+		msg := fmt.Sprintf("%v (%s)", a.policy.pendingError(), held)
 		if policyErr != nil {
 			msg += ": " + policyErr.Error()
 		}

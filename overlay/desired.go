@@ -63,7 +63,7 @@ type Desired struct {
 	// none is enforced.
 	Policy *policy.Compiled
 	// KeepFirewall leaves the firewall as the kernel holds it (the last
-	// run's, or none): the policies to enforce are not known yet.
+	// run's): the policies to enforce are not known yet.
 	KeepFirewall bool
 	// Adopt adds and repairs but removes nothing: a restarted agent that has
 	// not heard from its peers yet must not withdraw routes it cannot yet
