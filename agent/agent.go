@@ -39,8 +39,8 @@ type Agent struct {
 	wg       *overlay.WireGuard
 	wgPublic []byte
 	// lastRunFirewall is set when Loom's table was in the kernel at the
-	// start: while the policies are pending it stays as it is (see
-	// policyFirewall).
+	// start: while the policies are pending it stays as it is but for its
+	// member nodes (see policyFirewall).
 	lastRunFirewall bool
 
 	// stateMu guards the fields below it.

@@ -70,15 +70,12 @@ func (p *policyState) pending() bool {
 }
 
 // policyFirewall sets what d's firewall is while the policies are
-// pending: the table the last run left, kept as it is; without one (a new
-// node, or its table removed meanwhile) the whole table, its guards up to
-// date, with every local pod isolated, since nothing says what they may
-// do. Called with dpMu held.
+// pending: the table the last run left, kept as it is but for its member
+// nodes; without one (a new node, or its table removed meanwhile) the
+// whole table, its guards up to date, with every local pod isolated,
+// since nothing says what they may do. Called with dpMu held.
 func (a *Agent) policyFirewall(d *overlay.Desired) {
-	if a.lastRunFirewall {
-		d.KeepFirewall = true
-		return
-	}
+	d.KeepFirewall = true
 	d.Policy = isolatingAll(d.Pods)
 }
 

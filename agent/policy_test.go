@@ -43,23 +43,17 @@ func TestPendingPolicies(t *testing.T) {
 }
 
 // TestPolicyFirewall: while the policies are pending, the firewall of the
-// last run is kept as it is; without one, the whole firewall is written
-// with every local pod isolated both ways.
+// last run is kept (overlay.Desired.KeepFirewall); without one, the whole
+// firewall is written with every local pod isolated both ways.
 func TestPolicyFirewall(t *testing.T) {
 	pods := []overlay.PodRoute{
 		{IP: netip.MustParseAddr("10.244.0.3"), HostIf: "loombbbbbbbbbbb"},
 		{IP: netip.MustParseAddr("10.244.0.2"), HostIf: "loomaaaaaaaaaaa"},
 	}
-	compiled := &policy.Compiled{}
-	kept := overlay.Desired{Pods: pods, Policy: compiled}
-	(&Agent{lastRunFirewall: true}).policyFirewall(&kept)
-	if !kept.KeepFirewall || kept.Policy != compiled {
-		t.Errorf("with a firewall of the last run: keep %v, policy %+v; want it kept", kept.KeepFirewall, kept.Policy)
-	}
-	fresh := overlay.Desired{Pods: pods, Policy: compiled}
+	fresh := overlay.Desired{Pods: pods, Policy: &policy.Compiled{}}
 	(&Agent{}).policyFirewall(&fresh)
-	if fresh.KeepFirewall || fresh.Policy == nil || len(fresh.Policy.Pods) != 2 {
-		t.Fatalf("without one: keep %v, policy %+v; want every pod isolated", fresh.KeepFirewall, fresh.Policy)
+	if !fresh.KeepFirewall || fresh.Policy == nil || len(fresh.Policy.Pods) != 2 {
+		t.Fatalf("keep %v, policy %+v; want the firewall kept, or else every pod isolated", fresh.KeepFirewall, fresh.Policy)
 	}
 	for i, want := range []string{"loomaaaaaaaaaaa", "loombbbbbbbbbbb"} {
 		r := fresh.Policy.Pods[i]

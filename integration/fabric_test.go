@@ -64,11 +64,7 @@ func TestFabric(t *testing.T) {
 	})
 
 	t.Run("node reaches remote pod with its own address", func(t *testing.T) {
-		st, err := nodes[0].Status()
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodeOverlay := netip.MustParsePrefix(st.Node.Subnet).Addr()
+		nodeOverlay := overlayAddr(t, nodes[0])
 		server := pods[4] // on node3
 		l := listenIn(t, server.NS, net.JoinHostPort(server.IP.String(), "8081"))
 		seen := peerAddrSeen(t, l, func() error { return dialFrom(nodes[0].NS, l.Addr().String()) })

@@ -432,6 +432,11 @@ func TestKubernetesAgentRestartsWhileTheAPIIsDown(t *testing.T) {
 		if out := mustExec(t, fresh, "nft", "list", "set", "ip", "loom", "nodes"); !strings.Contains(out, nodes[0].Addr.String()) {
 			t.Fatalf("node3's firewall before any view of the API:\n%s\nwant node1 among the member nodes", out)
 		}
+		// node2 keeps the firewall of its last run, but node3 is a member
+		// node all the same: its VXLAN packets pass node2's guards.
+		if err := rig.Eventually(15*time.Second, func() error { return rig.Ping(fresh.NS, overlayAddr(t, nodes[1])) }); err != nil {
+			t.Fatalf("node3, joined while node2 keeps its last run's firewall, does not reach node2 over the overlay: %v", err)
+		}
 	})
 
 	apiServer.SetDown(false)

@@ -75,12 +75,8 @@ func hitlessRestart(t *testing.T, opts rig.Options) {
 func TestRestartKeepsPeerNodesOnHostPorts(t *testing.T) {
 	r := newRig(t, "--dead-node-grace", "1m")
 	nodes := startNodes(t, r, 2)
-	st, err := nodes[0].Status()
-	if err != nil {
-		t.Fatal(err)
-	}
 	serveIn(t, nodes[0].NS, "0.0.0.0:8080")
-	target := net.JoinHostPort(netip.MustParsePrefix(st.Node.Subnet).Addr().String(), "8080")
+	target := net.JoinHostPort(overlayAddr(t, nodes[0]).String(), "8080")
 	if err := dialFrom(nodes[1].NS, target); err != nil {
 		t.Fatalf("node2 to node1's overlay address: %v", err)
 	}

@@ -160,6 +160,20 @@ func waitNotReadyFor(t *testing.T, n *rig.Node, timeout time.Duration, wants ...
 	}
 }
 
+// overlayAddr is n's overlay address: its subnet's first address.
+func overlayAddr(t *testing.T, n *rig.Node) netip.Addr {
+	t.Helper()
+	st, err := n.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	subnet, err := netip.ParsePrefix(st.Node.Subnet)
+	if err != nil {
+		t.Fatalf("%s's subnet: %v", n.Name, err)
+	}
+	return subnet.Addr()
+}
+
 // waitConverged waits until every running node has programmed every other
 // running node: the fabric has agreed on who is where.
 func waitConverged(t *testing.T, all []*rig.Node) {

@@ -62,8 +62,11 @@ type Desired struct {
 	// Policy is compiled network policy for this node's pods; nil means
 	// none is enforced.
 	Policy *policy.Compiled
-	// KeepFirewall leaves the firewall as the kernel holds it (the last
-	// run's): the policies to enforce are not known yet.
+	// KeepFirewall leaves the firewall a run before this one left as the
+	// kernel holds it, its rules and policies that run's, but for its
+	// member nodes (NodeAddrs, NodeOverlays): the policies to enforce are
+	// not known yet. Without such a firewall the rest of Desired is
+	// written, Policy included.
 	KeepFirewall bool
 	// Adopt adds and repairs but removes nothing: a restarted agent that has
 	// not heard from its peers yet must not withdraw routes it cannot yet

@@ -143,6 +143,15 @@ func (f *NFTables) updateSets(c *nftables.Conn, spec FirewallSpec) error {
 // changeSets makes changes, which take the sets from f.spec's elements
 // to spec's, leaving stale entries, in one batch. Called with mu held.
 func (f *NFTables) changeSets(c *nftables.Conn, spec FirewallSpec, changes []setChange, stale map[string]PodRoute) error {
+	if err := commitChanges(c, changes); err != nil {
+		return err
+	}
+	f.spec, f.stale, f.setsFP = spec, stale, spec.setsFingerprint()
+	return nil
+}
+
+// commitChanges makes the changes in one batch.
+func commitChanges(c *nftables.Conn, changes []setChange) error {
 	for _, ch := range changes {
 		if len(ch.del) > 0 {
 			if err := c.SetDeleteElements(ch.set, ch.del); err != nil {
@@ -158,7 +167,6 @@ func (f *NFTables) changeSets(c *nftables.Conn, spec FirewallSpec, changes []set
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("update nftables sets: %w", err)
 	}
-	f.spec, f.stale, f.setsFP = spec, stale, spec.setsFingerprint()
 	return nil
 }
 

@@ -27,6 +27,9 @@ type Firewaller interface {
 	// ApplyPolicy puts another compiled policy in force in the table as
 	// the last Apply left it; false when there is none yet.
 	ApplyPolicy(c *policy.Compiled) (applied bool, err error)
+	// Keep leaves a table of a run before this one as it is but for its
+	// member nodes, which follow spec; without one it is Apply.
+	Keep(spec FirewallSpec) (changed bool, err error)
 }
 
 // Result says what one Apply did.
@@ -208,7 +211,7 @@ func (dp *Dataplane) Apply(d Desired) (Result, error) {
 	}
 
 	// 4. Firewall and NAT.
-	if dp.fw != nil && !d.KeepFirewall {
+	if dp.fw != nil {
 		spec := FirewallSpec{
 			Cluster: dp.cluster, NodeAddrs: d.NodeAddrs, NodeOverlays: d.NodeOverlays,
 			VXLANPort: dp.vxlanPort, TunnelIPv6: dp.tunnelIPv6, NoMasquerade: dp.noMasquerade, PodToHost: dp.podToHost, Policy: d.Policy,
@@ -216,7 +219,11 @@ func (dp *Dataplane) Apply(d Desired) (Result, error) {
 		if dp.antiSpoof == AntiSpoofNFTables {
 			spec.Pods = attached
 		}
-		fwChanged, err := dp.fw.Apply(spec)
+		apply := dp.fw.Apply
+		if d.KeepFirewall {
+			apply = dp.fw.Keep
+		}
+		fwChanged, err := apply(spec)
 		if fwChanged {
 			res.Writes++
 		}

@@ -336,8 +336,8 @@ func TestAdoptKeepsExistingPeersUntilMembershipSettles(t *testing.T) {
 	}
 }
 
-// specsFirewall records the specs it is asked to apply.
-type specsFirewall struct{ specs []FirewallSpec }
+// specsFirewall records the specs it is asked to apply, and to keep.
+type specsFirewall struct{ specs, kept []FirewallSpec }
 
 func (f *specsFirewall) Apply(spec FirewallSpec) (bool, error) {
 	f.specs = append(f.specs, spec)
@@ -346,10 +346,14 @@ func (f *specsFirewall) Apply(spec FirewallSpec) (bool, error) {
 func (f *specsFirewall) AddPod(PodRoute) error                      { return nil }
 func (f *specsFirewall) RemovePod(string) error                     { return nil }
 func (f *specsFirewall) ApplyPolicy(*policy.Compiled) (bool, error) { return false, nil }
+func (f *specsFirewall) Keep(spec FirewallSpec) (bool, error) {
+	f.kept = append(f.kept, spec)
+	return true, nil
+}
 
 // TestKeepFirewallProgramsAllButTheFirewall: while the policies are not
-// known, peers are programmed and the firewall is left as it is; then it
-// is written.
+// known, peers are programmed and the firewall is kept (with the member
+// nodes); then it is written.
 func TestKeepFirewallProgramsAllButTheFirewall(t *testing.T) {
 	k := NewFakeKernel()
 	under := k.AddDummy("eth0")
@@ -362,8 +366,8 @@ func TestKeepFirewallProgramsAllButTheFirewall(t *testing.T) {
 	if _, err := dp.Apply(d); err != nil {
 		t.Fatal(err)
 	}
-	if len(fw.specs) != 0 {
-		t.Fatalf("firewall written while kept: %+v", fw.specs)
+	if len(fw.specs) != 0 || len(fw.kept) != 1 || !slices.Equal(fw.kept[0].NodeAddrs, d.NodeAddrs) {
+		t.Fatalf("firewall written while kept: %+v, kept %+v; want it kept with b's address", fw.specs, fw.kept)
 	}
 	if !slices.ContainsFunc(k.Routes(), func(r netlink.Route) bool { return r.Dst != nil && r.Dst.String() == "10.244.2.0/24" }) {
 		t.Fatalf("b's subnet not routed while the firewall is kept: %v", k.Routes())
