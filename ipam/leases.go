@@ -405,17 +405,32 @@ func EncodeClaimMessages(claims []Claim) [][]byte {
 // LocalState implements the gossip state exchange: the whole table.
 func (t *LeaseTable) LocalState() []byte { return EncodeClaims(t.Claims()) }
 
+// relayClaimsAtMost is the most claims new here that one merge relays; a
+// merge that brings more relays none of them. Only a push/pull brings that
+// many (a broadcast carries claimsPerMessage), and then this node was
+// behind (it joined, or was cut off), not its peers: they learn the same
+// in their own push/pulls. A node joining a fabric of thousands would
+// otherwise queue a broadcast for every six claims of the whole table,
+// each sent several times, and fill its gossip packets for minutes with
+// what everyone knows. Claims change rarely (a node claims, reserves a
+// dead one's, releases), so what one side of a partition changed while cut
+// off stays under the limit and still goes round within a second.
+const relayClaimsAtMost = 64
+
 // MergeRemoteState implements the gossip state exchange. It returns the
 // claims that changed this table, as messages to relay: a node that learns
 // something new passes it on, so an update reaches everyone even if its
-// origin was cut off (a healed partition) before it could tell them.
-// Relaying stops by itself, because a merge that changes nothing relays
-// nothing.
+// origin was cut off (a healed partition) before it could tell them
+// (unless there are many: see relayClaimsAtMost). Relaying stops by
+// itself, because a merge that changes nothing relays nothing.
 func (t *LeaseTable) MergeRemoteState(b []byte) ([][]byte, bool, error) {
 	claims, err := DecodeClaims(b)
 	if err != nil {
 		return nil, false, err
 	}
 	changed, err := t.Merge(claims...)
+	if len(changed) > relayClaimsAtMost {
+		return nil, true, err
+	}
 	return EncodeClaimMessages(changed), len(changed) > 0, err
 }

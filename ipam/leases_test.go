@@ -217,6 +217,25 @@ func TestMergeRelaysOnlyWhatChanged(t *testing.T) {
 	}
 }
 
+// TestMergeOfAWholeTableRelaysNothing: a node that learns a large table
+// at once (it joined) was behind its peers; passing it all on would fill
+// its gossip for minutes with what they know.
+func TestMergeOfAWholeTableRelaysNothing(t *testing.T) {
+	tab := NewLeaseTable(testSpace(t))
+	var claims []Claim
+	for i := range relayClaimsAtMost + 1 {
+		claims = append(claims, Claim{Subnet: netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", i)), Owner: fmt.Sprintf("n%d", i), Epoch: 1, Version: 1, State: LeaseActive})
+	}
+	relay, changed, err := tab.MergeRemoteState(EncodeClaims(claims))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(relay) != 0 || !changed || len(tab.Claims()) != len(claims) {
+		t.Fatalf("merging %d new claims relayed %d messages (changed: %v), the table holds %d; want all merged, none relayed",
+			len(claims), len(relay), changed, len(tab.Claims()))
+	}
+}
+
 func FuzzDecodeClaims(f *testing.F) {
 	f.Add(EncodeClaims([]Claim{{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Owner: "a", Epoch: 1, Version: 2, State: LeaseReserved, Expires: 99}}))
 	f.Add([]byte(`{"v":1,"claims":[{"subnet":"10.244.1.0/25","owner":"x","state":"active"}]}`))
