@@ -170,15 +170,22 @@ func hasLoomTable(c *nftables.Conn, family nftables.TableFamily) (bool, error) {
 // InKernel reports whether Loom's table is in the kernel (the IPv4 one,
 // which every node has): one a run before this one left, or this run's.
 func (f *NFTables) InKernel() (bool, error) {
+	_, ok, err := openInKernel()
+	return ok, err
+}
+
+// openInKernel opens nftables and reports whether Loom's IPv4 table is
+// there.
+func openInKernel() (*nftables.Conn, bool, error) {
 	c, err := nftables.New()
 	if err != nil {
-		return false, fmt.Errorf("open nftables: %w", err)
+		return nil, false, fmt.Errorf("open nftables: %w", err)
 	}
 	ok, err := hasLoomTable(c, nftables.TableFamilyIPv4)
 	if err != nil {
-		return false, fmt.Errorf("list nftables tables: %w", err)
+		return nil, false, fmt.Errorf("list nftables tables: %w", err)
 	}
-	return ok, nil
+	return c, ok, nil
 }
 
 // Invalidate makes the next Apply write the whole table again: someone

@@ -21,13 +21,9 @@ func (f *NFTables) Keep(spec FirewallSpec) (bool, error) {
 	if f.written {
 		return f.apply(spec)
 	}
-	c, err := nftables.New()
+	c, ok, err := openInKernel()
 	if err != nil {
-		return false, fmt.Errorf("open nftables: %w", err)
-	}
-	ok, err := hasLoomTable(c, nftables.TableFamilyIPv4)
-	if err != nil {
-		return false, fmt.Errorf("list nftables tables: %w", err)
+		return false, err
 	}
 	if !ok {
 		return f.apply(spec)
