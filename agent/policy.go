@@ -90,9 +90,19 @@ func isolatingAll(pods []overlay.PodRoute) *policy.Compiled {
 	return c
 }
 
-// pendingPolicyName names, in `loomctl policy`, what isolates pods while
-// the policies are pending.
+// pendingPolicyName names what isolates pods while the policies are
+// pending.
 const pendingPolicyName = "(policies pending)"
+
+// pendingPolicies says, while the policies are pending, why and what the
+// firewall does meanwhile (see policyFirewall).
+func (a *Agent) pendingPolicies() string {
+	held := "the firewall of the last run stays in force"
+	if !a.lastRunFirewall {
+		held = "every pod is isolated meanwhile"
+	}
+	return fmt.Sprintf("%v (%s)", a.policy.pendingError(), held)
+}
 
 // pendingError says why pods are not served while pending.
 func (p *policyState) pendingError() error {
@@ -444,11 +454,18 @@ func (a *Agent) finishCompile(snap policy.Snapshot) *policy.Compiled {
 // policyStatus is what GET /v1/policy answers.
 func (a *Agent) policyStatus() api.PolicyStatus {
 	p := a.policy
+	pending := p.pending()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := api.PolicyStatus{Source: p.source, Policies: []string{}, Pods: []api.PodPolicy{}, LoadedAt: p.loadedAt}
 	if p.loadErr != nil {
 		out.Error = p.loadErr.Error()
+	}
+	if pending {
+		// What was compiled meanwhile has no policies: it is not what the
+		// firewall enforces.
+		out.Pending = a.pendingPolicies()
+		return out
 	}
 	for _, pol := range p.objs.Policies {
 		out.Policies = append(out.Policies, pol.Namespace+"/"+pol.Name)

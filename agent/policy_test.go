@@ -28,16 +28,26 @@ func TestPendingPolicies(t *testing.T) {
 		{PolicySourceKubernetes, awaiting, "Kubernetes API", false, true},
 		{PolicySourceKubernetes, running, "Kubernetes API", false, false},
 	} {
-		p := &policyState{source: tc.source}
+		// What is compiled while pending holds no policy, and is not what
+		// the firewall enforces: the status says it waits instead.
+		compiled := &policy.Compiled{Pods: []policy.PodRules{{IP: netip.MustParseAddr("10.244.0.2"), Policies: []string{"x/p"}}}}
+		p := &policyState{source: tc.source, compiled: compiled}
+		a := &Agent{policy: p}
 		if p.pending() != (tc.why != "") || p.readsPodDirectory() != tc.readsBefore {
 			t.Errorf("%s, nothing loaded: pending %v, reads pods %v", tc.source, p.pending(), p.readsPodDirectory())
 		}
 		if tc.why != "" && !strings.Contains(p.pendingError().Error(), tc.why) {
 			t.Errorf("%s: pending because %q, which does not say %q", tc.source, p.pendingError(), tc.why)
 		}
+		if st := a.policyStatus(); tc.why != "" && (!strings.Contains(st.Pending, tc.why) || len(st.Pods) != 0) {
+			t.Errorf("%s, nothing loaded: policy status says pending %q with pods %+v, want why and no pods", tc.source, st.Pending, st.Pods)
+		}
 		p.setObjects(policy.Objects{}, tc.pods)
 		if p.pending() || p.readsPodDirectory() != tc.readsAfter {
 			t.Errorf("%s, loaded: pending %v, reads pods %v, want false, %v", tc.source, p.pending(), p.readsPodDirectory(), tc.readsAfter)
+		}
+		if st := a.policyStatus(); st.Pending != "" || (tc.source != PolicySourceNone && len(st.Pods) != 1) {
+			t.Errorf("%s, loaded: policy status says pending %q with pods %+v, want the pod compiled", tc.source, st.Pending, st.Pods)
 		}
 	}
 }

@@ -514,11 +514,7 @@ func (a *Agent) notReady() []string {
 		why = append(why, "CNI config not written, so no pod can start: "+a.confErr.Error())
 	}
 	if policiesPending {
-		held := "the firewall of the last run stays in force"
-		if !a.lastRunFirewall {
-			held = "every pod is isolated meanwhile"
-		}
-		msg := fmt.Sprintf("%v (%s)", a.policy.pendingError(), held)
+		msg := a.pendingPolicies()
 		if policyErr != nil {
 			msg += ": " + policyErr.Error()
 		}

@@ -215,7 +215,11 @@ type PolicyStatus struct {
 	// Policies lists the policies in force, as namespace/name.
 	Policies []string `json:"policies"`
 	// Error is the last load failure; the previous good set stays in force.
-	Error    string    `json:"error,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Pending says why the policies to enforce are not known yet (none
+	// loaded since loomd started) and what the firewall does meanwhile;
+	// Policies and Pods are then empty.
+	Pending  string    `json:"pending,omitempty"`
 	LoadedAt time.Time `json:"loadedAt,omitempty"`
 	// Pods are the local pods some policy selects.
 	Pods     []PodPolicy `json:"pods"`

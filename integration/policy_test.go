@@ -997,6 +997,10 @@ func restartWithPoliciesPending(t *testing.T, n, join *rig.Node, from, to *rig.P
 	waitNotReadyFor(t, n, 30*time.Second, "network policies not known yet", why)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if st, err := n.Client().Policy(ctx); err != nil || !strings.Contains(st.Pending, "network policies not known yet") ||
+		!strings.Contains(st.Pending, "the firewall of the last run stays in force") || len(st.Pods) != 0 {
+		t.Fatalf("%s's policy status, its policies pending: %+v, %v; want it to say they are pending and the last run's firewall holds", n.Name, st, err)
+	}
 	if _, err := n.AddPodWithArgs(ctx, "refused", [][2]string{{"K8S_POD_NAME", "refused"}}); err == nil ||
 		!strings.Contains(err.Error(), "network policies not known yet") {
 		t.Fatalf("ADD on %s, its policies pending: %v, want a refusal for want of network policies", n.Name, err)

@@ -99,3 +99,22 @@ func TestStatusShowsAFailingReconcile(t *testing.T) {
 		t.Fatalf("status of a node whose reconciles fail:\n%s", out.String())
 	}
 }
+
+// TestPrintPolicyWhilePending: while the policies are not known, loomctl
+// says so, and never that traffic is allowed.
+func TestPrintPolicyWhilePending(t *testing.T) {
+	var out bytes.Buffer
+	st := api.PolicyStatus{Source: "files", Policies: []string{}, Pods: []api.PodPolicy{},
+		Error: "db.yaml: line 2: bad", Pending: "network policies not known yet: ... (every pod is isolated meanwhile)"}
+	if err := printPolicy(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"NOT KNOWN YET", "every pod is isolated meanwhile", "db.yaml: line 2: bad"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output does not say %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "allowed") || strings.Contains(out.String(), "previous set in force") {
+		t.Errorf("output claims what is not enforced:\n%s", out.String())
+	}
+}

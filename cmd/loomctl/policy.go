@@ -38,6 +38,13 @@ func printPolicy(w io.Writer, st api.PolicyStatus) error {
 		fmt.Fprintln(w, "network policy is off (start loomd with --policy-dir)")
 		return nil
 	}
+	if st.Pending != "" {
+		fmt.Fprintf(w, "POLICIES NOT KNOWN YET: %s\n", st.Pending)
+		if st.Error != "" {
+			fmt.Fprintf(w, "last load failed: %s\n", st.Error)
+		}
+		return nil
+	}
 	fmt.Fprintf(w, "policies (%d): %s\n", len(st.Policies), strings.Join(st.Policies, ", "))
 	if st.Error != "" {
 		fmt.Fprintf(w, "LAST RELOAD FAILED (previous set in force): %s\n", st.Error)
