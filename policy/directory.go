@@ -422,6 +422,8 @@ func (d *Directory) PublishChanges(local []PodRecord, listed uint64) Publication
 	for _, r := range local {
 		want[r.IP] = r
 	}
+	// A pin older than the list is in it; a newer one holds a record the
+	// list may not have yet, which stays as it is.
 	for ip, n := range d.pinned {
 		if n > listed {
 			delete(want, ip)
@@ -430,7 +432,9 @@ func (d *Directory) PublishChanges(local []PodRecord, listed uint64) Publication
 		}
 	}
 	for ip, have := range d.records[d.self] {
-		if _, ok := want[ip]; ok || have.Deleted || d.pinned[ip] > listed {
+		_, wanted := want[ip]
+		_, pinned := d.pinned[ip]
+		if wanted || pinned || have.Deleted {
 			continue
 		}
 		tomb := PodRecord{Node: d.self, IP: ip, Deleted: true, Version: d.nextVersion(have.Version)}
