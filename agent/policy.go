@@ -98,7 +98,7 @@ const pendingPolicyName = "(policies pending)"
 // firewall does meanwhile (see policyFirewall).
 func (a *Agent) pendingPolicies() string {
 	held := "the firewall of the last run stays in force"
-	if !a.lastRunFirewall {
+	if !a.lastRunFirewall || !a.fw.KeepsLastRun() {
 		held = "every pod is isolated meanwhile"
 	}
 	return fmt.Sprintf("%v (%s)", a.policy.pendingError(), held)

@@ -437,7 +437,31 @@ func TestKubernetesAgentRestartsWhileTheAPIIsDown(t *testing.T) {
 		if err := rig.Eventually(15*time.Second, func() error { return rig.Ping(fresh.NS, overlayAddr(t, nodes[1])) }); err != nil {
 			t.Fatalf("node3, joined while node2 keeps its last run's firewall, does not reach node2 over the overlay: %v", err)
 		}
+		// The firewall node3 wrote is its own: changed behind its back, it
+		// is repaired, not kept.
+		mustExec(t, fresh, "nft", "flush", "chain", "ip", "loom", "vxlan-ingress")
+		if err := rig.Eventually(15*time.Second, func() error {
+			if out := mustExec(t, fresh, "nft", "list", "chain", "ip", "loom", "vxlan-ingress"); !strings.Contains(out, "drop") {
+				return fmt.Errorf("node3's VXLAN guard, flushed:\n%s", out)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("not repaired while the policies are pending: %v", err)
+		}
 	})
+
+	// node2's firewall removed while its policies are pending: nothing is
+	// left to keep, so it isolates its pods, and says so.
+	mustExec(t, nodes[1], "nft", "delete", "table", "ip", "loom")
+	waitNotReadyFor(t, nodes[1], 15*time.Second, "every pod is isolated meanwhile")
+	if err := rig.Eventually(15*time.Second, func() error {
+		if dialFrom(db.NS, webAddr) == nil {
+			return errors.New("db reaches web")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("node2's pods, its firewall removed while its policies are pending: %v", err)
+	}
 
 	apiServer.SetDown(false)
 	for _, n := range []*rig.Node{nodes[1], fresh} {

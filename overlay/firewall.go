@@ -137,6 +137,10 @@ type NFTables struct {
 	// stale are anti-spoof entries of detached pods still in the kernel's
 	// sets, by host veth (see RemovePod).
 	stale map[string]PodRoute
+	// wroteOwn is set once this run wrote the table, and stays set (unlike
+	// written, which Invalidate clears): from then on the table is this
+	// run's, repaired and rewritten as specs say, never kept (see Keep).
+	wroteOwn bool
 }
 
 var _ Firewaller = (*NFTables)(nil)
@@ -186,6 +190,14 @@ func openInKernel() (*nftables.Conn, bool, error) {
 		return nil, false, fmt.Errorf("list nftables tables: %w", err)
 	}
 	return c, ok, nil
+}
+
+// KeepsLastRun reports whether the table in the kernel, if any, is one a
+// run before this one left, which Keep keeps: this run has written none.
+func (f *NFTables) KeepsLastRun() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.wroteOwn
 }
 
 // Invalidate makes the next Apply write the whole table again: someone
@@ -302,7 +314,7 @@ func (f *NFTables) write(spec FirewallSpec) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("program nftables table %s: %w", FirewallTable, err)
 	}
-	f.written, f.spec = true, spec
+	f.written, f.wroteOwn, f.spec = true, true, spec
 	f.rulesFP, f.setsFP = spec.rulesFingerprint(), spec.setsFingerprint()
 	f.policyChains = policyChains
 	clear(f.stale)

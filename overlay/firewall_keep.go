@@ -14,11 +14,12 @@ import (
 // and its VXLAN packets must not be dropped by the guards. The sets'
 // elements are read back from the kernel, since this run never wrote
 // them. Without such a table (a new node, or it was removed), or once
-// this run wrote its own, it is Apply.
+// this run wrote its own (which is repaired like any, if changed behind
+// its back), it is Apply.
 func (f *NFTables) Keep(spec FirewallSpec) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.written {
+	if f.wroteOwn {
 		return f.apply(spec)
 	}
 	c, ok, err := openInKernel()
