@@ -38,10 +38,6 @@ type Agent struct {
 	// wg is the WireGuard backend (nil with VXLAN); wgPublic its key.
 	wg       *overlay.WireGuard
 	wgPublic []byte
-	// lastRunFirewall is set when Loom's table was in the kernel at the
-	// start: while the policies are pending it stays as it is but for its
-	// member nodes (see policyFirewall).
-	lastRunFirewall bool
 
 	// stateMu guards the fields below it.
 	stateMu     sync.Mutex
@@ -208,8 +204,8 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 	}
 	a.fw = overlay.NewNFTables()
-	if a.lastRunFirewall, err = a.fw.InKernel(); err != nil {
-		log.Warn("cannot tell whether a firewall of the last run is in force; one is written at once, every pod isolated until the policies are known", zap.Error(err))
+	if err := a.fw.FindLastRun(); err != nil {
+		log.Warn("cannot tell whether a firewall of the last run is in force; the first reconcile looks again", zap.Error(err))
 	}
 	a.dp = overlay.NewDataplane(overlay.DataplaneConfig{
 		Kernel: a.kernel, Backend: a.backend, Firewall: a.fw, Cluster: r.cluster,
@@ -813,7 +809,7 @@ func (a *Agent) reconcile(reason string) (time.Time, error) {
 	d.Policy = a.compilePolicy(allocs, listed, subnets)
 	pending := a.policy.pending()
 	if pending {
-		a.policyFirewall(&d)
+		pendingFirewall(&d)
 	}
 	a.sweepHandedOver(subnet, d.Peers)
 	a.stateMu.Lock()

@@ -57,7 +57,7 @@ func (p *policyState) enabled() bool { return p.source != PolicySourceNone }
 // Kubernetes source has sent no view since loomd started (the API server
 // may be down), or the policy directory held no good set at the start.
 // Meanwhile no pod is served, and the firewall the last run left stays
-// (see policyFirewall): its policies are better than none, or than
+// (see pendingFirewall): its policies are better than none, or than
 // isolating every pod, and a restart must not wait for them to rejoin the
 // fabric (its peers would withdraw its pods' routes).
 func (p *policyState) pending() bool {
@@ -69,12 +69,12 @@ func (p *policyState) pending() bool {
 	return !p.loaded
 }
 
-// policyFirewall sets what d's firewall is while the policies are
+// pendingFirewall sets what d's firewall is while the policies are
 // pending: the table the last run left, kept as it is but for its member
 // nodes; without one (a new node, or its table removed meanwhile) the
 // whole table, its guards up to date, with every local pod isolated,
-// since nothing says what they may do. Called with dpMu held.
-func (a *Agent) policyFirewall(d *overlay.Desired) {
+// since nothing says what they may do.
+func pendingFirewall(d *overlay.Desired) {
 	d.KeepFirewall = true
 	d.Policy = isolatingAll(d.Pods)
 }
@@ -95,10 +95,10 @@ func isolatingAll(pods []overlay.PodRoute) *policy.Compiled {
 const pendingPolicyName = "(policies pending)"
 
 // pendingPolicies says, while the policies are pending, why and what the
-// firewall does meanwhile (see policyFirewall).
+// firewall does meanwhile (see pendingFirewall).
 func (a *Agent) pendingPolicies() string {
 	held := "the firewall of the last run stays in force"
-	if !a.lastRunFirewall || !a.fw.KeepsLastRun() {
+	if !a.fw.KeepsLastRun() {
 		held = "every pod is isolated meanwhile"
 	}
 	return fmt.Sprintf("%v (%s)", a.policy.pendingError(), held)

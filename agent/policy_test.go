@@ -32,7 +32,7 @@ func TestPendingPolicies(t *testing.T) {
 		// the firewall enforces: the status says it waits instead.
 		compiled := &policy.Compiled{Pods: []policy.PodRules{{IP: netip.MustParseAddr("10.244.0.2"), Policies: []string{"x/p"}}}}
 		p := &policyState{source: tc.source, compiled: compiled}
-		a := &Agent{policy: p}
+		a := &Agent{policy: p, fw: overlay.NewNFTables()}
 		if p.pending() != (tc.why != "") || p.readsPodDirectory() != tc.readsBefore {
 			t.Errorf("%s, nothing loaded: pending %v, reads pods %v", tc.source, p.pending(), p.readsPodDirectory())
 		}
@@ -52,16 +52,16 @@ func TestPendingPolicies(t *testing.T) {
 	}
 }
 
-// TestPolicyFirewall: while the policies are pending, the firewall of the
+// TestPendingFirewall: while the policies are pending, the firewall of the
 // last run is kept (overlay.Desired.KeepFirewall); without one, the whole
 // firewall is written with every local pod isolated both ways.
-func TestPolicyFirewall(t *testing.T) {
+func TestPendingFirewall(t *testing.T) {
 	pods := []overlay.PodRoute{
 		{IP: netip.MustParseAddr("10.244.0.3"), HostIf: "loombbbbbbbbbbb"},
 		{IP: netip.MustParseAddr("10.244.0.2"), HostIf: "loomaaaaaaaaaaa"},
 	}
 	fresh := overlay.Desired{Pods: pods, Policy: &policy.Compiled{}}
-	(&Agent{}).policyFirewall(&fresh)
+	pendingFirewall(&fresh)
 	if !fresh.KeepFirewall || fresh.Policy == nil || len(fresh.Policy.Pods) != 2 {
 		t.Fatalf("keep %v, policy %+v; want the firewall kept, or else every pod isolated", fresh.KeepFirewall, fresh.Policy)
 	}

@@ -140,7 +140,8 @@ type NFTables struct {
 	// wroteOwn is set once this run wrote the table, and stays set (unlike
 	// written, which Invalidate clears): from then on the table is this
 	// run's, repaired and rewritten as specs say, never kept (see Keep).
-	wroteOwn bool
+	// lastRun is set once a table of a run before this one was found.
+	wroteOwn, lastRun bool
 }
 
 var _ Firewaller = (*NFTables)(nil)
@@ -171,11 +172,15 @@ func hasLoomTable(c *nftables.Conn, family nftables.TableFamily) (bool, error) {
 	return slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == FirewallTable }), nil
 }
 
-// InKernel reports whether Loom's table is in the kernel (the IPv4 one,
-// which every node has): one a run before this one left, or this run's.
-func (f *NFTables) InKernel() (bool, error) {
+// FindLastRun looks for Loom's table (the IPv4 one, which every node has)
+// before this run writes one: a table a run before this one left, which
+// Keep keeps (see KeepsLastRun).
+func (f *NFTables) FindLastRun() error {
 	_, ok, err := openInKernel()
-	return ok, err
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastRun = f.lastRun || ok
+	return err
 }
 
 // openInKernel opens nftables and reports whether Loom's IPv4 table is
@@ -192,12 +197,13 @@ func openInKernel() (*nftables.Conn, bool, error) {
 	return c, ok, nil
 }
 
-// KeepsLastRun reports whether the table in the kernel, if any, is one a
-// run before this one left, which Keep keeps: this run has written none.
+// KeepsLastRun reports whether the table in the kernel is one a run
+// before this one left, found by FindLastRun or Keep, which Keep keeps:
+// this run has written none.
 func (f *NFTables) KeepsLastRun() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return !f.wroteOwn
+	return f.lastRun && !f.wroteOwn
 }
 
 // Invalidate makes the next Apply write the whole table again: someone

@@ -29,6 +29,7 @@ func (f *NFTables) Keep(spec FirewallSpec) (bool, error) {
 	if !ok {
 		return f.apply(spec)
 	}
+	f.lastRun = true
 	nodes, overlays := addrSets(loomTable())
 	members := []memberSet{{nodes, spec.NodeAddrs, false}, {overlays, spec.NodeOverlays, false}}
 	if spec.guardsIPv6() {
